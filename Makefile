@@ -1,0 +1,47 @@
+# ShadowDB entry points. `make demo` and `make test` set up everything they need first.
+SHELL := /bin/bash
+export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+# Lab name: containers, network and inventory are all named after it.
+LAB ?= sdb-lab
+LAB_HOSTS ?= 1
+export SHADOWDB_LAB := $(LAB)
+
+.PHONY: setup demo test lint unit integration molecule bench lab-up lab-down clean
+
+setup:
+	@bash scripts/setup.sh
+
+lab-up: setup
+	ansible-playbook playbooks/lab.yml -e lab_hosts=$(LAB_HOSTS)
+
+lab-down: setup
+	ansible-playbook playbooks/lab.yml -e lab_state=absent
+
+demo: setup
+	@bash scripts/demo.sh
+
+lint: setup
+	ruff check .
+	ruff format --check .
+	ansible-lint
+
+unit: setup
+	pytest tests/unit -q
+
+integration: setup
+	pytest tests/integration -q -x
+
+molecule: setup
+	@bash scripts/molecule.sh default
+
+test: setup
+	@bash scripts/test.sh
+
+bench: setup
+	pytest tests/bench -q -s
+
+clean: lab-down
+	rm -rf .pytest_cache .ruff_cache
