@@ -1,0 +1,67 @@
+"""Connect to demo tenants over TLS and print their connection strings.
+
+The password is written to a root-only passfile next to the lab inventory and referenced by the
+connection string; it is never printed.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import psycopg
+
+
+def host_address(container: str) -> str:
+    out = subprocess.run(
+        ["podman", "inspect", container, "--format", "{{json .NetworkSettings.Networks}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    networks = json.loads(out)
+    return next(iter(networks.values()))["IPAddress"]
+
+
+def tenant_env(container: str, tenant: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["podman", "exec", container, "cat", f"/etc/shadowdb/tenants/{tenant}/owner.env"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if line and not line.startswith("#"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--inventory", required=True, type=Path)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("tenants", nargs="+")
+    args = parser.parse_args()
+
+    inventory = args.inventory.resolve()
+    ca = inventory / "pki" / "ca.crt"
+    address = host_address(args.host)
+    for tenant in args.tenants:
+        env = tenant_env(args.host, tenant)
+        passfile = inventory / f"{tenant}.pgpass"
+        fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"*:{env['PGPORT']}:{env['PGDATABASE']}:{env['PGUSER']}:{env['PGPASSWORD']}\n")
+        conninfo = (
+            f"host={env['PGHOST']} hostaddr={address} port={env['PGPORT']} dbname={env['PGDATABASE']} "
+            f"user={env['PGUSER']} passfile={passfile} sslmode=verify-full sslrootcert={ca}"
+        )
+        with psycopg.connect(conninfo, connect_timeout=10) as conn:
+            version, ssl, checksums = conn.execute(
+                "SELECT current_setting('server_version'), ssl, current_setting('data_checksums') "
+                "FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            ).fetchone()
+        print(f"{tenant}: PostgreSQL {version}, TLS {'on' if ssl else 'off'}, data checksums {checksums}")
+        print(f"  direct: {conninfo}")
+
+
+if __name__ == "__main__":
+    main()
