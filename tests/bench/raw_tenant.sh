@@ -1,0 +1,37 @@
+#!/bin/sh
+# The raw shell steps for one tenant, done by hand: the baseline the onboarding benchmark
+# compares tenant.yml against (shared/LAB.md: ~0.9-1.5 s per tenant). Runs inside a lab host.
+#   raw_tenant.sh NAME PORT
+set -eu
+name=$1 port=$2
+bin=/usr/lib/postgresql/17/bin
+img=/var/lib/shadowdb/raw/$name.img
+mnt=/mnt/raw/$name
+mkdir -p /var/lib/shadowdb/raw "$mnt"
+truncate -s 1G "$img"
+dev=$(losetup --find --show "$img")
+mkfs.ext4 -q -L "r$name" "$dev"
+mount "$dev" "$mnt"
+useradd --system --home-dir "$mnt" --shell /usr/sbin/nologin "raw-$name"
+install -d -o "raw-$name" -m 0700 "$mnt/data" "$mnt/run"
+chown "raw-$name" "$mnt"
+echo "secret-$name" > "$mnt/pw"; chown "raw-$name" "$mnt/pw"
+runuser -u "raw-$name" -- "$bin/initdb" -D "$mnt/data" --data-checksums --auth=scram-sha-256 \
+    --username=postgres --pwfile="$mnt/pw" >/dev/null
+rm "$mnt/pw"
+cat >> "$mnt/data/postgresql.conf" <<CONF
+port = $port
+listen_addresses = '*'
+unix_socket_directories = '$mnt/run'
+shared_buffers = '128MB'
+max_connections = 50
+CONF
+cat > "/etc/systemd/system/raw-$name.service" <<UNIT
+[Service]
+Type=notify
+User=raw-$name
+ExecStart=$bin/postgres -D $mnt/data
+UNIT
+systemctl daemon-reload
+systemctl start "raw-$name.service"
+"$bin/pg_isready" -q -h "$mnt/run" -p "$port" -t 30

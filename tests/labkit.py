@@ -1,0 +1,97 @@
+"""A lab of podman hosts booting systemd, for benchmarks and tests.
+
+Names derive from the checkout path, so two checkouts (or CI beside a developer's lab) never
+collide; a stale lab of the same name is removed before a new one starts.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def lab_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["CONTAINERS_CONF"] = str(REPO / "lab" / "containers.conf")
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env['PATH']}"
+    return env
+
+
+def checkout_id() -> str:
+    return hashlib.sha256(str(REPO).encode()).hexdigest()[:6]
+
+
+class Lab:
+    def __init__(self, kind: str, hosts: int, inventory_dir: Path):
+        self.name = f"sdb-{kind}-{checkout_id()}"
+        self.hosts = [f"{self.name}-db{i}" for i in range(1, hosts + 1)]
+        self.inventory_dir = Path(inventory_dir)
+        self.env = lab_env() | {"SHADOWDB_LAB": self.name}
+
+    def _lab_playbook(self, *args: str) -> None:
+        subprocess.run(
+            [
+                "ansible-playbook",
+                str(REPO / "playbooks" / "lab.yml"),
+                "-e",
+                f"lab_inventory_dir={self.inventory_dir}",
+                *args,
+            ],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+
+    def up(self) -> None:
+        self._lab_playbook("-e", "lab_state=absent")
+        self._lab_playbook("-e", f"lab_hosts={len(self.hosts)}")
+
+    def down(self) -> None:
+        self._lab_playbook("-e", "lab_state=absent")
+
+    def playbook(self, name: str, *args: str, check: bool = True) -> str:
+        proc = subprocess.run(
+            ["ansible-playbook", "-i", str(self.inventory_dir), str(REPO / "playbooks" / name), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        output = proc.stdout + proc.stderr
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{name} failed (rc {proc.returncode}):\n{output[-6000:]}")
+        return output
+
+    def sh(self, host: str, script: str) -> str:
+        return subprocess.run(
+            ["podman", "exec", host, "/bin/sh", "-c", script],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def copy_to(self, host: str, src: Path, dest: str) -> None:
+        subprocess.run(["podman", "cp", str(src), f"{host}:{dest}"], env=self.env, check=True)
+
+    def address(self, host: str) -> str:
+        out = subprocess.run(
+            ["podman", "inspect", host, "--format", "{{json .NetworkSettings.Networks}}"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        return json.loads(out)[self.name]["IPAddress"]
+
+    def write_host_vars(self, host: str, host_vars: dict) -> None:
+        path = self.inventory_dir / "host_vars" / f"{host}.yml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump(host_vars, sort_keys=True))
