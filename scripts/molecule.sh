@@ -23,9 +23,8 @@ mkdir -p "$SHADOWDB_APT_CACHE"
 # Molecule's working files (inventory, state, the scenario's throwaway CA) stay in this
 # checkout (git-ignored): molecule's default location is keyed by the directory's basename.
 export MOLECULE_EPHEMERAL_DIRECTORY="$root/molecule/$scenario/.molecule"
-mkdir -p "$MOLECULE_EPHEMERAL_DIRECTORY"
 
-# Instances of this checkout and scenario: <id> or <id>-<suffix>.
+# Instances of this checkout (any scenario): <id> or <id>-<suffix>.
 instances() {
     podman ps -a --format '{{.Names}}' | grep -E "^${SHADOWDB_MOLECULE_ID}(-[a-z0-9-]+)?\$" || true
 }
@@ -49,6 +48,9 @@ for name in $(instances); do
     echo "molecule.sh: removing stale instance $name"
     remove_instance "$name"
 done
+# Every run starts from nothing: a fresh state, inventory and throwaway CA.
+rm -rf "$MOLECULE_EPHEMERAL_DIRECTORY"
+mkdir -p "$MOLECULE_EPHEMERAL_DIRECTORY"
 
 start=$(date +%s)
 rc=0

@@ -62,7 +62,8 @@ SECRETS = "/etc/shadowdb/tenants"
 # Runs inside the host (python3-psycopg is installed there): connects like a client of the
 # tenant, over TCP to 127.0.0.1 with TLS verified against the deployment CA, runs the queries
 # and prints the rows or the server's error as JSON. Connection parameters come from the
-# tenant's owner.env unless the test overrides them; a password may be read from a file.
+# tenant's owner.env unless the test overrides them; another role's password can be taken from
+# the tenant's passwords.json (keys postgres, owner, readonly).
 _PROBE = r"""
 import json, sys
 import psycopg
@@ -79,24 +80,38 @@ params = {
     "dbname": env["PGDATABASE"], "user": env["PGUSER"], "password": env["PGPASSWORD"],
     "sslmode": "verify-full", "sslrootcert": env["PGSSLROOTCERT"], "connect_timeout": "10",
 }
-if "password_file" in request:
-    with open(request["password_file"]) as f:
-        params["password"] = f.read().strip()
-params.update(request.get("params", {}))
+if "login_as" in request:
+    with open(request["passwords_file"]) as f:
+        params["password"] = json.load(f)[request["login_as"]]
+    params["user"] = request["user"]
+params.update(request["params"])
 try:
     with psycopg.connect(autocommit=True, **params) as conn:
-        rows = [[list(r) for r in conn.execute(q).fetchall()] for q in request["queries"]]
+        rows = []
+        for query in request["queries"]:
+            cur = conn.execute(query)
+            rows.append([list(r) for r in cur.fetchall()] if cur.description else [])
     print(json.dumps({"ok": True, "rows": rows}, default=str))
 except psycopg.Error as e:
     print(json.dumps({"ok": False, "error": str(e), "sqlstate": e.sqlstate}))
 """
 
 
-def pg(host, tenant, queries=(), *, password_file=None, **params):
-    """Connect to a tenant's cluster from inside the host; return the probe's JSON answer."""
-    request = {"env_file": f"{SECRETS}/{tenant}/owner.env", "queries": list(queries), "params": params}
-    if password_file:
-        request["password_file"] = f"{SECRETS}/{tenant}/{password_file}"
+def pg(host, tenant, queries=(), *, login_as=None, params=None):
+    """Connect to a tenant's cluster from inside the host; return the probe's JSON answer.
+
+    ``params`` override libpq parameters; ``login_as`` (postgres, readonly) logs in as another of
+    the tenant's roles, with its password from the tenant's passwords.json.
+    """
+    request = {
+        "env_file": f"{SECRETS}/{tenant}/owner.env",
+        "queries": list(queries),
+        "params": params or {},
+    }
+    if login_as:
+        user = {"postgres": "postgres", "readonly": f"{tenant}_ro"}[login_as]
+        passwords = f"{SECRETS}/{tenant}/passwords.json"
+        request |= {"passwords_file": passwords, "login_as": login_as, "user": user}
     out = host.check_output("python3 -c %s %s", _PROBE, json.dumps(request))
     return json.loads(out)
 
@@ -145,13 +160,12 @@ def test_postmaster_runs_as_tenant_user(host, tenant):
     uid = host.user(f"pg-{name}").uid
     pid = main_pid(host, name)
     # Real, effective, saved and filesystem uid of the postmaster.
-    uid_line = next(
-        line for line in host.file(f"/proc/{pid}/status").content_string.splitlines() if line.startswith("Uid:")
-    )
+    status = host.file(f"/proc/{pid}/status").content_string.splitlines()
+    uid_line = next(line for line in status if line.startswith("Uid:"))
     assert uid_line.split()[1:] == [str(uid)] * 4
     assert host.file(f"/proc/{pid}/exe").linked_to == "/usr/lib/postgresql/17/bin/postgres"
     # Every backend and auxiliary process too.
-    children = host.check_output("ps -o uid= --ppid %s", pid).split()
+    children = host.check_output("ps -o uid= --ppid %s", str(pid)).split()
     assert children, f"tenant {name}: postmaster has no child processes"
     assert set(children) == {str(uid)}
     assert host.check_output("systemctl show -P User shadowdb-postgres@%s.service", name) == f"pg-{name}"
@@ -163,7 +177,7 @@ def test_each_tenant_listens_on_its_own_leased_port(host, tenant):
     lease = leases(host)[name]
     assert 20000 <= lease <= 29999
     pid = main_pid(host, name)
-    listeners = host.check_output("ss -Hltnp 'sport = :%s'", lease)
+    listeners = host.check_output("ss -Hltnp sport = :%s", str(lease))
     assert f"pid={pid}," in listeners, listeners
     assert value(host, name, "SHOW port") == str(lease)
     assert host.check_output("grep -E '^PGPORT=' %s/%s/owner.env", SECRETS, name) == f"PGPORT={lease}"
@@ -191,9 +205,7 @@ def test_volume_mounted_by_label(host, tenant):
 
 
 def test_volumes_are_separate_devices(host):
-    sources = {
-        host.check_output("findmnt -n -o SOURCE --mountpoint /mnt/db/%s", t["name"]) for t in TENANTS
-    }
+    sources = {host.check_output("findmnt -n -o SOURCE --mountpoint /mnt/db/%s", t["name"]) for t in TENANTS}
     assert len(sources) == len(TENANTS)
 
 
@@ -250,7 +262,7 @@ def test_cgroup_limits_of_the_tier(host, tenant):
 
 @by_name
 def test_hba_refuses_connections_without_tls(host, tenant):
-    answer = pg(host, tenant["name"], ["SELECT 1"], sslmode="disable")
+    answer = pg(host, tenant["name"], ["SELECT 1"], params={"sslmode": "disable"})
     assert not answer["ok"]
     assert "pg_hba.conf rejects connection" in answer["error"]
     assert "no encryption" in answer["error"]
@@ -259,7 +271,7 @@ def test_hba_refuses_connections_without_tls(host, tenant):
 @by_name
 def test_hba_refuses_a_wrong_password(host, tenant):
     name = tenant["name"]
-    answer = pg(host, name, ["SELECT 1"], password="not-the-password")
+    answer = pg(host, name, ["SELECT 1"], params={"password": "not-the-password"})
     assert not answer["ok"]
     assert f'password authentication failed for user "{name}"' in answer["error"]
 
@@ -267,7 +279,7 @@ def test_hba_refuses_a_wrong_password(host, tenant):
 @by_name
 def test_superuser_never_logs_in_over_the_network(host, tenant):
     """Even with TLS and its real password, postgres is refused over TCP (local peer only)."""
-    answer = pg(host, tenant["name"], ["SELECT 1"], user="postgres", password_file="postgres.password")
+    answer = pg(host, tenant["name"], ["SELECT 1"], login_as="postgres")
     assert not answer["ok"]
     assert "pg_hba.conf rejects connection" in answer["error"]
 
@@ -276,11 +288,11 @@ def test_tenants_do_not_share_credentials_or_certificates(host):
     first, second = TENANTS[0]["name"], TENANTS[1]["name"]
     port = str(leases(host)[second])
     # The first tenant's owner, with its own password, on the second tenant's cluster.
-    answer = pg(host, first, ["SELECT 1"], port=port, host=f"{second}.{DOMAIN}")
+    answer = pg(host, first, ["SELECT 1"], params={"port": port, "host": f"{second}.{DOMAIN}"})
     assert not answer["ok"]
     assert f'password authentication failed for user "{first}"' in answer["error"]
     # The second tenant's certificate does not pass for the first tenant's name.
-    answer = pg(host, first, ["SELECT 1"], port=port)
+    answer = pg(host, first, ["SELECT 1"], params={"port": port})
     assert not answer["ok"]
     assert f'server certificate for "{second}.{DOMAIN}" does not match host name' in answer["error"]
 
@@ -288,7 +300,7 @@ def test_tenants_do_not_share_credentials_or_certificates(host):
 @by_name
 def test_readonly_role(host, tenant):
     name = tenant["name"]
-    exists = value(host, name, f"SELECT count(*) FROM pg_roles WHERE rolname = '{name}_ro'")
+    exists = value(host, name, "SELECT count(*) FROM pg_roles WHERE rolname = current_database() || '_ro'")
     if not tenant.get("readonly_role"):
         assert exists == 0
         return
@@ -301,7 +313,7 @@ def test_readonly_role(host, tenant):
             "INSERT INTO molecule_probe VALUES (1) RETURNING id",
         ],
     )
-    ro = {"user": f"{name}_ro", "password_file": "readonly.password"}
+    ro = {"login_as": "readonly"}
     assert value(host, name, "SELECT count(*) > 0 FROM molecule_probe", **ro) is True
     answer = pg(host, name, ["INSERT INTO molecule_probe VALUES (2)"], **ro)
     assert not answer["ok"]
@@ -312,6 +324,7 @@ def test_readonly_role(host, tenant):
 def test_secrets_are_root_only(host, tenant):
     secrets = host.file(f"{SECRETS}/{tenant['name']}")
     assert (secrets.user, secrets.mode) == ("root", 0o700)
-    owner_env = host.file(f"{SECRETS}/{tenant['name']}/owner.env")
-    assert (owner_env.user, owner_env.mode) == ("root", 0o600)
+    for name in ("owner.env", "passwords.json"):
+        secret = host.file(f"{SECRETS}/{tenant['name']}/{name}")
+        assert (secret.user, secret.group, secret.mode) == ("root", "root", 0o600), name
     assert host.file(CA).exists
