@@ -9,7 +9,16 @@ img=/var/lib/shadowdb/raw/$name.img
 mnt=/mnt/raw/$name
 mkdir -p /var/lib/shadowdb/raw "$mnt"
 truncate -s 1G "$img"
-dev=$(losetup --find --show "$img")
+# Lab hosts have no udev: make the node of a loop device created after the host booted.
+attach() {
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        losetup --find --show "$img" 2>/dev/null && return
+        free=$(losetup -f | cut -d/ -f3)
+        [ -e "/dev/$free" ] || mknod -m 0660 "/dev/$free" b 7 "${free#loop}"
+    done
+    losetup --find --show "$img"
+}
+dev=$(attach)
 mkfs.ext4 -q -L "r$name" "$dev"
 mount "$dev" "$mnt"
 useradd --system --home-dir "$mnt" --shell /usr/sbin/nologin "raw-$name"
