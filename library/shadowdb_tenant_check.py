@@ -1,0 +1,692 @@
+#!/usr/bin/python
+# Copyright: ShadowDB contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""Ansible module: record converged tenants; tell in one call per host which ones are still converged."""
+
+import errno
+import hashlib
+import json
+import os
+import re
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+---
+module: shadowdb_tenant_check
+short_description: Fast path for no-op runs, one call per host tells which tenants are still converged
+description:
+  - After a tenant has fully converged, O(state=record) stores a record of it in
+    C(<state_dir>/<name>.json) - the fingerprint of its desired state (computed on the controller, for
+    example with the C(shadowdb_fingerprint) filter), the SHA-256 of the files that make up its
+    configuration, the systemd units that must be active, its mount point and its listening port.
+  - O(state=check) then checks every tenant of O(tenants) at once, so a playbook only has to converge the
+    tenants that are not provably converged. A tenant is converged if and only if all of the following hold.
+    They are checked in this order, and the first that fails is the reason reported in RV(stale).
+  - '1. Its record exists and is usable (reasons C(no record), C(record <path> unusable: <why>)).'
+  - 2. The recorded fingerprint equals the given one (C(fingerprint changed)).
+  - 3. The recorded mount point, if any, is a mount point (C(/mnt/db/acme not mounted)).
+  - '4. Every recorded file exists with the recorded SHA-256 (C(/mnt/db/acme/data/postgresql.conf changed),
+    C(<path> missing), C(cannot read <path>: Permission denied)).'
+  - '5. Every recorded unit is active (C(shadowdb-postgres@acme.service is failed),
+    C(cannot check units: systemctl not found)).'
+  - 6. The recorded port, if any, has a listening TCP socket (C(port 21234 not listening)).
+  - The check is built for speed, with no per-tenant process - mount points are read once from
+    C(/proc/self/mountinfo), listening sockets once from C(/proc/net/tcp) and C(/proc/net/tcp6), and the
+    units of all tenants are checked with a single C(systemctl is-active) call.
+  - O(state=absent) deletes the record of O(name), for example when the tenant is removed.
+  - 'Records are written atomically (temporary file and rename) with mode C(0600) as JSON with sorted keys,
+    V({"files": {"<path>": "<sha256>"}, "fingerprint": "...", "mountpoint": "<path or empty>",
+    "port": <int or null>, "units": ["<unit>", ...]}).'
+options:
+  state:
+    description:
+      - V(check) checks the tenants of O(tenants) and returns RV(converged) and RV(stale); never changes
+        anything.
+      - V(record) writes the record of the tenant O(name).
+      - V(absent) deletes the record of the tenant O(name), if any.
+    type: str
+    required: true
+    choices: [check, record, absent]
+  state_dir:
+    description:
+      - Directory holding the records, one C(<name>.json) per tenant.
+      - Created with mode C(0700) when a record is first written.
+    type: path
+    default: /var/lib/shadowdb/converged
+  tenants:
+    description:
+      - With O(state=check), the tenants to check. Required with O(state=check), may be empty.
+      - Tenant names must be unique.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Tenant name; must match C(^[a-z0-9][a-z0-9_-]*$).
+        type: str
+        required: true
+      fingerprint:
+        description: Fingerprint of the tenant's desired state now, compared with the recorded one.
+        type: str
+        required: true
+  name:
+    description:
+      - With O(state=record) or O(state=absent), the tenant whose record is written or deleted.
+      - Must match C(^[a-z0-9][a-z0-9_-]*$).
+    type: str
+  fingerprint:
+    description: With O(state=record), the fingerprint of the desired state the tenant has converged to.
+    type: str
+  files:
+    description:
+      - With O(state=record), absolute paths of files whose SHA-256 is recorded, typically the rendered
+        configuration files of the tenant. Every file must exist and be readable.
+    type: list
+    elements: path
+  units:
+    description:
+      - With O(state=record), systemd units that must be active for the tenant to be converged, for
+        example V(shadowdb-postgres@acme.service). Stored sorted and without duplicates.
+    type: list
+    elements: str
+  mountpoint:
+    description:
+      - With O(state=record), absolute path that must be a mount point, or empty (or V(null)) for none.
+    type: path
+  port:
+    description:
+      - With O(state=record), TCP port that must have a listening socket (any address, IPv4 or IPv6), or
+        V(null) for none.
+    type: int
+notes:
+  - Mount points and sockets are read from C(/proc) of the namespaces the module runs in (Linux only).
+  - With O(state=check) a unit counts as active only if C(systemctl is-active) prints V(active) for it.
+    If C(systemctl) cannot be found or its output cannot be parsed, every tenant with recorded units is
+    reported stale with the reason; the module does not fail.
+  - An unusable record (unreadable, invalid JSON, wrong structure) makes its tenant stale, and is replaced
+    by the next O(state=record).
+  - With O(state=record) the module does not verify that units are active, the mount point is mounted or
+    the port is listening; record a tenant only right after it has fully converged.
+attributes:
+  check_mode:
+    support: full
+    description:
+      - O(state=check) runs normally in check mode (it is read-only).
+      - O(state=record) and O(state=absent) report what would change, and write or delete nothing.
+      - With O(state=record), a file of O(files) that cannot be read (for example not created yet, because
+        its task was only simulated) is recorded with a V(null) digest and a warning, instead of failing.
+  diff_mode:
+    support: full
+    description: With O(state=record) and O(state=absent), returns the record text before and after.
+author:
+  - ShadowDB contributors
+"""
+
+EXAMPLES = r"""
+- name: Fingerprint of every present tenant of this host (the same value is used to check and to record)
+  ansible.builtin.set_fact:
+    tenant_fingerprints: >-
+      {{ dict(tenant_specs | map(attribute='name')
+              | zip(tenant_specs | map('shadowdb_fingerprint', code_digest))) }}
+  vars:
+    tenant_specs: "{{ shadowdb_tenant_specs | selectattr('state', '==', 'present') | list }}"
+
+- name: Which tenants of this host are still converged
+  shadowdb_tenant_check:
+    state: check
+    tenants: "{{ tenant_fingerprints | dict2items(key_name='name', value_name='fingerprint') }}"
+  register: tenant_check
+
+- name: The same with literal fingerprints
+  shadowdb_tenant_check:
+    state: check
+    tenants:
+      - name: acme
+        fingerprint: 3f0c...e1
+      - name: globex
+        fingerprint: 9a41...07
+
+- name: Record tenant acme after it has converged
+  shadowdb_tenant_check:
+    state: record
+    name: acme
+    fingerprint: 3f0c...e1
+    files:
+      - /mnt/db/acme/data/postgresql.conf
+      - /mnt/db/acme/data/pg_hba.conf
+      - /etc/systemd/system/shadowdb-postgres@acme.service.d/50-tenant.conf
+    units:
+      - shadowdb-volume@acme.service
+      - shadowdb-postgres@acme.service
+    mountpoint: /mnt/db/acme
+    port: 21234
+
+- name: Forget tenant oldcorp
+  shadowdb_tenant_check:
+    state: absent
+    name: oldcorp
+"""
+
+RETURN = r"""
+converged:
+  description: With O(state=check), names of the tenants that are provably converged, sorted.
+  returned: state is check
+  type: list
+  elements: str
+  sample: ["acme", "globex"]
+stale:
+  description:
+    - With O(state=check), every other tenant of O(tenants), mapped to the first reason found.
+  returned: state is check
+  type: dict
+  sample: {"initech": "fingerprint changed", "umbrella": "shadowdb-postgres@umbrella.service is failed"}
+name:
+  description: The tenant whose record was written or deleted.
+  returned: state is record or absent
+  type: str
+  sample: acme
+path:
+  description: Path of the record file of O(name).
+  returned: state is record or absent
+  type: str
+  sample: /var/lib/shadowdb/converged/acme.json
+record:
+  description:
+    - With O(state=record), the record as written (or as it would be written, in check mode).
+    - With O(state=absent), the record that was deleted, V(null) if there was none or it was unusable.
+  returned: state is record or absent
+  type: dict
+  sample:
+    fingerprint: 3f0c...e1
+    files:
+      /mnt/db/acme/data/postgresql.conf: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    units: ["shadowdb-postgres@acme.service"]
+    mountpoint: /mnt/db/acme
+    port: 21234
+diff:
+  description: With O(state=record) and O(state=absent), the record text before and after (empty if none).
+  returned: state is record or absent
+  type: dict
+"""
+
+IDENTIFIER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# systemd unit name characters; a leading '-' would be read as an option by systemctl.
+UNIT_RE = re.compile(r"^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]*$")
+PORT_MIN = 1
+PORT_MAX = 65535
+TCP_LISTEN = "0A"
+PROC_NET_TCP = ("/proc/net/tcp", "/proc/net/tcp6")
+PROC_MOUNTINFO = "/proc/self/mountinfo"
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+CHUNK = 1 << 20
+RECORD_ARGS = ("name", "fingerprint", "files", "units", "mountpoint", "port")
+
+
+class RecordError(Exception):
+    """A record file exists but cannot be read or does not have the expected structure."""
+
+
+# --- validation ---
+
+
+def _invalid_name(arg, value):
+    if not isinstance(value, str) or not IDENTIFIER_RE.match(value):
+        return f"{arg}={value!r} is invalid: it must match {IDENTIFIER_RE.pattern}"
+    return None
+
+
+def _invalid_fingerprint(arg, value):
+    if not isinstance(value, str) or not value.strip():
+        return f"{arg}={value!r} is invalid: it must be a non-empty string"
+    return None
+
+
+def validate_params(params):
+    """Return an error message naming the offending argument, or None if the arguments are valid."""
+    state = params["state"]
+    if state == "check":
+        given = [arg for arg in RECORD_ARGS if params.get(arg) not in (None, "", [])]
+        if given:
+            return f"{given[0]} is only used with state=record or state=absent; with state=check use tenants"
+        seen = set()
+        for i, tenant in enumerate(params["tenants"]):
+            error = _invalid_name(f"tenants[{i}].name", tenant["name"]) or _invalid_fingerprint(
+                f"tenants[{i}].fingerprint", tenant["fingerprint"]
+            )
+            if error:
+                return error
+            if tenant["name"] in seen:
+                return f"tenants[{i}].name={tenant['name']!r} is invalid: the name is listed twice"
+            seen.add(tenant["name"])
+        return None
+
+    if params.get("tenants") is not None:
+        return f"tenants is only used with state=check, not with state={state}"
+    error = _invalid_name("name", params["name"])
+    if error or state == "absent":
+        return error
+    error = _invalid_fingerprint("fingerprint", params["fingerprint"])
+    if error:
+        return error
+    for i, path in enumerate(params.get("files") or []):
+        if not os.path.isabs(path):
+            return f"files[{i}]={path!r} is invalid: it must be an absolute path"
+    for i, unit in enumerate(params.get("units") or []):
+        if not UNIT_RE.match(unit):
+            return f"units[{i}]={unit!r} is invalid: it must be a unit name matching {UNIT_RE.pattern}"
+    mountpoint = params.get("mountpoint")
+    if mountpoint and not os.path.isabs(mountpoint):
+        return f"mountpoint={mountpoint!r} is invalid: it must be an absolute path or empty"
+    port = params.get("port")
+    if port is not None and not PORT_MIN <= port <= PORT_MAX:
+        return f"port={port} is invalid: it must be between {PORT_MIN} and {PORT_MAX}, or null"
+    return None
+
+
+# --- records ---
+
+
+def record_path(state_dir, name):
+    return os.path.join(state_dir, f"{name}.json")
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_record(fingerprint, files, units, mountpoint, port, digest=sha256_file):
+    """Return the record of a tenant; digest(path) hashes each file (OSError propagates)."""
+    return {
+        "files": {os.path.normpath(p): digest(os.path.normpath(p)) for p in files or []},
+        "fingerprint": fingerprint,
+        "mountpoint": os.path.normpath(mountpoint) if mountpoint else "",
+        "port": port,
+        "units": sorted(set(units or [])),
+    }
+
+
+def dump_record(record):
+    return json.dumps(record, indent=2, sort_keys=True) + "\n"
+
+
+def parse_record(text):
+    """Parse and validate the JSON text of a record file; return the record."""
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise RecordError(f"invalid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise RecordError("top level is not a JSON object")
+    fingerprint = data.get("fingerprint")
+    if not isinstance(fingerprint, str):
+        raise RecordError("'fingerprint' is not a string")
+    files = data.get("files", {})
+    if not isinstance(files, dict) or not all(
+        isinstance(p, str) and os.path.isabs(p) and isinstance(h, str) for p, h in files.items()
+    ):
+        raise RecordError("'files' is not an object of absolute paths to SHA-256 strings")
+    units = data.get("units", [])
+    if not isinstance(units, list) or not all(isinstance(u, str) and UNIT_RE.match(u) for u in units):
+        raise RecordError("'units' is not a list of systemd unit names")
+    mountpoint = data.get("mountpoint") or ""
+    if not isinstance(mountpoint, str) or (mountpoint and not os.path.isabs(mountpoint)):
+        raise RecordError("'mountpoint' is not an absolute path or empty")
+    port = data.get("port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= PORT_MAX):
+        raise RecordError("'port' is not a TCP port or null")
+    return dict(files=files, fingerprint=fingerprint, mountpoint=mountpoint, port=port, units=units)
+
+
+def read_text(path):
+    """Return the text of path, or None if it does not exist (other OSErrors propagate)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def load_record(path):
+    """Return the record stored at path, None if there is none; RecordError if it is unusable."""
+    try:
+        text = read_text(path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecordError(f"cannot read it: {getattr(e, 'strerror', None) or e}") from e
+    return None if text is None else parse_record(text)
+
+
+# --- host state parsers (pure) ---
+
+
+def parse_is_active(output, units):
+    """Map each unit to its state from the output of `systemctl is-active <units...>` (one line per unit).
+
+    Raises ValueError if the output does not have exactly one non-empty line per unit.
+    """
+    lines = [line.strip() for line in output.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if len(lines) != len(units) or not all(lines):
+        raise ValueError(f"systemctl is-active printed {len(lines)} lines for {len(units)} units")
+    return {unit: lines[i] for i, unit in enumerate(units)}
+
+
+_MOUNTINFO_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def parse_mountpoints(text):
+    """Return the set of mount points (field 5, octal escapes decoded) of /proc/self/mountinfo text."""
+    points = set()
+    for line in text.splitlines():
+        fields = line.split(" ")
+        if len(fields) >= 5:
+            points.add(_MOUNTINFO_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return points
+
+
+def parse_listening_ports(text):
+    """Return the set of local ports in LISTEN state from the content of /proc/net/tcp or /proc/net/tcp6."""
+    ports = set()
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4 or fields[3] != TCP_LISTEN:
+            continue
+        _addr, sep, port_hex = fields[1].rpartition(":")
+        if not sep:
+            continue
+        try:
+            ports.add(int(port_hex, 16))
+        except ValueError:
+            continue
+    return ports
+
+
+class HostProbe:
+    """Reads host state lazily, each source at most once.
+
+    Every method returns (value, error message or None). unit_runner(units) returns the same for the
+    states of units and is called at most once per probe.
+    """
+
+    def __init__(self, unit_runner, mountinfo_path=PROC_MOUNTINFO, tcp_paths=PROC_NET_TCP):
+        self._unit_runner = unit_runner
+        self._mountinfo_path = mountinfo_path
+        self._tcp_paths = tcp_paths
+        self._cache = {}
+
+    def mountpoints(self):
+        if "mounts" not in self._cache:
+            try:
+                with open(self._mountinfo_path, encoding="utf-8", errors="surrogateescape") as f:
+                    self._cache["mounts"] = (parse_mountpoints(f.read()), None)
+            except OSError as e:
+                self._cache["mounts"] = (set(), f"cannot read {self._mountinfo_path}: {e.strerror}")
+        return self._cache["mounts"]
+
+    def listening_ports(self):
+        if "ports" not in self._cache:
+            ports, read = set(), 0
+            for path in self._tcp_paths:
+                try:
+                    with open(path, encoding="ascii", errors="replace") as f:
+                        ports |= parse_listening_ports(f.read())
+                except OSError:
+                    continue
+                read += 1
+            error = None if read else f"none of {', '.join(self._tcp_paths)} is readable"
+            self._cache["ports"] = (ports, error)
+        return self._cache["ports"]
+
+    def unit_states(self, units):
+        if "units" not in self._cache:
+            self._cache["units"] = self._unit_runner(units) if units else ({}, None)
+        return self._cache["units"]
+
+
+def file_reason(files):
+    """Return the reason the first of the recorded files (path -> sha256) differs, or None."""
+    for path in sorted(files):
+        try:
+            digest = sha256_file(path)
+        except FileNotFoundError:
+            return f"{path} missing"
+        except OSError as e:
+            return f"cannot read {path}: {e.strerror}"
+        if digest != files[path]:
+            return f"{path} changed"
+    return None
+
+
+def check_tenants(tenants, state_dir, probe):
+    """Return (sorted converged names, {stale name: first reason}) for tenants [{name, fingerprint}]."""
+    stale = {}
+    pending = []
+    for tenant in tenants:
+        name = tenant["name"]
+        path = record_path(state_dir, name)
+        try:
+            record = load_record(path)
+        except RecordError as e:
+            stale[name] = f"record {path} unusable: {e}"
+            continue
+        if record is None:
+            stale[name] = "no record"
+            continue
+        if record["fingerprint"] != tenant["fingerprint"]:
+            stale[name] = "fingerprint changed"
+            continue
+        mountpoint = record["mountpoint"]
+        if mountpoint:
+            mounts, error = probe.mountpoints()
+            if error:
+                stale[name] = f"cannot check mountpoint: {error}"
+                continue
+            if os.path.normpath(mountpoint) not in mounts:
+                stale[name] = f"{mountpoint} not mounted"
+                continue
+        reason = file_reason(record["files"])
+        if reason:
+            stale[name] = reason
+            continue
+        pending.append((name, record))
+
+    # One systemctl call for the units of every tenant still in the running.
+    all_units = list(dict.fromkeys(u for _name, record in pending for u in record["units"]))
+    states, units_error = probe.unit_states(all_units)
+    converged = []
+    for name, record in pending:
+        reason = None
+        if record["units"] and units_error:
+            reason = f"cannot check units: {units_error}"
+        for unit in record["units"]:
+            if reason:
+                break
+            if states.get(unit) != "active":
+                reason = f"{unit} is {states.get(unit, 'unknown')}"
+        if not reason and record["port"] is not None:
+            ports, error = probe.listening_ports()
+            if error:
+                reason = f"cannot check port: {error}"
+            elif record["port"] not in ports:
+                reason = f"port {record['port']} not listening"
+        if reason:
+            stale[name] = reason
+        else:
+            converged.append(name)
+    return sorted(converged), dict(sorted(stale.items()))
+
+
+# --- writing ---
+
+
+def ensure_dir(path):
+    """Create path (mode 0700) if it does not exist yet."""
+    try:
+        os.makedirs(path, mode=DIR_MODE)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path) from None
+        return
+    os.chmod(path, DIR_MODE)  # makedirs mode is subject to the umask
+
+
+def fsync_dir(directory):
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_atomic(path, text, mode=FILE_MODE):
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(directory)
+
+
+def systemctl_runner(module):
+    """Return unit_runner(units) -> ({unit: state}, error) running one `systemctl is-active` for all units."""
+
+    def run(units):
+        systemctl = module.get_bin_path("systemctl")
+        if not systemctl:
+            return {}, "systemctl not found"
+        rc, out, err = module.run_command([systemctl, "is-active", *units], environ_update={"LC_ALL": "C"})
+        try:
+            return parse_is_active(out, units), None
+        except ValueError as e:
+            detail = (err.strip().splitlines() or [""])[0]
+            return {}, f"{e} (rc={rc}{', ' + detail if detail else ''})"
+
+    return run
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", required=True, choices=["check", "record", "absent"]),
+            state_dir=dict(type="path", default="/var/lib/shadowdb/converged"),
+            tenants=dict(
+                type="list",
+                elements="dict",
+                options=dict(
+                    name=dict(type="str", required=True),
+                    fingerprint=dict(type="str", required=True, no_log=False),
+                ),
+            ),
+            name=dict(type="str"),
+            fingerprint=dict(type="str", no_log=False),
+            files=dict(type="list", elements="path"),
+            units=dict(type="list", elements="str"),
+            mountpoint=dict(type="path"),
+            port=dict(type="int"),
+        ),
+        required_if=[
+            ("state", "check", ("tenants",)),
+            ("state", "record", ("name", "fingerprint")),
+            ("state", "absent", ("name",)),
+        ],
+        supports_check_mode=True,
+    )
+    p = module.params
+    error = validate_params(p)
+    if error:
+        module.fail_json(msg=error)
+    state, state_dir = p["state"], p["state_dir"]
+
+    if state == "check":
+        probe = HostProbe(systemctl_runner(module))
+        converged, stale = check_tenants(p["tenants"], state_dir, probe)
+        module.exit_json(changed=False, converged=converged, stale=stale)
+
+    name = p["name"]
+    path = record_path(state_dir, name)
+    result = dict(changed=False, name=name, path=path, record=None)
+    try:
+        before = read_text(path)
+    except (OSError, UnicodeDecodeError) as e:
+        module.fail_json(
+            msg=f"state_dir={state_dir!r}: cannot read the record of {name!r} ({path}): "
+            f"{getattr(e, 'strerror', None) or e}",
+            **result,
+        )
+
+    if state == "record":
+        unhashable = []
+
+        def digest(path):
+            try:
+                return sha256_file(path)
+            except OSError as e:
+                if not module.check_mode:
+                    raise
+                # In check mode the files of a new tenant do not exist yet: predict, do not fail.
+                unhashable.append(f"{path} ({e.strerror})")
+                return None
+
+        try:
+            record = build_record(
+                p["fingerprint"], p["files"], p["units"], p["mountpoint"], p["port"], digest=digest
+            )
+        except OSError as e:
+            module.fail_json(
+                msg=f"files: cannot hash {e.filename}: {e.strerror}; record a tenant only after it converged",
+                **result,
+            )
+        if unhashable:
+            module.warn(
+                f"check mode: cannot hash {', '.join(unhashable)}; a real run fails unless they exist by then"
+            )
+        after = dump_record(record)
+        result["record"] = record
+    else:
+        after = None
+        if before is not None:
+            try:
+                result["record"] = parse_record(before)
+            except RecordError:
+                pass
+
+    result["changed"] = before != after
+    result["diff"] = dict(before=before or "", after=after or "", before_header=path, after_header=path)
+    if result["changed"] and not module.check_mode:
+        try:
+            if after is not None:
+                ensure_dir(state_dir)
+                write_atomic(path, after)
+            else:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                fsync_dir(state_dir)
+        except OSError as e:
+            module.fail_json(
+                msg=f"state_dir={state_dir!r}: cannot {'write' if after else 'delete'} the record of "
+                f"{name!r}: {e.strerror or e} ({e.filename or path})",
+                **result,
+            )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,555 @@
+"""Tests of library/shadowdb_tenant_check.py: pure helpers, and the module run for real as a subprocess."""
+
+import hashlib
+import json
+import os
+import socket
+import stat
+import subprocess
+import time
+
+import pytest
+import shadowdb_tenant_check as tc
+from conftest import module_command, parse_result
+
+MODULE = "shadowdb_tenant_check"
+FP = "f" * 64
+
+
+@pytest.fixture
+def state_dir(tmp_path):
+    return tmp_path / "converged"
+
+
+@pytest.fixture
+def conf(tmp_path):
+    """Two configuration files of tenant acme."""
+    d = tmp_path / "acme"
+    d.mkdir()
+    (d / "postgresql.conf").write_text("port = 21234\n")
+    (d / "pg_hba.conf").write_text("hostssl all all 0.0.0.0/0 scram-sha-256\n")
+    return d
+
+
+@pytest.fixture
+def tenant_check(run_module, state_dir):
+    """tenant_check(state, check_mode=False, env=None, **args) runs the module against the test state_dir."""
+
+    def run(state, check_mode=False, env=None, **args):
+        result, _proc = run_module(
+            MODULE, dict(state=state, state_dir=str(state_dir), **args), check_mode=check_mode, env=env
+        )
+        return result
+
+    return run
+
+
+@pytest.fixture
+def record(tenant_check, conf):
+    """record(name="acme", **overrides) records a tenant with no units, no mount point and no port."""
+
+    def run(name="acme", check_mode=False, env=None, **overrides):
+        args = dict(
+            name=name,
+            fingerprint=FP,
+            files=[str(conf / "postgresql.conf"), str(conf / "pg_hba.conf")],
+            units=[],
+            mountpoint="",
+            port=None,
+        )
+        args.update(overrides)
+        return tenant_check("record", check_mode=check_mode, env=env, **args)
+
+    return run
+
+
+@pytest.fixture
+def check(tenant_check):
+    """check({name: fingerprint} or [names]) -> module result."""
+
+    def run(tenants, check_mode=False, env=None):
+        if not isinstance(tenants, dict):
+            tenants = dict.fromkeys(tenants, FP)
+        return tenant_check(
+            "check",
+            check_mode=check_mode,
+            env=env,
+            tenants=[dict(name=n, fingerprint=f) for n, f in tenants.items()],
+        )
+
+    return run
+
+
+@pytest.fixture
+def fake_systemctl(tmp_path):
+    """A directory holding a fake systemctl: units whose name contains 'failed' are failed, others active.
+
+    Returns (env with PATH set to that directory only, file listing the argument lists of every call).
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "systemctl-calls"
+    script = bin_dir / "systemctl"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"echo \"$*\" >> '{calls}'\n"
+        "shift\n"
+        "rc=0\n"
+        'for u in "$@"; do case "$u" in *failed*) echo failed; rc=3;; *) echo active;; esac; done\n'
+        "exit $rc\n"
+    )
+    script.chmod(0o755)
+    return dict(os.environ, PATH=str(bin_dir)), calls
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- pure helpers ---
+
+
+def test_parse_is_active_maps_lines_to_units_in_order():
+    units = ["a.service", "b.service", "c.mount"]
+    assert tc.parse_is_active("active\nfailed\ninactive\n", units) == {
+        "a.service": "active",
+        "b.service": "failed",
+        "c.mount": "inactive",
+    }
+    assert tc.parse_is_active("active\n\n", ["a.service"]) == {"a.service": "active"}
+    assert tc.parse_is_active("", []) == {}
+
+
+@pytest.mark.parametrize("output", ["", "active\n", "active\nactive\nactive\n", "active\n\nactive\n"])
+def test_parse_is_active_rejects_wrong_line_count(output):
+    with pytest.raises(ValueError, match="lines for 2 units"):
+        tc.parse_is_active(output, ["a.service", "b.service"])
+
+
+def test_parse_mountpoints_reads_field_5_and_decodes_escapes():
+    text = (
+        "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+        "30 27 7:0 / /mnt/db/acme rw,noatime shared:1 - ext4 /dev/loop0 rw\n"
+        "31 27 7:1 / /mnt/with\\040space rw - ext4 /dev/loop1 rw\n"
+        "\n"
+    )
+    assert tc.parse_mountpoints(text) == {"/proc", "/mnt/db/acme", "/mnt/with space"}
+
+
+def test_parse_listening_ports_only_listen_state():
+    text = (
+        "  sl  local_address rem_address   st tx_queue rx_queue\n"
+        "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000\n"
+        "   1: 0100007F:1F91 0100007F:D431 01 00000000:00000000\n"
+    )
+    assert tc.parse_listening_ports(text) == {8080}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "argument"),
+    [
+        (dict(name="Acme"), "name="),
+        (dict(name="../etc"), "name="),
+        (dict(fingerprint=" "), "fingerprint="),
+        (dict(files=["relative/postgresql.conf"]), "files[0]="),
+        (dict(units=["a.service", "--now"]), "units[1]="),
+        (dict(units=["a b.service"]), "units[0]="),
+        (dict(mountpoint="mnt/db"), "mountpoint="),
+        (dict(port=0), "port="),
+        (dict(port=65536), "port="),
+        (dict(tenants=[]), "tenants "),
+    ],
+)
+def test_validate_params_record_names_argument(overrides, argument):
+    params = dict(state="record", name="acme", fingerprint=FP, files=[], units=[], mountpoint="", port=None)
+    params["tenants"] = None
+    params.update(overrides)
+    assert tc.validate_params(params).startswith(argument)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "argument"),
+    [
+        (dict(tenants=[dict(name="Acme", fingerprint=FP)]), "tenants[0].name="),
+        (dict(tenants=[dict(name="acme", fingerprint="")]), "tenants[0].fingerprint="),
+        (dict(tenants=[dict(name="acme", fingerprint=FP)] * 2), "tenants[1].name="),
+        (dict(name="acme"), "name "),
+        (dict(files=["/a"]), "files "),
+        (dict(port=5432), "port "),
+    ],
+)
+def test_validate_params_check_names_argument(overrides, argument):
+    params = dict(state="check", tenants=[], **dict.fromkeys(tc.RECORD_ARGS))
+    params.update(overrides)
+    assert tc.validate_params(params).startswith(argument)
+
+
+def test_validate_params_accepts_valid():
+    record = dict(
+        state="record",
+        tenants=None,
+        name="acme-1",
+        fingerprint=FP,
+        files=["/a/b"],
+        units=["shadowdb-postgres@acme-1.service", "mnt-db-acme\\x2d1.mount"],
+        mountpoint="/mnt/db/acme-1",
+        port=21234,
+    )
+    assert tc.validate_params(record) is None
+    assert tc.validate_params(dict(record, state="absent", fingerprint=None)) is None
+    tenants = [dict(name="acme", fingerprint=FP), dict(name="globex", fingerprint=FP)]
+    assert tc.validate_params(dict(state="check", tenants=tenants, **dict.fromkeys(tc.RECORD_ARGS))) is None
+
+
+def test_build_record_normalizes_and_sorts():
+    rec = tc.build_record(FP, ["/b/./x", "/a/y"], ["z.service", "a.service", "z.service"], "/mnt/", None, len)
+    assert rec == {
+        "files": {"/b/x": 4, "/a/y": 4},
+        "fingerprint": FP,
+        "mountpoint": "/mnt",
+        "port": None,
+        "units": ["a.service", "z.service"],
+    }
+    assert tc.build_record(FP, None, None, None, 5432, len)["mountpoint"] == ""
+    text = tc.dump_record(rec)
+    assert list(json.loads(text)) == sorted(rec)
+    assert text.index('"/a/y"') < text.index('"/b/x"')
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "[]",
+        "{}",
+        '{"fingerprint": 1}',
+        '{"fingerprint": "x", "files": ["/a"]}',
+        '{"fingerprint": "x", "files": {"rel": "abc"}}',
+        '{"fingerprint": "x", "units": ["-x"]}',
+        '{"fingerprint": "x", "mountpoint": "rel"}',
+        '{"fingerprint": "x", "port": true}',
+        '{"fingerprint": "x", "port": "5432"}',
+    ],
+)
+def test_parse_record_rejects_corrupt(text):
+    with pytest.raises(tc.RecordError):
+        tc.parse_record(text)
+
+
+class FakeProbe:
+    def __init__(self, states=None, units_error=None, mounts=(), ports=()):
+        self.states = states or {}
+        self.units_error = units_error
+        self.mounts = set(mounts)
+        self.ports = set(ports)
+        self.unit_calls = []
+
+    def unit_states(self, units):
+        self.unit_calls.append(list(units))
+        if self.units_error:
+            return {}, self.units_error
+        return {u: self.states.get(u, "inactive") for u in units}, None
+
+    def mountpoints(self):
+        return self.mounts, None
+
+    def listening_ports(self):
+        return self.ports, None
+
+
+def write_record(state_dir, name, **fields):
+    state_dir.mkdir(exist_ok=True)
+    rec = dict(files={}, fingerprint=FP, mountpoint="", port=None, units=[]) | fields
+    (state_dir / f"{name}.json").write_text(tc.dump_record(rec))
+
+
+def test_check_tenants_one_unit_query_in_order_and_first_reason(state_dir, conf):
+    pg_conf = conf / "postgresql.conf"
+    write_record(state_dir, "a", units=["pg@a.service", "shared.service"])
+    write_record(state_dir, "b", units=["shared.service", "pg@b.service"], port=6000)
+    write_record(state_dir, "c", units=["pg@c.service"], mountpoint="/mnt/c")
+    write_record(state_dir, "d", files={str(pg_conf): "0" * 64}, units=["pg@d.service"])
+    write_record(state_dir, "e", fingerprint="old", units=["pg@e.service"])
+    write_record(state_dir, "f", units=["pg@f.service"], port=6001)
+    probe = FakeProbe(
+        states={"pg@a.service": "active", "shared.service": "active", "pg@b.service": "failed"},
+        ports={6001},
+    )
+    tenants = [dict(name=n, fingerprint=FP) for n in "abcdefg"]
+    converged, stale = tc.check_tenants(tenants, str(state_dir), probe)
+    assert converged == ["a"]
+    assert stale == {
+        "b": "pg@b.service is failed",
+        "c": "/mnt/c not mounted",
+        "d": f"{pg_conf} changed",
+        "e": "fingerprint changed",
+        "f": "pg@f.service is inactive",
+        "g": "no record",
+    }
+    # one query, units of the tenants still in the running only, without duplicates, in tenant order
+    assert probe.unit_calls == [["pg@a.service", "shared.service", "pg@b.service", "pg@f.service"]]
+
+
+def test_check_tenants_units_error_only_hits_tenants_with_units(state_dir):
+    write_record(state_dir, "a", units=["pg@a.service"])
+    write_record(state_dir, "b")
+    probe = FakeProbe(units_error="systemctl not found")
+    converged, stale = tc.check_tenants(
+        [dict(name="a", fingerprint=FP), dict(name="b", fingerprint=FP)], str(state_dir), probe
+    )
+    assert converged == ["b"]
+    assert stale == {"a": "cannot check units: systemctl not found"}
+
+
+def test_check_tenants_without_units_runs_no_query(state_dir):
+    write_record(state_dir, "a")
+    probe = tc.HostProbe(lambda units: pytest.fail("systemctl must not run without units"))
+    assert tc.check_tenants([dict(name="a", fingerprint=FP)], str(state_dir), probe) == (["a"], {})
+
+
+def test_check_tenants_corrupt_record_is_stale(state_dir):
+    state_dir.mkdir()
+    (state_dir / "a.json").write_text("{not json")
+    _converged, stale = tc.check_tenants([dict(name="a", fingerprint=FP)], str(state_dir), FakeProbe())
+    assert stale["a"].startswith(f"record {state_dir / 'a.json'} unusable: invalid JSON")
+
+
+def test_host_probe_reads_each_source_once(tmp_path):
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("22 27 0:21 / /proc rw - proc proc rw\n")
+    tcp = tmp_path / "tcp"
+    tcp.write_text("header\n   0: 0100007F:1F90 00000000:0000 0A 0\n")
+    calls = []
+    probe = tc.HostProbe(
+        lambda units: calls.append(units) or ({u: "active" for u in units}, None), str(mountinfo), [str(tcp)]
+    )
+    assert probe.mountpoints() == ({"/proc"}, None)
+    assert probe.listening_ports() == ({8080}, None)
+    mountinfo.unlink()
+    tcp.unlink()
+    assert probe.mountpoints() == ({"/proc"}, None)
+    assert probe.listening_ports() == ({8080}, None)
+    assert probe.unit_states(["a"]) == ({"a": "active"}, None)
+    assert probe.unit_states(["a"]) == ({"a": "active"}, None)
+    assert calls == [["a"]]
+    missing = tc.HostProbe(None, str(mountinfo), [str(tcp)])
+    assert missing.mountpoints()[1].startswith(f"cannot read {mountinfo}")
+    assert missing.listening_ports() == (set(), f"none of {tcp} is readable")
+
+
+def test_check_tenants_50_tenants_is_fast(state_dir, tmp_path):
+    files_dir = tmp_path / "files"
+    files_dir.mkdir()
+    tenants = []
+    for i in range(50):
+        name = f"t{i:02d}"
+        files = {}
+        for f in ("postgresql.conf", "pg_hba.conf", "pg_ident.conf", "50-tenant.conf", "server.crt"):
+            path = files_dir / f"{name}-{f}"
+            path.write_text(f"{name} {f}\n" * 50)
+            files[str(path)] = sha256(path)
+        write_record(state_dir, name, files=files, units=[f"pg@{name}.service"], mountpoint="/proc")
+        tenants.append(dict(name=name, fingerprint=FP))
+    probe = tc.HostProbe(lambda units: ({u: "active" for u in units}, None))
+    start = time.perf_counter()
+    converged, stale = tc.check_tenants(tenants, str(state_dir), probe)
+    elapsed = time.perf_counter() - start
+    assert (len(converged), stale) == (50, {})
+    assert elapsed < 0.3
+
+
+# --- the module, run for real ---
+
+
+def test_record_then_check_converged(record, check, state_dir, conf):
+    result = record()
+    assert result["changed"] is True
+    path = state_dir / "acme.json"
+    assert result["path"] == str(path)
+    stored = json.loads(path.read_text())
+    assert stored == result["record"]
+    assert stored == {
+        "files": {
+            str(conf / "pg_hba.conf"): sha256(conf / "pg_hba.conf"),
+            str(conf / "postgresql.conf"): sha256(conf / "postgresql.conf"),
+        },
+        "fingerprint": FP,
+        "mountpoint": "",
+        "port": None,
+        "units": [],
+    }
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    assert result["diff"]["before"] == ""
+    assert result["diff"]["after"] == path.read_text()
+
+    result = check(["acme"])
+    assert result["changed"] is False
+    assert (result["converged"], result["stale"]) == (["acme"], {})
+
+
+def test_record_is_idempotent(record, state_dir):
+    assert record()["changed"] is True
+    mtime = (state_dir / "acme.json").stat().st_mtime_ns
+    second = record()
+    assert second["changed"] is False
+    assert second["diff"]["before"] == second["diff"]["after"]
+    assert (state_dir / "acme.json").stat().st_mtime_ns == mtime
+    assert record(fingerprint="0" * 64)["changed"] is True
+
+
+def test_fingerprint_change_is_stale(record, check):
+    record()
+    result = check({"acme": "0" * 64})
+    assert (result["converged"], result["stale"]) == ([], {"acme": "fingerprint changed"})
+
+
+def test_edited_file_is_stale_naming_it(record, check, conf):
+    record()
+    (conf / "postgresql.conf").write_text("port = 21235\n")
+    assert check(["acme"])["stale"] == {"acme": f"{conf / 'postgresql.conf'} changed"}
+
+
+def test_removed_file_is_stale_naming_it(record, check, conf):
+    record()
+    (conf / "pg_hba.conf").unlink()
+    assert check(["acme"])["stale"] == {"acme": f"{conf / 'pg_hba.conf'} missing"}
+
+
+def test_missing_record_is_stale(record, check):
+    record()
+    result = check(["acme", "globex"])
+    assert (result["converged"], result["stale"]) == (["acme"], {"globex": "no record"})
+
+
+def test_check_of_no_tenants(check, state_dir):
+    result = check([])
+    assert (result["converged"], result["stale"], result["changed"]) == ([], {}, False)
+    assert not state_dir.exists()
+
+
+def test_absent_removes_record(record, tenant_check, check, state_dir):
+    record()
+    result = tenant_check("absent", name="acme")
+    assert result["changed"] is True
+    assert result["record"]["fingerprint"] == FP
+    assert result["diff"]["after"] == ""
+    assert not (state_dir / "acme.json").exists()
+    assert check(["acme"])["stale"] == {"acme": "no record"}
+    again = tenant_check("absent", name="acme")
+    assert (again["changed"], again["record"]) == (False, None)
+
+
+def test_check_mode_writes_nothing(record, tenant_check, check, state_dir):
+    result = record(check_mode=True)
+    assert result["changed"] is True
+    assert result["record"]["fingerprint"] == FP
+    assert not state_dir.exists()
+
+    record()
+    before = (state_dir / "acme.json").read_text()
+    assert record(check_mode=True, fingerprint="0" * 64)["changed"] is True
+    assert tenant_check("absent", check_mode=True, name="acme")["changed"] is True
+    assert (state_dir / "acme.json").read_text() == before
+    # state=check runs in check mode too
+    assert check(["acme"], check_mode=True)["converged"] == ["acme"]
+
+
+def test_port_must_be_listening(record, check):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        record(port=port)
+        assert check(["acme"])["converged"] == ["acme"]
+    assert check(["acme"])["stale"] == {"acme": f"port {port} not listening"}
+
+
+@pytest.mark.parametrize("mountpoint", ["/", "/proc", "/proc/"])
+def test_mountpoint_that_is_mounted_is_converged(record, check, mountpoint):
+    record(mountpoint=mountpoint)
+    assert check(["acme"])["converged"] == ["acme"]
+
+
+def test_mountpoint_not_mounted_is_stale(record, check, tmp_path):
+    record(mountpoint=str(tmp_path))
+    assert check(["acme"])["stale"] == {"acme": f"{tmp_path} not mounted"}
+
+
+def test_units_checked_with_one_systemctl_call(record, check, fake_systemctl):
+    env, calls = fake_systemctl
+    record(units=["shadowdb-postgres@acme.service", "shadowdb-volume@acme.service"])
+    record(name="globex", units=["shadowdb-postgres@globex.service"])
+    record(name="initech", units=["shadowdb-postgres@failed.service"])
+    result = check(["acme", "globex", "initech"], env=env)
+    assert result["converged"] == ["acme", "globex"]
+    assert result["stale"] == {"initech": "shadowdb-postgres@failed.service is failed"}
+    assert calls.read_text().splitlines() == [
+        "is-active shadowdb-postgres@acme.service shadowdb-volume@acme.service "
+        "shadowdb-postgres@globex.service shadowdb-postgres@failed.service"
+    ]
+
+
+def test_units_without_systemctl_are_stale(record, check, tmp_path):
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    env = dict(os.environ, PATH=str(empty))
+    if any(
+        os.access(os.path.join(d, "systemctl"), os.X_OK) for d in ("/sbin", "/usr/sbin", "/usr/local/sbin")
+    ):
+        pytest.skip("systemctl is in an sbin directory, which Ansible always searches")
+    record(units=["shadowdb-postgres@acme.service"])
+    record(name="globex")
+    result = check(["acme", "globex"], env=env)
+    assert result["converged"] == ["globex"]
+    assert result["stale"] == {"acme": "cannot check units: systemctl not found"}
+
+
+def test_record_of_missing_file_fails_naming_files(record, state_dir, tmp_path):
+    result = record(files=[str(tmp_path / "nope.conf")])
+    assert result["failed"] is True
+    assert result["msg"].startswith(f"files: cannot hash {tmp_path / 'nope.conf'}: No such file")
+    assert not state_dir.exists()
+
+
+def test_record_of_missing_file_in_check_mode_warns(record, state_dir, tmp_path):
+    missing = tmp_path / "nope.conf"
+    result = record(check_mode=True, files=[str(missing)])
+    assert result.get("failed") is not True
+    assert result["changed"] is True
+    assert result["record"]["files"] == {str(missing): None}
+    assert str(missing) in json.dumps(result["warnings"])  # plain strings or WarningSummary objects
+    assert not state_dir.exists()
+
+
+def test_invalid_arguments_fail_naming_them(record, tenant_check):
+    assert record(name="Acme")["msg"].startswith("name='Acme' is invalid")
+    assert record(port=70000)["msg"].startswith("port=70000 is invalid")
+    assert record(units=["-x.service"])["msg"].startswith("units[0]='-x.service' is invalid")
+    result = tenant_check("check", tenants=[dict(name="acme", fingerprint=FP)] * 2)
+    assert result["msg"].startswith("tenants[1].name='acme' is invalid: the name is listed twice")
+    assert tenant_check("check")["failed"] is True  # tenants is required
+    assert tenant_check("record", name="acme")["failed"] is True  # fingerprint is required
+
+
+def test_state_dir_not_a_directory_fails_naming_it(tenant_check, record, state_dir):
+    state_dir.write_text("")
+    result = record()
+    assert result["failed"] is True
+    assert result["msg"].startswith(f"state_dir='{state_dir}'")
+
+
+def test_check_50_tenants_as_a_module_run(tmp_path, state_dir, conf):
+    """End to end: one module run over 50 recorded tenants, including process start-up."""
+    files = [str(conf / "postgresql.conf"), str(conf / "pg_hba.conf")]
+    rec = tc.build_record(FP, files, [], "/proc", None)
+    state_dir.mkdir()
+    for i in range(50):
+        (state_dir / f"t{i:02d}.json").write_text(tc.dump_record(rec))
+    tenants = [dict(name=f"t{i:02d}", fingerprint=FP) for i in range(50)]
+    cmd = module_command(MODULE, dict(state="check", state_dir=str(state_dir), tenants=tenants), tmp_path)
+    start = time.perf_counter()
+    result = parse_result(subprocess.run(cmd, capture_output=True, text=True, timeout=60))
+    elapsed = time.perf_counter() - start
+    assert len(result["converged"]) == 50
+    assert elapsed < 3  # mostly interpreter and AnsibleModule start-up; the check itself is tested above
