@@ -1,0 +1,527 @@
+#!/usr/bin/python
+# Copyright: ShadowDB contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""Ansible module: the ShadowDB tenant registry, one JSON record per tenant in etcd."""
+
+import base64
+import json
+import re
+import ssl
+import urllib.error
+import urllib.request
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+---
+module: shadowdb_registry
+short_description: Read and write tenant endpoint records in the ShadowDB registry (etcd)
+description:
+  - Keeps one record per tenant under a key prefix in etcd, as canonical JSON (sorted keys, no
+    whitespace) at C(<prefix><tenant>). The record says where the tenant is served (host, address,
+    port), its proxy port, version, tier, routing state and members. HAProxy's configuration is
+    rendered from these records.
+  - Talks to etcd's v3 JSON gateway (C(/v3/kv/range), C(/v3/kv/txn)) over HTTPS with Python's
+    standard library only, so managed hosts need no etcd client package.
+  - Writes are compare-and-swap transactions on the key's C(mod_revision) as read: a record changed
+    by someone else between the read and the write is never overwritten silently (the module fails
+    and can be re-run).
+  - Endpoints are tried in order; the first that answers is used. When none answers the module fails
+    naming every endpoint and its error.
+options:
+  endpoints:
+    description:
+      - etcd client URLs, for example C(https://10.0.0.11:2379). Tried in order.
+      - Only C(http) and C(https) URLs are accepted.
+    type: list
+    elements: str
+    required: true
+  ca_cert:
+    description:
+      - CA certificate file (on the managed host) that the etcd server certificates must chain to.
+      - When omitted the system trust store is used.
+    type: path
+  client_cert:
+    description: Client certificate file, for an etcd that requires client certificates.
+    type: path
+  client_key:
+    description: Private key of O(client_cert).
+    type: path
+  prefix:
+    description:
+      - Key prefix of the deployment's records. Must start and end with C(/).
+    type: str
+    default: /shadowdb/tenants/
+  tenant:
+    description:
+      - Tenant name (DNS label, 2-16 characters). Required with O(state=present) and O(state=absent).
+      - With O(state=query), also returns that tenant's record as RV(record).
+    type: str
+  record:
+    description:
+      - The tenant's record, required with O(state=present).
+      - Keys C(tenant) (must equal O(tenant)), C(host) and C(address) (strings) and C(port) (1-65535)
+        are required; C(proxy_port) (1-65535 or null), C(pg_version) (int), C(tier) (string),
+        C(state) (C(active), C(maintenance) or C(disabled); default C(active)) and C(members) (list
+        of dicts) are optional. Other keys are refused.
+      - Integers given as strings of digits are converted.
+    type: dict
+  state:
+    description:
+      - V(present) writes the record if the stored one differs; V(absent) deletes the tenant's key;
+        V(query) changes nothing and returns RV(records) (and RV(record) when O(tenant) is given).
+    type: str
+    choices: [present, absent, query]
+    default: present
+  timeout:
+    description: Seconds to wait for each HTTP request to one endpoint.
+    type: float
+    default: 5
+notes:
+  - Stored values that are not valid JSON objects are replaced by O(state=present), and are left out of
+    RV(records) with a warning.
+attributes:
+  check_mode:
+    support: full
+    description: Reads the registry and reports what would change without writing.
+  diff_mode:
+    support: full
+    description: Returns the tenant's record before and after as indented JSON.
+author:
+  - ShadowDB contributors
+"""
+
+EXAMPLES = r"""
+- name: Register tenant acme
+  shadowdb_registry:
+    endpoints: [https://10.0.0.11:2379, https://10.0.0.12:2379, https://10.0.0.13:2379]
+    ca_cert: /etc/shadowdb/etcd/ca.crt
+    client_cert: /etc/shadowdb/etcd/client.crt
+    client_key: /etc/shadowdb/etcd/client.key
+    tenant: acme
+    record:
+      tenant: acme
+      host: db1
+      address: 10.0.0.21
+      port: 24817
+      proxy_port: 30412
+      pg_version: 17
+      tier: small
+      state: active
+      members: [{host: db1, address: 10.0.0.21, port: 24817}]
+
+- name: Every tenant of the deployment
+  shadowdb_registry:
+    endpoints: [https://10.0.0.11:2379]
+    ca_cert: /etc/shadowdb/etcd/ca.crt
+    client_cert: /etc/shadowdb/etcd/client.crt
+    client_key: /etc/shadowdb/etcd/client.key
+    state: query
+  register: registry
+
+- name: Unregister tenant acme
+  shadowdb_registry:
+    endpoints: [https://10.0.0.11:2379]
+    ca_cert: /etc/shadowdb/etcd/ca.crt
+    client_cert: /etc/shadowdb/etcd/client.crt
+    client_key: /etc/shadowdb/etcd/client.key
+    tenant: acme
+    state: absent
+"""
+
+RETURN = r"""
+key:
+  description: The tenant's key (when O(tenant) is given).
+  returned: when O(tenant) is given
+  type: str
+  sample: /shadowdb/tenants/acme
+record:
+  description:
+    - The tenant's record after the operation (as it would be, in check mode), or V(null) when absent.
+  returned: when O(tenant) is given
+  type: dict
+  sample: {"tenant": "acme", "host": "db1", "address": "10.0.0.21", "port": 24817, "state": "active"}
+records:
+  description: Every valid record under O(prefix), sorted by tenant.
+  returned: when O(state=query)
+  type: list
+  elements: dict
+endpoint:
+  description: The endpoint that answered.
+  returned: success
+  type: str
+  sample: https://10.0.0.11:2379
+revision:
+  description: etcd's store revision after the operation.
+  returned: success
+  type: int
+  sample: 42
+diff:
+  description: The tenant's record before and after, as indented JSON (empty when absent).
+  returned: when O(tenant) is given
+  type: dict
+"""
+
+TENANT_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}[a-z0-9]$")
+RECORD_STATES = ("active", "maintenance", "disabled")
+REQUIRED_KEYS = ("tenant", "host", "address", "port")
+OPTIONAL_KEYS = ("proxy_port", "pg_version", "tier", "state", "members")
+# Errors worth trying the next endpoint for (the member is down, has no leader, is overloaded).
+RETRY_HTTP = (500, 502, 503, 504)
+
+
+class RegistryError(Exception):
+    """A registry operation failed; the message names the argument or endpoint at fault."""
+
+
+# --- pure helpers ---
+
+
+def validate_params(params):
+    """Return an error message naming the offending argument, or None."""
+    endpoints = params.get("endpoints") or []
+    if not endpoints:
+        return "endpoints is empty: give at least one etcd client URL"
+    for i, url in enumerate(endpoints):
+        if not re.match(r"^https?://[^/\s]+/?$", url or ""):
+            return f"endpoints[{i}]={url!r} is invalid: it must be an http:// or https:// URL without a path"
+    prefix = params.get("prefix") or ""
+    if not (prefix.startswith("/") and prefix.endswith("/") and len(prefix) > 1):
+        return f"prefix={prefix!r} is invalid: it must start and end with '/'"
+    state, tenant = params.get("state"), params.get("tenant")
+    if tenant is not None and not TENANT_RE.match(tenant):
+        return f"tenant={tenant!r} is invalid: it must be a DNS label matching {TENANT_RE.pattern}"
+    if state in ("present", "absent") and tenant is None:
+        return f"tenant is required with state={state}"
+    if state == "present" and params.get("record") is None:
+        return "record is required with state=present"
+    if bool(params.get("client_cert")) != bool(params.get("client_key")):
+        return "client_cert and client_key must be given together"
+    return None
+
+
+def _as_int(value, field, minimum=None, maximum=None):
+    if isinstance(value, bool):
+        raise RegistryError(f"{field}={value!r} is invalid: it must be an integer")
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+        value = int(value.strip())
+    if not isinstance(value, int):
+        raise RegistryError(f"{field}={value!r} is invalid: it must be an integer")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise RegistryError(f"{field}={value} is invalid: it must be between {minimum} and {maximum}")
+    return value
+
+
+def _as_str(value, field):
+    if not isinstance(value, str) or not value.strip():
+        raise RegistryError(f"{field}={value!r} is invalid: it must be a non-empty string")
+    return value.strip()
+
+
+def normalize_member(member, field):
+    if not isinstance(member, dict):
+        raise RegistryError(f"{field}={member!r} is invalid: it must be a dict")
+    out = {}
+    for key, value in member.items():
+        if key == "port":
+            out[key] = _as_int(value, f"{field}.port", 1, 65535)
+        elif isinstance(value, (str, int, float, bool)) or value is None:
+            out[key] = value
+        else:
+            raise RegistryError(f"{field}.{key}={value!r} is invalid: members hold scalar values only")
+    return out
+
+
+def normalize_record(record, tenant):
+    """Validate a record for tenant and return it with types fixed and defaults filled.
+
+    Raises RegistryError naming the field (record.<key>) at fault.
+    """
+    if not isinstance(record, dict):
+        raise RegistryError(f"record={record!r} is invalid: it must be a dict")
+    unknown = sorted(set(record) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    if unknown:
+        allowed = ", ".join(REQUIRED_KEYS + OPTIONAL_KEYS)
+        raise RegistryError(f"record has unknown key(s) {', '.join(unknown)}: allowed keys are {allowed}")
+    missing = [k for k in REQUIRED_KEYS if record.get(k) in (None, "")]
+    if missing:
+        raise RegistryError(f"record is missing {', '.join('record.' + k for k in missing)}")
+    out = {
+        "tenant": _as_str(record["tenant"], "record.tenant"),
+        "host": _as_str(record["host"], "record.host"),
+        "address": _as_str(record["address"], "record.address"),
+        "port": _as_int(record["port"], "record.port", 1, 65535),
+        "state": record.get("state") or "active",
+    }
+    if out["tenant"] != tenant:
+        raise RegistryError(f"record.tenant={out['tenant']!r} is invalid: it must equal tenant={tenant!r}")
+    if out["state"] not in RECORD_STATES:
+        raise RegistryError(
+            f"record.state={out['state']!r} is invalid: it must be one of {', '.join(RECORD_STATES)}"
+        )
+    if record.get("proxy_port") is not None:
+        out["proxy_port"] = _as_int(record["proxy_port"], "record.proxy_port", 1, 65535)
+    else:
+        out["proxy_port"] = None
+    if record.get("pg_version") is not None:
+        out["pg_version"] = _as_int(record["pg_version"], "record.pg_version", 9, 99)
+    if record.get("tier") is not None:
+        out["tier"] = _as_str(record["tier"], "record.tier")
+    members = record.get("members")
+    if members is None:
+        members = []
+    if not isinstance(members, list):
+        raise RegistryError(f"record.members={members!r} is invalid: it must be a list of dicts")
+    out["members"] = [normalize_member(m, f"record.members[{i}]") for i, m in enumerate(members)]
+    return out
+
+
+def canonical_json(record):
+    """The stored form of a record: JSON with sorted keys and no whitespace."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def pretty_json(record):
+    return "" if record is None else json.dumps(record, sort_keys=True, indent=2) + "\n"
+
+
+def b64(text):
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def unb64(text):
+    return base64.b64decode(text or "").decode("utf-8")
+
+
+def prefix_range_end(prefix):
+    """etcd's range_end (bytes) for "every key starting with prefix": its last byte below 0xff, plus 1."""
+    data = bytearray(prefix.encode("utf-8"))
+    while data and data[-1] == 0xFF:
+        data.pop()
+    if not data:
+        return b"\0"
+    data[-1] += 1
+    return bytes(data)
+
+
+def parse_stored(value_text):
+    """Parse a stored value; return the record dict or None when it is not a JSON object."""
+    try:
+        value = json.loads(value_text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def put_txn(key, value, mod_revision):
+    """Compare-and-swap put: only if the key's mod_revision is still the one read (0: absent)."""
+    return {
+        "compare": [{"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}],
+        "success": [{"request_put": {"key": b64(key), "value": b64(value)}}],
+    }
+
+
+def delete_txn(key, mod_revision):
+    return {
+        "compare": [{"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}],
+        "success": [{"request_delete_range": {"key": b64(key)}}],
+    }
+
+
+def error_text(body):
+    """The message of an etcd gateway error body, or the body itself."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()[:300]
+    if isinstance(data, dict):
+        return str(data.get("message") or data.get("error") or body.strip()[:300])
+    return body.strip()[:300]
+
+
+# --- etcd client ---
+
+
+class EtcdClient:
+    """Minimal client of etcd's v3 JSON gateway with endpoint failover."""
+
+    def __init__(self, endpoints, ca_cert=None, client_cert=None, client_key=None, timeout=5.0):
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        self.timeout = timeout
+        self.context = None
+        if any(e.startswith("https://") for e in self.endpoints):
+            try:
+                self.context = ssl.create_default_context(cafile=ca_cert)
+            except (OSError, ssl.SSLError) as e:
+                raise RegistryError(f"ca_cert={ca_cert!r}: cannot load the CA certificate: {e}") from e
+            if client_cert:
+                try:
+                    self.context.load_cert_chain(client_cert, client_key)
+                except (OSError, ssl.SSLError) as e:
+                    raise RegistryError(
+                        f"client_cert={client_cert!r}/client_key={client_key!r}: cannot load them: {e}"
+                    ) from e
+        self.endpoint = None
+
+    def _post(self, endpoint, path, body):
+        request = urllib.request.Request(  # noqa: S310 (validate_params allows http and https only)
+            endpoint + path,
+            data=json.dumps(body).encode("utf-8"),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        context = self.context if endpoint.startswith("https://") else None
+        with urllib.request.urlopen(request, timeout=self.timeout, context=context) as response:  # noqa: S310
+            return json.loads(response.read().decode("utf-8") or "{}")
+
+    def call(self, path, body):
+        """POST body to path on the first endpoint that answers; return the decoded JSON."""
+        errors = []
+        order = (
+            self.endpoints
+            if self.endpoint is None
+            else [self.endpoint] + [e for e in self.endpoints if e != self.endpoint]
+        )
+        for endpoint in order:
+            try:
+                result = self._post(endpoint, path, body)
+            except urllib.error.HTTPError as e:
+                message = error_text(e.read().decode("utf-8", "replace"))
+                if e.code in RETRY_HTTP:
+                    errors.append(f"{endpoint}: HTTP {e.code}: {message}")
+                    continue
+                raise RegistryError(
+                    f"etcd endpoint {endpoint} refused {path}: HTTP {e.code}: {message}"
+                ) from e
+            except urllib.error.URLError as e:
+                errors.append(f"{endpoint}: {e.reason}")
+                continue
+            except (TimeoutError, ConnectionError, ssl.SSLError, OSError) as e:
+                errors.append(f"{endpoint}: {e}")
+                continue
+            except ValueError as e:
+                errors.append(f"{endpoint}: answer is not JSON ({e})")
+                continue
+            self.endpoint = endpoint
+            return result
+        raise RegistryError("etcd is unreachable (endpoints): " + "; ".join(errors))
+
+    def get(self, key):
+        """Return (value text or None, mod_revision, store revision) of one key."""
+        result = self.call("/v3/kv/range", {"key": b64(key)})
+        revision = int(result.get("header", {}).get("revision", 0))
+        kvs = result.get("kvs") or []
+        if not kvs:
+            return None, 0, revision
+        return unb64(kvs[0].get("value")), int(kvs[0].get("mod_revision", 0)), revision
+
+    def get_prefix(self, prefix):
+        """Return ({key: value text}, store revision) of every key under prefix."""
+        body = {"key": b64(prefix), "range_end": base64.b64encode(prefix_range_end(prefix)).decode("ascii")}
+        result = self.call("/v3/kv/range", body)
+        revision = int(result.get("header", {}).get("revision", 0))
+        return {unb64(kv.get("key")): unb64(kv.get("value")) for kv in result.get("kvs") or []}, revision
+
+    def txn(self, body):
+        """Run a transaction; return (succeeded, store revision)."""
+        result = self.call("/v3/kv/txn", body)
+        return bool(result.get("succeeded")), int(result.get("header", {}).get("revision", 0))
+
+
+def collect_records(values, prefix):
+    """Turn {key: value text} into (records sorted by tenant, keys whose values are not records)."""
+    records, invalid = [], []
+    for key in sorted(values):
+        record = parse_stored(values[key])
+        if record is None or record.get("tenant") != key[len(prefix) :]:
+            invalid.append(key)
+            continue
+        records.append(record)
+    return records, invalid
+
+
+def run(params, check_mode, client=None, warn=None):
+    """The module's logic, separated from AnsibleModule for testing. Returns the result dict."""
+    error = validate_params(params)
+    if error:
+        raise RegistryError(error)
+    state, tenant, prefix = params["state"], params.get("tenant"), params["prefix"]
+    if client is None:
+        client = EtcdClient(
+            params["endpoints"],
+            params.get("ca_cert"),
+            params.get("client_cert"),
+            params.get("client_key"),
+            params.get("timeout") or 5.0,
+        )
+    desired = normalize_record(params["record"], tenant) if state == "present" else None
+    result = {"changed": False}
+
+    if state == "query":
+        values, revision = client.get_prefix(prefix)
+        records, invalid = collect_records(values, prefix)
+        for key in invalid:
+            if warn:
+                warn(f"registry key {key} does not hold a valid record: ignored")
+        result.update(records=records, revision=revision, endpoint=client.endpoint)
+        if tenant is not None:
+            result["key"] = prefix + tenant
+            result["record"] = next((r for r in records if r["tenant"] == tenant), None)
+        return result
+
+    key = prefix + tenant
+    stored, mod_revision, revision = client.get(key)
+    before = parse_stored(stored) if stored is not None else None
+    if state == "present":
+        changed = stored != canonical_json(desired)
+        after = desired
+    else:
+        changed = stored is not None
+        after = None
+    if changed and not check_mode:
+        if state == "present":
+            ok, revision = client.txn(put_txn(key, canonical_json(desired), mod_revision))
+        else:
+            ok, revision = client.txn(delete_txn(key, mod_revision))
+        if not ok:
+            raise RegistryError(
+                f"the record of tenant={tenant!r} ({key}) was changed by someone else while this run "
+                "was updating it: nothing written, re-run to apply"
+            )
+    result.update(
+        changed=changed,
+        key=key,
+        record=after,
+        revision=revision,
+        endpoint=client.endpoint,
+        diff={"before": pretty_json(before if stored is not None else None), "after": pretty_json(after)},
+    )
+    if stored is not None and before is None:
+        result["diff"]["before"] = stored + "\n"
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            endpoints=dict(type="list", elements="str", required=True),
+            ca_cert=dict(type="path"),
+            client_cert=dict(type="path"),
+            client_key=dict(type="path", no_log=False),
+            prefix=dict(type="str", default="/shadowdb/tenants/"),
+            tenant=dict(type="str"),
+            record=dict(type="dict"),
+            state=dict(type="str", default="present", choices=["present", "absent", "query"]),
+            timeout=dict(type="float", default=5.0),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        result = run(module.params, module.check_mode, warn=module.warn)
+    except RegistryError as e:
+        module.fail_json(msg=str(e))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,446 @@
+"""Tests of library/shadowdb_registry.py: pure helpers, and the module run for real against a local etcd.
+
+The etcd tests start a throwaway etcd from the machine's own binary (Debian's etcd-server) on
+127.0.0.1, once without TLS and once with TLS and client certificates from a throwaway CA; they
+are skipped only when no etcd binary is installed.
+"""
+
+import datetime
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+import shadowdb_registry as reg
+
+MODULE = "shadowdb_registry"
+PREFIX = "/shadowdb/tenants/"
+ETCD = shutil.which("etcd")
+needs_etcd = pytest.mark.skipif(
+    ETCD is None, reason="no etcd binary on this machine (Debian: apt-get install etcd-server)"
+)
+
+
+def record(**overrides):
+    base = dict(
+        tenant="acme",
+        host="db1",
+        address="10.0.0.21",
+        port=24817,
+        proxy_port=30412,
+        pg_version=17,
+        tier="small",
+        state="active",
+        members=[dict(host="db1", address="10.0.0.21", port=24817)],
+    )
+    return base | overrides
+
+
+def params(**overrides):
+    base = dict(
+        endpoints=["http://127.0.0.1:2379"],
+        ca_cert=None,
+        client_cert=None,
+        client_key=None,
+        prefix=PREFIX,
+        tenant="acme",
+        record=None,
+        state="present",
+        timeout=5.0,
+    )
+    return base | overrides
+
+
+# --- pure helpers ---
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (dict(endpoints=[]), "endpoints is empty"),
+        (dict(endpoints=["10.0.0.1:2379"]), "endpoints[0]='10.0.0.1:2379' is invalid"),
+        (dict(endpoints=["https://a:2379", "file:///etc/passwd"]), "endpoints[1]="),
+        (dict(endpoints=["https://a:2379/v3"]), "without a path"),
+        (dict(prefix="shadowdb/"), "prefix='shadowdb/' is invalid"),
+        (dict(prefix="/shadowdb"), "prefix='/shadowdb' is invalid"),
+        (dict(tenant="Acme"), "tenant='Acme' is invalid"),
+        (dict(tenant="a"), "tenant='a' is invalid"),
+        (dict(tenant="acme.evil"), "tenant='acme.evil' is invalid"),
+        (dict(tenant=None, state="absent"), "tenant is required with state=absent"),
+        (dict(state="present", record=None), "record is required with state=present"),
+        (dict(state="query", tenant=None, client_cert="/c.crt"), "client_cert and client_key"),
+    ],
+)
+def test_validate_params_names_the_argument(overrides, fragment):
+    base = params(record=record()) | overrides
+    assert fragment in reg.validate_params(base)
+
+
+def test_validate_params_accepts_query_without_tenant():
+    assert reg.validate_params(params(state="query", tenant=None)) is None
+    assert reg.validate_params(params(record=record())) is None
+
+
+def test_normalize_record_fixes_types_and_fills_defaults():
+    out = reg.normalize_record(
+        dict(tenant="acme", host="db1", address="10.0.0.21", port="24817", pg_version="17"), "acme"
+    )
+    assert out == dict(
+        tenant="acme",
+        host="db1",
+        address="10.0.0.21",
+        port=24817,
+        pg_version=17,
+        proxy_port=None,
+        state="active",
+        members=[],
+    )
+
+
+@pytest.mark.parametrize(
+    ("rec", "fragment"),
+    [
+        (record(tenant="other"), "record.tenant='other' is invalid: it must equal tenant='acme'"),
+        (record(port=0), "record.port=0 is invalid"),
+        (record(port="70000"), "record.port=70000 is invalid"),
+        (record(port=True), "record.port=True is invalid"),
+        (record(proxy_port="x"), "record.proxy_port='x' is invalid"),
+        (record(state="up"), "record.state='up' is invalid"),
+        (record(address=""), "record is missing record.address"),
+        (record(members="db1"), "record.members='db1' is invalid"),
+        (record(members=[dict(port=-1)]), "record.members[0].port=-1 is invalid"),
+        (record(members=[dict(tags=["a"])]), "record.members[0].tags="),
+        (record(colour="blue"), "unknown key(s) colour"),
+        ("acme", "record='acme' is invalid"),
+    ],
+)
+def test_normalize_record_names_the_field(rec, fragment):
+    with pytest.raises(reg.RegistryError) as err:
+        reg.normalize_record(rec, "acme")
+    assert fragment in str(err.value)
+
+
+def test_canonical_json_is_sorted_and_compact():
+    a = reg.canonical_json(dict(b=1, a=[dict(y=2, x=1)]))
+    assert a == '{"a":[{"x":1,"y":2}],"b":1}'
+    assert reg.canonical_json(reg.normalize_record(record(), "acme")) == reg.canonical_json(
+        reg.normalize_record(dict(reversed(list(record().items()))), "acme")
+    )
+
+
+def test_prefix_range_end_increments_the_last_byte():
+    assert reg.prefix_range_end("/shadowdb/tenants/") == b"/shadowdb/tenants0"
+    assert reg.prefix_range_end("/t\u00e9/") == "/t\u00e9".encode() + b"0"
+
+
+def test_transactions_compare_the_revision_read():
+    put = reg.put_txn("/p/acme", "{}", 0)
+    assert put["compare"] == [dict(key=reg.b64("/p/acme"), target="MOD", result="EQUAL", mod_revision="0")]
+    assert put["success"] == [dict(request_put=dict(key=reg.b64("/p/acme"), value=reg.b64("{}")))]
+    delete = reg.delete_txn("/p/acme", 7)
+    assert delete["compare"][0]["mod_revision"] == "7"
+    assert delete["success"] == [dict(request_delete_range=dict(key=reg.b64("/p/acme")))]
+
+
+def test_collect_records_skips_invalid_values():
+    values = {
+        PREFIX + "acme": reg.canonical_json(dict(tenant="acme")),
+        PREFIX + "beta": "not json",
+        PREFIX + "gamma": reg.canonical_json(dict(tenant="other")),
+        PREFIX + "delta": "[1]",
+    }
+    records, invalid = reg.collect_records(values, PREFIX)
+    assert records == [dict(tenant="acme")]
+    assert invalid == [PREFIX + "beta", PREFIX + "delta", PREFIX + "gamma"]
+
+
+def test_error_text_reads_gateway_errors():
+    assert reg.error_text('{"code":3,"message":"bad key"}') == "bad key"
+    assert reg.error_text('{"error":"etcdserver: no leader","code":14}') == "etcdserver: no leader"
+    assert reg.error_text("plain") == "plain"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_etcd_names_every_endpoint(run_module):
+    ports = [free_port(), free_port()]
+    endpoints = [f"http://127.0.0.1:{p}" for p in ports]
+    result, proc = run_module(MODULE, dict(endpoints=endpoints, tenant="acme", record=record()))
+    assert proc.returncode != 0 and result["failed"]
+    assert result["msg"].startswith("etcd is unreachable (endpoints): ")
+    for endpoint in endpoints:
+        assert endpoint in result["msg"]
+
+
+def test_missing_ca_file_names_ca_cert(run_module, tmp_path):
+    missing = str(tmp_path / "nope.crt")
+    result, _ = run_module(MODULE, dict(endpoints=["https://127.0.0.1:1"], ca_cert=missing, state="query"))
+    assert result["failed"] and result["msg"].startswith(f"ca_cert={missing!r}")
+
+
+# --- a real etcd ---
+
+
+def wait_healthy(url, timeout=30, context=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2, context=context) as r:  # noqa: S310
+                if json.loads(r.read()).get("health") == "true":
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"etcd at {url} did not become healthy within {timeout}s")
+        time.sleep(0.2)
+
+
+def start_etcd(tmp_path, scheme, tls_args=()):
+    client, peer = free_port(), free_port()
+    url = f"{scheme}://127.0.0.1:{client}"
+    log = open(tmp_path / "etcd.log", "w")  # noqa: SIM115 -- closed by the fixture
+    proc = subprocess.Popen(
+        [
+            ETCD,
+            "--name=test",
+            f"--data-dir={tmp_path / 'data'}",
+            f"--listen-client-urls={url}",
+            f"--advertise-client-urls={url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=test=http://127.0.0.1:{peer}",
+            *tls_args,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return proc, log, url
+
+
+def stop_etcd(proc, log):
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    """A throwaway etcd without TLS on 127.0.0.1; yields its client URL."""
+    proc, log, url = start_etcd(tmp_path, "http")
+    try:
+        wait_healthy(url)
+        yield url
+    finally:
+        stop_etcd(proc, log)
+
+
+def make_pki(directory):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def write(name, cert, key):
+        (directory / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (directory / f"{name}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
+    def builder(cn, issuer, public_key):
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    # Python 3.13's default context verifies strictly (X.509 key identifiers, key usage).
+    ca = (
+        builder("test CA", ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    write("ca", ca, ca_key)
+    for name, usage, san in (
+        ("server", ExtendedKeyUsageOID.SERVER_AUTH, [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+        ("client", ExtendedKeyUsageOID.CLIENT_AUTH, []),
+    ):
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (
+            builder(name, ca_name, key.public_key())
+            .add_extension(x509.ExtendedKeyUsage([usage, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        )
+        if san:
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        write(name, b.sign(ca_key, hashes.SHA256()), key)
+
+
+@pytest.fixture
+def etcd_tls(tmp_path):
+    """A throwaway etcd with TLS and client certificates; yields (url, pki directory)."""
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    make_pki(pki)
+    tls = [
+        f"--trusted-ca-file={pki / 'ca.crt'}",
+        f"--cert-file={pki / 'server.crt'}",
+        f"--key-file={pki / 'server.key'}",
+        "--client-cert-auth",
+    ]
+    proc, log, url = start_etcd(tmp_path, "https", tls)
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    context.load_cert_chain(str(pki / "client.crt"), str(pki / "client.key"))
+    try:
+        wait_healthy(url, context=context)
+        yield url, pki
+    finally:
+        stop_etcd(proc, log)
+
+
+@needs_etcd
+def test_present_is_idempotent_and_checks_mode(run_module, etcd):
+    args = dict(endpoints=[etcd], tenant="acme", record=record())
+    result, _ = run_module(MODULE, args, check_mode=True)
+    assert result["changed"] and result["diff"]["before"] == ""
+    assert json.loads(result["diff"]["after"])["port"] == 24817
+
+    query, _ = run_module(MODULE, dict(endpoints=[etcd], state="query", tenant="acme"))
+    assert query["records"] == [] and query["record"] is None  # check mode wrote nothing
+
+    result, _ = run_module(MODULE, args)
+    assert result["changed"] and result["key"] == PREFIX + "acme" and result["endpoint"] == etcd
+    again, _ = run_module(MODULE, args)
+    assert not again["changed"]
+    # Key order and digit strings do not matter: the canonical forms are equal.
+    shuffled = dict(reversed(list(record(port="24817").items())))
+    again, _ = run_module(MODULE, dict(args, record=shuffled))
+    assert not again["changed"]
+
+    moved, _ = run_module(MODULE, dict(args, record=record(port=25000)))
+    assert moved["changed"]
+    assert json.loads(moved["diff"]["before"])["port"] == 24817
+    assert json.loads(moved["diff"]["after"])["port"] == 25000
+
+
+@needs_etcd
+def test_query_lists_every_record_sorted(run_module, etcd):
+    for name in ("zeta", "acme", "beta"):
+        run_module(MODULE, dict(endpoints=[etcd], tenant=name, record=record(tenant=name)))
+    other_prefix = dict(endpoints=[etcd], prefix="/other/", tenant="acme", record=record())
+    run_module(MODULE, other_prefix)
+    result, _ = run_module(MODULE, dict(endpoints=[etcd], state="query", tenant="beta"))
+    assert not result["changed"]
+    assert [r["tenant"] for r in result["records"]] == ["acme", "beta", "zeta"]
+    assert result["record"]["tenant"] == "beta"
+
+
+@needs_etcd
+def test_absent_deletes_and_is_idempotent(run_module, etcd):
+    run_module(MODULE, dict(endpoints=[etcd], tenant="acme", record=record()))
+    result, _ = run_module(MODULE, dict(endpoints=[etcd], tenant="acme", state="absent"), check_mode=True)
+    assert result["changed"] and result["diff"]["after"] == ""
+    result, _ = run_module(MODULE, dict(endpoints=[etcd], tenant="acme", state="absent"))
+    assert result["changed"] and result["record"] is None
+    again, _ = run_module(MODULE, dict(endpoints=[etcd], tenant="acme", state="absent"))
+    assert not again["changed"]
+    query, _ = run_module(MODULE, dict(endpoints=[etcd], state="query"))
+    assert query["records"] == []
+
+
+@needs_etcd
+def test_failover_to_the_next_endpoint(run_module, etcd):
+    dead = f"http://127.0.0.1:{free_port()}"
+    result, _ = run_module(MODULE, dict(endpoints=[dead, etcd], tenant="acme", record=record()))
+    assert result["changed"] and result["endpoint"] == etcd
+
+
+@needs_etcd
+def test_concurrent_change_is_never_overwritten(etcd):
+    """A record changed between the read and the write fails the write (compare-and-swap)."""
+
+    class Racing(reg.EtcdClient):
+        def get(self, key):
+            value, mod_revision, revision = super().get(key)
+            # Someone else writes right after our read.
+            other = reg.EtcdClient([etcd])
+            other.txn(reg.put_txn(key, reg.canonical_json(dict(tenant="acme", by="other")), mod_revision))
+            return value, mod_revision, revision
+
+    with pytest.raises(reg.RegistryError, match="changed by someone else"):
+        reg.run(params(endpoints=[etcd], record=record()), check_mode=False, client=Racing([etcd]))
+    stored, _, _ = reg.EtcdClient([etcd]).get(PREFIX + "acme")
+    assert json.loads(stored)["by"] == "other"
+
+
+@needs_etcd
+def test_invalid_stored_value_is_replaced_and_skipped_by_query(run_module, etcd):
+    client = reg.EtcdClient([etcd])
+    client.txn(reg.put_txn(PREFIX + "acme", "garbage", 0))
+    query, _ = run_module(MODULE, dict(endpoints=[etcd], state="query"))
+    assert query["records"] == []
+    # ansible-core 2.19+ returns warnings as structured events: look for the text anywhere.
+    assert "registry key /shadowdb/tenants/acme does not hold a valid record" in json.dumps(query["warnings"])
+    result, _ = run_module(MODULE, dict(endpoints=[etcd], tenant="acme", record=record()))
+    assert result["changed"] and result["diff"]["before"] == "garbage\n"
+
+
+@needs_etcd
+def test_tls_with_client_certificate(run_module, etcd_tls):
+    url, pki = etcd_tls
+    tls = dict(
+        endpoints=[url],
+        ca_cert=str(pki / "ca.crt"),
+        client_cert=str(pki / "client.crt"),
+        client_key=str(pki / "client.key"),
+    )
+    result, _ = run_module(MODULE, dict(tls, tenant="acme", record=record()))
+    assert result["changed"], result
+    again, _ = run_module(MODULE, dict(tls, tenant="acme", record=record()))
+    assert not again["changed"]
+
+    # Without a client certificate the server refuses the TLS handshake.
+    no_cert = dict(tls, client_cert=None, client_key=None)
+    refused, _ = run_module(MODULE, dict(no_cert, state="query"))
+    assert refused["failed"] and url in refused["msg"]
+
+    # A server certificate from another CA is not trusted.
+    other = pki / "other"
+    other.mkdir()
+    make_pki(other)
+    untrusted, _ = run_module(MODULE, dict(tls, ca_cert=str(other / "ca.crt"), state="query"))
+    assert untrusted["failed"] and "CERTIFICATE_VERIFY_FAILED" in untrusted["msg"]
