@@ -7,6 +7,7 @@ export PATH := $(VENV)/bin:$(PATH)
 # Lab name: containers, network and inventory are all named after it.
 LAB ?= sdb-lab
 LAB_HOSTS ?= 1
+LAB_ROUTING ?= true
 export SHADOWDB_LAB := $(LAB)
 
 .PHONY: setup demo test lint unit integration molecule bench lab-up lab-down clean
@@ -15,7 +16,8 @@ setup:
 	@bash scripts/setup.sh
 
 lab-up: setup
-	ansible-playbook playbooks/lab.yml -e lab_hosts=$(LAB_HOSTS)
+	ansible-playbook playbooks/lab.yml -e lab_hosts=$(LAB_HOSTS) -e lab_routing=$(LAB_ROUTING)
+	ansible-playbook playbooks/routing.yml
 
 lab-down: setup
 	ansible-playbook playbooks/lab.yml -e lab_state=absent

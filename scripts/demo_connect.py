@@ -34,9 +34,29 @@ def tenant_env(container: str, tenant: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if line and not line.startswith("#"))
 
 
+def proxy_port(container: str, tenant: str) -> int:
+    out = subprocess.run(
+        ["podman", "exec", container, "cat", "/var/lib/shadowdb/ports/proxy.json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out)["leases"][tenant]
+
+
+def check(conninfo: str) -> str:
+    with psycopg.connect(conninfo, connect_timeout=10) as conn:
+        version, ssl, checksums = conn.execute(
+            "SELECT current_setting('server_version'), ssl, current_setting('data_checksums') "
+            "FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        ).fetchone()
+    return f"PostgreSQL {version}, TLS {'on' if ssl else 'off'}, data checksums {checksums}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--inventory", required=True, type=Path)
+    parser.add_argument("--work", required=True, type=Path, help="where passfiles are written")
     parser.add_argument("--host", required=True)
     parser.add_argument("tenants", nargs="+")
     args = parser.parse_args()
@@ -46,21 +66,25 @@ def main() -> None:
     address = host_address(args.host)
     for tenant in args.tenants:
         env = tenant_env(args.host, tenant)
-        passfile = inventory / f"{tenant}.pgpass"
+        passfile = args.work.resolve() / f"{tenant}.pgpass"
         fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(f"*:{env['PGPORT']}:{env['PGDATABASE']}:{env['PGUSER']}:{env['PGPASSWORD']}\n")
-        conninfo = (
-            f"host={env['PGHOST']} hostaddr={address} port={env['PGPORT']} dbname={env['PGDATABASE']} "
-            f"user={env['PGUSER']} passfile={passfile} sslmode=verify-full sslrootcert={ca}"
+            # Any port: the same credentials work directly and through HAProxy.
+            f.write(f"*:*:{env['PGDATABASE']}:{env['PGUSER']}:{env['PGPASSWORD']}\n")
+        common = (
+            f"host={env['PGHOST']} hostaddr={address} dbname={env['PGDATABASE']} user={env['PGUSER']} "
+            f"passfile={passfile} sslmode=verify-full sslrootcert={ca}"
         )
-        with psycopg.connect(conninfo, connect_timeout=10) as conn:
-            version, ssl, checksums = conn.execute(
-                "SELECT current_setting('server_version'), ssl, current_setting('data_checksums') "
-                "FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
-            ).fetchone()
-        print(f"{tenant}: PostgreSQL {version}, TLS {'on' if ssl else 'off'}, data checksums {checksums}")
-        print(f"  direct: {conninfo}")
+        routes = {
+            # One port for every tenant, routed by TLS SNI (libpq 17+ clients).
+            "HAProxy SNI (port 5432)": f"{common} port=5432 sslnegotiation=direct",
+            # The tenant's own proxy port, for clients older than libpq 17.
+            "HAProxy per-tenant port": f"{common} port={proxy_port(args.host, tenant)}",
+        }
+        print(f"{tenant}:")
+        for label, conninfo in routes.items():
+            print(f"  {label}: {check(conninfo)}")
+            print(f"    {conninfo}")
 
 
 if __name__ == "__main__":

@@ -148,10 +148,13 @@ def write_atomic(path, content, mode):
         raise
 
 
-def validate(dest, files, command, mode):
+def validate(dest, files, command, mode, prune=()):
     """Write the candidate set into a temporary directory in dest and run the validator on it."""
     candidate = tempfile.mkdtemp(prefix=".candidate-", dir=dest)
     try:
+        # Directories of pruned fragments exist even when no fragment is left (zero tenants).
+        for pattern in prune:
+            os.makedirs(os.path.join(candidate, os.path.dirname(pattern)), mode=0o755, exist_ok=True)
         for rel, content in files.items():
             write_atomic(os.path.join(candidate, rel), content, mode)
         argv = [arg.replace("%s", candidate) for arg in command]
@@ -202,7 +205,7 @@ def main():
         module.exit_json(**result)
 
     try:
-        rc, output = validate(dest, files, p["validate"], mode)
+        rc, output = validate(dest, files, p["validate"], mode, prune)
     except OSError as e:
         module.fail_json(msg=f"validate: cannot run {p['validate'][0]!r}: {e}", **result)
     result["validate_output"] = output
