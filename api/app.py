@@ -1,0 +1,528 @@
+"""The FastAPI application: /v1 tenants and jobs, /healthz, /metrics.
+
+python -m api serve              # uvicorn on 127.0.0.1:8080, settings from SHADOWDB_API_*
+"""
+
+import asyncio
+import ipaddress
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterable
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from cryptography.exceptions import InvalidTag
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, status
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import __version__, rules, sealing
+from .auth import Principal, admin, reader
+from .catalog import ACTIVE, Catalog, Conflict, NotFound, QueueFull, migrate
+from .jobs import Engine, new_job_id
+from .metrics import Metrics
+from .models import (
+    Credentials,
+    Endpoint,
+    Endpoints,
+    ErrorBody,
+    Health,
+    Job,
+    JobSummary,
+    Member,
+    Tenant,
+    TenantCreate,
+    TenantList,
+    TenantPatch,
+)
+from .placement import Inventory, NoHosts, pick_host
+from .settings import Settings
+
+log = logging.getLogger("shadowdb.api")
+
+_ERRORS = {
+    401: {"model": ErrorBody, "description": "missing or invalid token"},
+    403: {"model": ErrorBody, "description": "token scope too small"},
+}
+_WRITE_ERRORS = _ERRORS | {
+    409: {"model": ErrorBody, "description": "conflicts with the tenant's state or an unfinished job"},
+    413: {"model": ErrorBody, "description": "request body too large"},
+    429: {"model": ErrorBody, "description": "job queue full"},
+}
+_EVENT_POLL = 0.25
+AdminToken = Annotated[Principal, Depends(admin)]
+ReaderToken = Annotated[Principal, Depends(reader)]
+
+
+def existing_job(request: Request, job_id: uuid.UUID) -> dict:
+    return request.app.state.catalog.job(job_id)
+
+
+ExistingJob = Annotated[dict, Depends(existing_job)]
+
+
+def rules_name_path():
+    return PathParam(
+        pattern=rules.TENANT_NAME_RE,
+        min_length=rules.TENANT_NAME_MIN_LEN,
+        max_length=rules.TENANT_NAME_MAX_LEN,
+        description="tenant name",
+    )
+
+
+def spec_error(exc: "rules.SpecError") -> RequestValidationError:
+    """A SpecError from the filter as a 422 naming the field in the request body."""
+    parts = exc.field.split(".")
+    loc = ("body", *parts[1:]) if parts[0] == "tenant" else ("body", *parts)
+    return RequestValidationError(
+        [{"loc": loc, "msg": exc.reason, "type": "value_error.spec", "input": None}]
+    )
+
+
+def field_error(loc: tuple, msg: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error", "input": None}])
+
+
+class _HttpMetrics:
+    """ASGI middleware counting requests by route template (streams are not buffered)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        seen = {"status": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe_request(scope["method"], path, seen["status"], started)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    if not settings.database_url:
+        raise SystemExit("SHADOWDB_API_DATABASE_URL is not set (python -m api devdb start gives one)")
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        migrate(settings.database_url)
+        catalog = Catalog(settings.database_url, max_size=settings.pool_max)
+        catalog.open()
+        engine = Engine(settings, metrics)
+        metrics.bind(catalog, engine)
+        app.state.catalog = catalog
+        app.state.engine = engine
+        app.state.inventory = Inventory(settings.inventory, settings.host_group, settings.repo)
+        if settings.engine:
+            engine.start()
+        try:
+            yield
+        finally:
+            if settings.engine:
+                await run_in_threadpool(engine.stop)
+            catalog.close()
+
+    app = FastAPI(
+        title="ShadowDB API",
+        version=__version__,
+        description="Tenant onboarding as a service: one isolated PostgreSQL cluster per tenant, "
+        "provisioned by the project's own playbooks. See docs/api.md.",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.add_middleware(_HttpMetrics, metrics=metrics)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(request: Request, exc: QueueFull):
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": "10"})
+
+    @app.exception_handler(NoHosts)
+    async def _no_hosts(request: Request, exc: NoHosts):
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.get("/healthz", response_model=Health, tags=["ops"])
+    def healthz(request: Request, response: Response) -> Health:
+        try:
+            catalog_ok = request.app.state.catalog.ping()
+        except Exception:
+            catalog_ok = False
+        engine = request.app.state.engine
+        engine_ok = (not settings.engine) or bool(engine._dispatcher and engine._dispatcher.is_alive())
+        ok = catalog_ok and engine_ok
+        if not ok:
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return Health(
+            status="ok" if ok else "degraded", catalog=catalog_ok, engine=engine_ok, version=__version__
+        )
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["ops"])
+    def prometheus_metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(_v1(settings))
+
+    def openapi() -> dict:
+        """The spec, with this deployment's own limits where they are narrower than the rules'."""
+        if app.openapi_schema is None:
+            spec = FastAPI.openapi(app)
+            for model in ("TenantCreate", "TenantPatch"):
+                replicas = spec["components"]["schemas"][model]["properties"]["replicas"]
+                for variant in replicas.get("anyOf", [replicas]):
+                    if variant.get("type") == "integer":
+                        variant["maximum"] = settings.max_replicas
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app
+
+
+# --- representation ------------------------------------------------------------------------
+
+
+def _summary(job: dict | None) -> JobSummary | None:
+    if job is None:
+        return None
+    return JobSummary(
+        id=str(job["id"]),
+        kind=job["kind"],
+        status=job["status"],
+        created_at=job["created_at"],
+        finished_at=job["finished_at"],
+        error=job["error"],
+    )
+
+
+def _endpoints(tenant: dict, settings: Settings) -> Endpoints:
+    ep = tenant["endpoint"]
+    if not ep:
+        return Endpoints()
+    try:
+        hostaddr = str(ipaddress.ip_address(ep["address"]))
+    except (ValueError, TypeError):
+        hostaddr = None
+    base = f"host={ep['host']} port={{port}} dbname={ep['dbname']} user={ep['user']} sslmode=verify-full"
+    direct_info = base.format(port=ep["port"]) + (f" hostaddr={hostaddr}" if hostaddr else "")
+    direct = Endpoint(
+        host=ep["host"],
+        hostaddr=hostaddr or ep["address"],
+        port=ep["port"],
+        dbname=ep["dbname"],
+        user=ep["user"],
+        conninfo=direct_info,
+    )
+    sni = None
+    if settings.sni_port:
+        sni = Endpoint(
+            host=ep["host"],
+            port=settings.sni_port,
+            dbname=ep["dbname"],
+            user=ep["user"],
+            sslnegotiation="direct",
+            conninfo=base.format(port=settings.sni_port) + " sslnegotiation=direct",
+        )
+    return Endpoints(direct=direct, sni=sni)
+
+
+def _tenant(tenant: dict, last_job: dict | None, settings: Settings) -> Tenant:
+    return Tenant(
+        name=tenant["name"],
+        state=tenant["state"],
+        host=tenant["host"],
+        spec=tenant["spec"],
+        endpoints=_endpoints(tenant, settings),
+        members=[Member(host=tenant["host"], role="primary")],
+        readonly_user=(tenant["endpoint"] or {}).get("readonly_user"),
+        last_job=_summary(last_job),
+        created_at=tenant["created_at"],
+        updated_at=tenant["updated_at"],
+    )
+
+
+def _job(job: dict, credentials: Credentials | None = None, pending: bool = False) -> Job:
+    return Job(
+        id=str(job["id"]),
+        kind=job["kind"],
+        status=job["status"],
+        tenant=job["tenant"],
+        host=job["host"],
+        created_at=job["created_at"],
+        started_at=job["started_at"],
+        finished_at=job["finished_at"],
+        attempts=job["attempts"],
+        cancel_requested=job["cancel_requested"],
+        error=job["error"],
+        result=job["result"],
+        credentials=credentials,
+        credentials_pending=pending,
+        events_url=f"/v1/jobs/{job['id']}/events",
+    )
+
+
+def _accepted(job: dict, response: Response) -> Job:
+    response.status_code = status.HTTP_202_ACCEPTED
+    response.headers["Location"] = f"/v1/jobs/{job['id']}"
+    return _job(job)
+
+
+def _keys(who: Principal, job_id: str) -> dict:
+    private, public = sealing.generate_keypair()
+    return {"public_key": public, "wrapped_key": sealing.wrap_private_key(who.token, job_id, private)}
+
+
+# --- /v1 -----------------------------------------------------------------------------------
+
+
+def _v1(settings: Settings) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    def check_replicas(replicas: int | None, loc: tuple) -> None:
+        if replicas is not None and replicas > settings.max_replicas:
+            raise field_error(
+                loc,
+                f"{replicas} replicas asked; this deployment allows at most {settings.max_replicas} "
+                "(high availability is not deployed yet)",
+            )
+
+    @router.post(
+        "/tenants",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=Job,
+        responses=_WRITE_ERRORS | {503: {"model": ErrorBody, "description": "no host to place it on"}},
+        tags=["tenants"],
+        summary="Create a tenant (202: follow the job)",
+    )
+    def create_tenant(body: TenantCreate, request: Request, response: Response, who: AdminToken):
+        check_replicas(body.replicas, ("body", "replicas"))
+        raw = body.model_dump(exclude_none=True)
+        try:
+            spec = rules.validate_tenant(raw)
+        except rules.SpecError as exc:
+            raise spec_error(exc) from None
+        hosts = request.app.state.inventory.hosts()
+        job_id = new_job_id()
+        job = request.app.state.catalog.create_tenant(
+            spec,
+            lambda counts: pick_host(hosts, counts),
+            {"id": job_id, "created_by": who.id} | _keys(who, job_id),
+            settings.max_queued,
+        )
+        request.app.state.engine.notify()
+        return _accepted(job, response)
+
+    @router.get("/tenants", response_model=TenantList, responses=_ERRORS, tags=["tenants"])
+    def list_tenants(request: Request, who: ReaderToken) -> TenantList:
+        catalog = request.app.state.catalog
+        tenants = catalog.tenants()
+        jobs = {}
+        for t in tenants:
+            if t["last_job_id"]:
+                try:
+                    jobs[t["name"]] = catalog.job(t["last_job_id"])
+                except NotFound:
+                    pass
+        return TenantList(tenants=[_tenant(t, jobs.get(t["name"]), settings) for t in tenants])
+
+    def _get_tenant(request: Request, name: str) -> Tenant:
+        catalog = request.app.state.catalog
+        tenant = catalog.tenant(name)
+        last = None
+        if tenant["last_job_id"]:
+            try:
+                last = catalog.job(tenant["last_job_id"])
+            except NotFound:
+                last = None
+        return _tenant(tenant, last, settings)
+
+    @router.get(
+        "/tenants/{name}",
+        response_model=Tenant,
+        responses=_ERRORS | {404: {"model": ErrorBody}},
+        tags=["tenants"],
+    )
+    def get_tenant(request: Request, name: Annotated[str, rules_name_path()], who: ReaderToken) -> Tenant:
+        return _get_tenant(request, name)
+
+    @router.patch(
+        "/tenants/{name}",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=Job,
+        responses=_WRITE_ERRORS | {404: {"model": ErrorBody}},
+        tags=["tenants"],
+        summary="Change tier, settings, extensions, networks, read-only role or replicas (202)",
+    )
+    def patch_tenant(
+        body: TenantPatch,
+        request: Request,
+        response: Response,
+        name: Annotated[str, rules_name_path()],
+        who: AdminToken,
+    ):
+        changes = body.model_dump(exclude_unset=True)
+        if not changes:
+            raise field_error(("body",), "nothing to change; give at least one field")
+        check_replicas(changes.get("replicas"), ("body", "replicas"))
+        if "settings" in changes:
+            changes["settings"] = body.settings.model_dump(exclude_none=True) if body.settings else {}
+        catalog = request.app.state.catalog
+        current = catalog.tenant(name)
+
+        def build_spec(tenant: dict) -> dict:
+            merged = dict(tenant["spec"]) | {k: v for k, v in changes.items() if v is not None}
+            try:
+                spec = rules.validate_tenant(merged)
+            except rules.SpecError as exc:
+                raise spec_error(exc) from None
+            old = rules.DEFAULT_TIERS.get(tenant["spec"].get("tier"), {}).get("disk_size_mb", 0)
+            new = rules.DEFAULT_TIERS.get(spec["tier"], {}).get("disk_size_mb", 0)
+            if new < old:
+                raise field_error(
+                    ("body", "tier"),
+                    f"tier {spec['tier']!r} has a smaller disk than {tenant['spec']['tier']!r}; "
+                    "volumes do not shrink",
+                )
+            return spec
+
+        job_id = new_job_id()
+        job = {"id": job_id, "created_by": who.id}
+        if current["endpoint"] is None:
+            # Never converged (its create failed): this run hands the credentials to the caller.
+            job |= _keys(who, job_id)
+        row = catalog.change_tenant(name, "update", build_spec, job, settings.max_queued)
+        request.app.state.engine.notify()
+        return _accepted(row, response)
+
+    @router.delete(
+        "/tenants/{name}",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=Job,
+        responses=_WRITE_ERRORS | {404: {"model": ErrorBody}},
+        tags=["tenants"],
+        summary="Remove a tenant and all its data (202); ?confirm=<name> is required",
+    )
+    def delete_tenant(
+        request: Request,
+        response: Response,
+        name: Annotated[str, rules_name_path()],
+        who: AdminToken,
+        confirm: Annotated[str, Query(max_length=64, description="the tenant's name again")],
+    ):
+        catalog = request.app.state.catalog
+        catalog.tenant(name)  # 404 first
+        if confirm != name:
+            raise field_error(
+                ("query", "confirm"), f"removing a tenant destroys its data: pass ?confirm={name}"
+            )
+        job = {"id": new_job_id(), "created_by": who.id}
+        row = catalog.change_tenant(
+            name, "delete", lambda t: {"name": name, "state": "absent"}, job, settings.max_queued
+        )
+        request.app.state.engine.notify()
+        return _accepted(row, response)
+
+    @router.get(
+        "/jobs/{job_id}",
+        response_model=Job,
+        responses=_ERRORS | {404: {"model": ErrorBody}},
+        tags=["jobs"],
+        summary="A job; carries the new tenant's credentials once, to its creator",
+    )
+    def get_job(request: Request, job: ExistingJob, who: ReaderToken) -> Job:
+        if job["sealed_credentials"] is None:
+            return _job(job)
+        if who.id != job["created_by"]:
+            return _job(job, pending=True)
+        taken = request.app.state.catalog.take_credentials(job["id"])
+        if taken is None:  # another request of the creator got them first
+            return _job(request.app.state.catalog.job(job["id"]))
+        try:
+            private = sealing.unwrap_private_key(who.token, str(job["id"]), bytes(taken["wrapped_key"]))
+            secret = sealing.unseal(private, taken["sealed_credentials"])
+        except (InvalidTag, ValueError):
+            log.error("job %s: sealed credentials could not be opened", job["id"])
+            return _job(request.app.state.catalog.job(job["id"]))
+        endpoint = (job["result"] or {}).get("endpoint") or {}
+        creds = Credentials(
+            user=endpoint.get("user") or job["tenant"],
+            password=secret["password"],
+            readonly_user=endpoint.get("readonly_user"),
+            readonly_password=secret.get("readonly_password"),
+        )
+        return _job(request.app.state.catalog.job(job["id"]), credentials=creds)
+
+    @router.get(
+        "/jobs/{job_id}/events",
+        response_class=EventSourceResponse,
+        responses=_ERRORS | {404: {"model": ErrorBody}},
+        tags=["jobs"],
+        summary="Server-Sent Events of a job: play, task, result, recap, job; ends with 'end'",
+    )
+    async def job_events(
+        request: Request,
+        job: ExistingJob,
+        who: ReaderToken,
+        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    ) -> AsyncIterable[ServerSentEvent]:
+        catalog = request.app.state.catalog
+        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        job_id = job["id"]
+        while True:
+            rows = await run_in_threadpool(catalog.events, job_id, after)
+            for row in rows:
+                after = row["seq"]
+                data = row["data"] | {"at": row["created_at"].isoformat()}
+                yield ServerSentEvent(event=row["type"], id=str(row["seq"]), data=data)
+            if rows:
+                continue
+            current = await run_in_threadpool(catalog.job, job_id)
+            if current["status"] not in ACTIVE:
+                if await run_in_threadpool(catalog.events, job_id, after, 1):
+                    continue
+                yield ServerSentEvent(
+                    event="end",
+                    data={"status": current["status"], "error": current["error"], "job": str(job_id)},
+                )
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(_EVENT_POLL)
+
+    @router.post(
+        "/jobs/{job_id}/cancel",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=Job,
+        responses=_ERRORS | {404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+        tags=["jobs"],
+        summary="Cancel a queued job, or stop a running one (409 when it has finished)",
+    )
+    def cancel_job(request: Request, response: Response, job_id: uuid.UUID, who: AdminToken) -> Job:
+        row = request.app.state.catalog.request_cancel(job_id)
+        response.status_code = status.HTTP_202_ACCEPTED
+        return _job(row)
+
+    return router

@@ -1,0 +1,321 @@
+"""The catalog: a PostgreSQL database (psycopg 3 + psycopg_pool) holding tokens, tenants, jobs, events.
+
+Schema changes are plain SQL files in api/migrations/, applied in name order, each once, inside
+one transaction per file, under an advisory lock so that two API processes starting together
+do not race. Applied versions are recorded in schema_migrations.
+"""
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg import errors
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# pg_advisory_xact_lock keys (arbitrary, fixed): schema migrations, job admission.
+_MIGRATION_LOCK = 0x5DB0001
+_ADMISSION_LOCK = 0x5DB0002
+ACTIVE = ("queued", "running")
+TOKEN_PREFIX = "sdb_"  # noqa: S105 - a prefix, not a secret
+
+
+class Conflict(Exception):
+    """The request conflicts with the catalog's state (HTTP 409)."""
+
+
+class NotFound(Exception):
+    """No such tenant or job (HTTP 404)."""
+
+
+class QueueFull(Exception):
+    """Too many unfinished jobs (HTTP 429)."""
+
+
+def migrate(conninfo: str) -> list[str]:
+    """Apply the migrations not applied yet; return the versions applied now (idempotent)."""
+    applied_now = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for path in sorted(MIGRATIONS.glob("*.sql")):
+            version = path.stem
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                done = conn.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = %s", (version,)
+                ).fetchone()
+                if done:
+                    continue
+                conn.execute(path.read_text())
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+                applied_now.append(version)
+    return applied_now
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def job_lock_key(job_id) -> int:
+    """Session advisory lock held by the process running a job: gone with it when it dies."""
+    return int.from_bytes(uuid.UUID(str(job_id)).bytes[:8], "big", signed=True)
+
+
+class Catalog:
+    def __init__(self, conninfo: str, max_size: int = 16):
+        self.conninfo = conninfo
+        self.pool = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max_size,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+            open=False,
+            name="shadowdb-catalog",
+        )
+
+    def open(self) -> None:
+        self.pool.open(wait=True, timeout=30)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    @contextmanager
+    def conn(self) -> Iterator[psycopg.Connection]:
+        with self.pool.connection() as conn:
+            yield conn
+
+    def ping(self) -> bool:
+        with self.conn() as conn:
+            return conn.execute("SELECT 1 AS ok").fetchone()["ok"] == 1
+
+    # --- tokens ----------------------------------------------------------------------------
+
+    def create_token(self, name: str, scope: str) -> tuple[int, str]:
+        """A new bearer token; the token itself is returned once and only its SHA-256 is kept."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self.conn() as conn:
+            row = conn.execute(
+                "INSERT INTO api_tokens (name, scope, token_sha256) VALUES (%s, %s, %s) RETURNING id",
+                (name, scope, hash_token(token)),
+            ).fetchone()
+        return row["id"], token
+
+    def token(self, token: str) -> dict | None:
+        with self.conn() as conn:
+            return conn.execute(
+                "UPDATE api_tokens SET last_used_at = now() WHERE token_sha256 = %s AND revoked_at IS NULL"
+                " RETURNING id, name, scope",
+                (hash_token(token),),
+            ).fetchone()
+
+    def revoke_token(self, token_id: int) -> bool:
+        with self.conn() as conn:
+            cur = conn.execute(
+                "UPDATE api_tokens SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL", (token_id,)
+            )
+            return cur.rowcount == 1
+
+    # --- tenants ---------------------------------------------------------------------------
+
+    def tenants(self) -> list[dict]:
+        with self.conn() as conn:
+            return conn.execute("SELECT * FROM tenants ORDER BY name").fetchall()
+
+    def tenant(self, name: str) -> dict:
+        with self.conn() as conn:
+            row = conn.execute("SELECT * FROM tenants WHERE name = %s", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"no tenant named {name!r}")
+        return row
+
+    def tenant_counts(self) -> dict[str, int]:
+        with self.conn() as conn:
+            rows = conn.execute("SELECT host, count(*) AS n FROM tenants GROUP BY host").fetchall()
+        return {r["host"]: r["n"] for r in rows}
+
+    # --- job admission ---------------------------------------------------------------------
+
+    def _admit(self, conn, max_queued: int) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ADMISSION_LOCK,))
+        n = conn.execute("SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running')").fetchone()[
+            "n"
+        ]
+        if n >= max_queued:
+            raise QueueFull(f"{n} jobs are queued or running (limit {max_queued}); retry later")
+
+    def _insert_job(self, conn, job: dict) -> dict:
+        try:
+            with conn.transaction():
+                return conn.execute(
+                    "INSERT INTO jobs (id, kind, tenant, host, spec, created_by, public_key, wrapped_key,"
+                    " prior_state) VALUES (%(id)s, %(kind)s, %(tenant)s, %(host)s, %(spec)s, %(created_by)s,"
+                    " %(public_key)s, %(wrapped_key)s, %(prior_state)s) RETURNING *",
+                    {"public_key": None, "wrapped_key": None, "prior_state": None}
+                    | job
+                    | {"spec": Jsonb(job["spec"])},
+                ).fetchone()
+        except errors.UniqueViolation:
+            raise Conflict(
+                f"tenant {job['tenant']!r} has a job queued or running; wait for it or cancel it"
+            ) from None
+
+    def create_tenant(self, spec: dict, pick_host, job: dict, max_queued: int) -> dict:
+        """Record a new tenant (state creating) and its create job, atomically."""
+        with self.conn() as conn, conn.transaction():
+            self._admit(conn, max_queued)
+            if conn.execute("SELECT 1 FROM tenants WHERE name = %s", (spec["name"],)).fetchone():
+                raise Conflict(f"a tenant named {spec['name']!r} already exists")
+            counts = {
+                r["host"]: r["n"]
+                for r in conn.execute("SELECT host, count(*) AS n FROM tenants GROUP BY host").fetchall()
+            }
+            host = pick_host(counts)
+            conn.execute(
+                "INSERT INTO tenants (name, host, spec, state, last_job_id)"
+                " VALUES (%s, %s, %s, 'creating', %s)",
+                (spec["name"], host, Jsonb(spec), job["id"]),
+            )
+            return self._insert_job(
+                conn, job | {"kind": "create", "tenant": spec["name"], "host": host, "spec": spec}
+            )
+
+    def change_tenant(self, name: str, kind: str, build_spec, job: dict, max_queued: int) -> dict:
+        """Queue an update or delete job for an existing tenant (409 when one is unfinished)."""
+        with self.conn() as conn, conn.transaction():
+            self._admit(conn, max_queued)
+            tenant = conn.execute("SELECT * FROM tenants WHERE name = %s FOR UPDATE", (name,)).fetchone()
+            if tenant is None:
+                raise NotFound(f"no tenant named {name!r}")
+            if tenant["state"] == "deleting" and kind == "update":
+                raise Conflict(f"tenant {name!r} is being deleted")
+            spec = build_spec(tenant)
+            row = self._insert_job(
+                conn,
+                job
+                | {
+                    "kind": kind,
+                    "tenant": name,
+                    "host": tenant["host"],
+                    "spec": spec,
+                    "prior_state": tenant["state"],
+                },
+            )
+            state = "deleting" if kind == "delete" else "updating"
+            conn.execute(
+                "UPDATE tenants SET state = %s, last_job_id = %s, updated_at = now() WHERE name = %s",
+                (state, job["id"], name),
+            )
+            return row
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    def job(self, job_id) -> dict:
+        with self.conn() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = %s", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return row
+
+    def jobs_for(self, tenant: str, limit: int = 20) -> list[dict]:
+        with self.conn() as conn:
+            return conn.execute(
+                "SELECT * FROM jobs WHERE tenant = %s ORDER BY created_at DESC LIMIT %s", (tenant, limit)
+            ).fetchall()
+
+    def events(self, job_id, after: int = 0, limit: int = 500) -> list[dict]:
+        with self.conn() as conn:
+            return conn.execute(
+                "SELECT seq, created_at, type, data FROM job_events WHERE job_id = %s AND seq > %s"
+                " ORDER BY seq LIMIT %s",
+                (job_id, after, limit),
+            ).fetchall()
+
+    def take_credentials(self, job_id) -> dict | None:
+        """The sealed credentials and wrapped key of a job, removed from the catalog (once)."""
+        with self.conn() as conn:
+            return conn.execute(
+                "UPDATE jobs j SET sealed_credentials = NULL, wrapped_key = NULL,"
+                " credentials_delivered_at = now()"
+                " FROM (SELECT id, sealed_credentials, wrapped_key FROM jobs"
+                "       WHERE id = %s AND sealed_credentials IS NOT NULL FOR UPDATE) old"
+                " WHERE j.id = old.id RETURNING old.sealed_credentials, old.wrapped_key",
+                (job_id,),
+            ).fetchone()
+
+    def request_cancel(self, job_id) -> dict:
+        """Cancel a queued job now, or flag a running one (its runner stops it); 409 when finished."""
+        with self.conn() as conn, conn.transaction():
+            job = conn.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
+            if job is None:
+                raise NotFound(f"no job {job_id}")
+            if job["status"] not in ACTIVE:
+                raise Conflict(f"job {job_id} is already {job['status']}")
+            if job["status"] == "queued":
+                job = conn.execute(
+                    "UPDATE jobs SET status = 'cancelled', cancel_requested = true, finished_at = now(),"
+                    " error = 'cancelled before it started' WHERE id = %s RETURNING *",
+                    (job_id,),
+                ).fetchone()
+                _settle_tenant(conn, job)
+                add_event(conn, job_id, "job", {"status": "cancelled", "message": job["error"]})
+                return job
+            return conn.execute(
+                "UPDATE jobs SET cancel_requested = true WHERE id = %s RETURNING *", (job_id,)
+            ).fetchone()
+
+    def job_counts(self) -> dict[str, int]:
+        with self.conn() as conn:
+            rows = conn.execute(
+                "SELECT status, count(*) AS n FROM jobs WHERE status IN ('queued', 'running') GROUP BY status"
+            ).fetchall()
+        return {r["status"]: r["n"] for r in rows}
+
+    def tenant_state_counts(self) -> dict[str, int]:
+        with self.conn() as conn:
+            rows = conn.execute("SELECT state, count(*) AS n FROM tenants GROUP BY state").fetchall()
+        return {r["state"]: r["n"] for r in rows}
+
+
+def add_event(conn, job_id, type_: str, data: dict) -> int:
+    """Append an event to a job (sequence numbers are per job, gap-free)."""
+    row = conn.execute(
+        "INSERT INTO job_events (job_id, seq, type, data)"
+        " SELECT %s, coalesce(max(seq), 0) + 1, %s, %s FROM job_events WHERE job_id = %s RETURNING seq",
+        (job_id, type_, Jsonb(data), job_id),
+    ).fetchone()
+    return row["seq"] if isinstance(row, dict) else row[0]
+
+
+def _settle_tenant(conn, job: dict) -> None:
+    """Bring a tenant's row in line with a finished job."""
+    name, status, kind = job["tenant"], job["status"], job["kind"]
+    if status == "succeeded":
+        if kind == "delete":
+            conn.execute("DELETE FROM tenants WHERE name = %s AND last_job_id = %s", (name, job["id"]))
+        else:
+            endpoint = (job["result"] or {}).get("endpoint")
+            conn.execute(
+                "UPDATE tenants SET state = 'ready', spec = %s, endpoint = coalesce(%s, endpoint),"
+                " updated_at = now() WHERE name = %s",
+                (Jsonb(job["spec"]), Jsonb(endpoint) if endpoint else None, name),
+            )
+    elif kind == "create" and status == "cancelled" and job["started_at"] is None:
+        # Nothing was touched on the host: the tenant never existed.
+        conn.execute("DELETE FROM tenants WHERE name = %s AND last_job_id = %s", (name, job["id"]))
+    elif status == "cancelled" and job["started_at"] is None:
+        # Nothing was touched on the host: the tenant is as it was before this job.
+        conn.execute(
+            "UPDATE tenants SET state = %s, updated_at = now() WHERE name = %s",
+            (job["prior_state"] or "failed", name),
+        )
+    else:
+        conn.execute("UPDATE tenants SET state = 'failed', updated_at = now() WHERE name = %s", (name,))

@@ -1,0 +1,400 @@
+"""The job engine: each job is one ansible-runner run of the project's own playbooks.
+
+- Queue: the jobs table. A dispatcher thread claims the oldest queued job whose host has no
+  running job (a partial unique index makes "one running job per host" a catalog rule, so two
+  API processes sharing a catalog cannot break it either) while fewer than ``max_workers`` runs
+  are in flight; admission stops at ``max_queued`` unfinished jobs (HTTP 429), so a burst
+  never forks more than ``max_workers`` ansible processes.
+- Liveness: the process running a job holds a session advisory lock on it, on the connection
+  that claimed it. When the process dies, PostgreSQL drops the lock with the connection; the
+  recovery sweep (at start-up and every ``_SWEEP_EVERY`` s, in any API process) finds running
+  jobs whose lock it can take, records them as interrupted and queues them again (the
+  playbooks are idempotent), up to ``max_attempts`` runs.
+- Runs: a fresh private_data_dir per run (under ``work_dir``, removed afterwards unless
+  ``keep_artifacts``), extra vars on the command line, ``suppress_env_files``, events filtered
+  to a fixed set of fields before they reach the catalog, credentials sealed by the playbook.
+"""
+
+import base64
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+import ansible_runner
+import psycopg
+from psycopg import errors
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from .catalog import _settle_tenant, add_event, job_lock_key
+from .settings import Settings
+
+log = logging.getLogger("shadowdb.api.jobs")
+
+_SWEEP_EVERY = 10.0
+_CANCEL_CHECK_EVERY = 1.0
+_MAX_MSG = 600
+
+_CLAIM = """
+UPDATE jobs SET status = 'running', started_at = now(), attempts = attempts + 1
+WHERE id = (
+    SELECT j.id FROM jobs j
+    WHERE j.status = 'queued'
+      AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.host = j.host AND r.status = 'running')
+    ORDER BY j.created_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED)
+RETURNING *
+"""
+
+# Ansible runner events kept, and what they become in the catalog (and on the SSE stream).
+_RESULT_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+}
+
+
+def sanitize_event(event: dict) -> tuple[str, dict] | None:
+    """Reduce an ansible-runner event to (type, data) with a fixed set of safe fields, or None.
+
+    Results keep the task, host, status, duration and, for failures only, the message (no_log
+    results arrive already censored by Ansible). Task arguments, registered results, items,
+    stdout and custom stats are never kept.
+    """
+    kind = event.get("event")
+    data = event.get("event_data") or {}
+    if kind == "playbook_on_play_start":
+        return "play", {"play": data.get("name") or data.get("play")}
+    if kind == "playbook_on_task_start":
+        return "task", {"task": data.get("task"), "role": data.get("role"), "play": data.get("play")}
+    if kind in _RESULT_EVENTS:
+        res = data.get("res") or {}
+        status = _RESULT_EVENTS[kind]
+        if status == "ok" and res.get("changed"):
+            status = "changed"
+        out = {
+            "task": data.get("task"),
+            "role": data.get("role"),
+            "host": data.get("host"),
+            "status": status,
+            "duration": round(float(data.get("duration") or 0), 3),
+        }
+        if status in ("failed", "unreachable"):
+            if data.get("ignore_errors"):
+                out["ignored"] = True
+            out["msg"] = failure_message(res)
+        return "result", out
+    if kind == "playbook_on_stats":
+        recap = {}
+        for key in ("ok", "changed", "failures", "skipped", "unreachable", "rescued", "ignored"):
+            for host, n in (data.get(key) or {}).items():
+                recap.setdefault(host, {})[key] = n
+        return "recap", {"hosts": recap}
+    return None
+
+
+def failure_message(res: dict) -> str:
+    """A failed result's message, with the end of its stderr when the message alone says little."""
+    msg = res.get("msg") or res.get("reason") or "failed"
+    if not isinstance(msg, str):
+        msg = str(msg)
+    stderr = res.get("stderr")
+    if isinstance(stderr, str) and stderr.strip() and stderr.strip() not in msg:
+        msg = f"{msg.strip()}: {stderr.strip()[-300:]}"
+    return msg.strip()[:_MAX_MSG]
+
+
+class Engine:
+    def __init__(self, settings: Settings, metrics=None):
+        self.settings = settings
+        self.metrics = metrics
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._slots = threading.BoundedSemaphore(settings.max_workers)
+        self._running: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._dispatcher: threading.Thread | None = None
+        self._last_sweep = 0.0
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.recover()
+        self._dispatcher = threading.Thread(target=self._dispatch, name="shadowdb-dispatcher", daemon=True)
+        self._dispatcher.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming; interrupt running runs (they are queued again for the next start)."""
+        self._stop.set()
+        self._wake.set()
+        if self._dispatcher:
+            self._dispatcher.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in list(self._running.values()):
+            thread.join(max(0.1, deadline - time.monotonic()))
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def running_count(self) -> int:
+        return len(self._running)
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.settings.database_url, autocommit=True, row_factory=dict_row)
+
+    # --- recovery --------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Queue again (or fail, past max_attempts) running jobs whose process is gone."""
+        recovered = 0
+        with self._connect() as conn:
+            running = conn.execute("SELECT id FROM jobs WHERE status = 'running'").fetchall()
+            for row in running:
+                key = job_lock_key(row["id"])
+                if not conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,)).fetchone()["ok"]:
+                    continue  # its process is alive (this one or another)
+                try:
+                    with conn.transaction():
+                        job = conn.execute(
+                            "SELECT * FROM jobs WHERE id = %s AND status = 'running' FOR UPDATE", (row["id"],)
+                        ).fetchone()
+                        if job is None:
+                            continue
+                        recovered += 1
+                        if job["attempts"] >= self.settings.max_attempts or job["cancel_requested"]:
+                            reason = (
+                                "cancelled; the API stopped while it ran"
+                                if job["cancel_requested"]
+                                else f"interrupted {job['attempts']} times; giving up"
+                            )
+                            status = "cancelled" if job["cancel_requested"] else "failed"
+                            job = conn.execute(
+                                "UPDATE jobs SET status = %s, finished_at = now(), error = %s"
+                                " WHERE id = %s RETURNING *",
+                                (status, reason, job["id"]),
+                            ).fetchone()
+                            _settle_tenant(conn, job)
+                            add_event(conn, job["id"], "job", {"status": status, "message": reason})
+                        else:
+                            conn.execute("UPDATE jobs SET status = 'queued' WHERE id = %s", (job["id"],))
+                            add_event(
+                                conn,
+                                job["id"],
+                                "job",
+                                {
+                                    "status": "interrupted",
+                                    "message": "the API stopped while this job ran; it runs again "
+                                    "(the playbooks are idempotent)",
+                                    "attempt": job["attempts"],
+                                },
+                            )
+                        log.warning("job %s was interrupted (attempt %s)", job["id"], job["attempts"])
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        if recovered:
+            self._wake.set()
+        return recovered
+
+    # --- dispatch --------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() - self._last_sweep > _SWEEP_EVERY:
+                    self._last_sweep = time.monotonic()
+                    self.recover()
+                while not self._stop.is_set() and self._slots.acquire(blocking=False):
+                    claimed = self._claim()
+                    if claimed is None:
+                        self._slots.release()
+                        break
+                    conn, job = claimed
+                    thread = threading.Thread(
+                        target=self._run, args=(conn, job), name=f"shadowdb-job-{job['id']}", daemon=True
+                    )
+                    with self._lock:
+                        self._running[str(job["id"])] = thread
+                    thread.start()
+            except Exception:
+                log.exception("dispatcher error (retrying)")
+            self._wake.wait(self.settings.poll_interval)
+            self._wake.clear()
+
+    def _claim(self):
+        conn = self._connect()
+        try:
+            with conn.transaction():
+                job = conn.execute(_CLAIM).fetchone()
+                if job is None:
+                    conn.close()
+                    return None
+                # Session lock: held until this connection closes (or the process dies).
+                conn.execute("SELECT pg_advisory_lock(%s)", (job_lock_key(job["id"]),))
+            return conn, job
+        except errors.UniqueViolation:
+            conn.close()  # another process claimed a job of that host first
+            return None
+        except BaseException:
+            conn.close()
+            raise
+
+    # --- one run ---------------------------------------------------------------------------
+
+    def _runner_args(self, job: dict) -> tuple[str, dict]:
+        repo = self.settings.repo
+        if job["kind"] == "delete":
+            name = job["tenant"]
+            return str(repo / "playbooks" / "tenant_remove.yml"), {
+                "tenant_host": job["host"],
+                "tenant_name": name,
+                "confirm": name,
+            }
+        public_key = base64.b64encode(bytes(job["public_key"])).decode() if job["public_key"] else ""
+        return str(repo / "api" / "playbooks" / "tenant_job.yml"), {
+            "tenant_host": job["host"],
+            "tenant": job["spec"],
+            "api_job_public_key": public_key,
+        }
+
+    def _run(self, conn: psycopg.Connection, job: dict) -> None:
+        job_id = str(job["id"])
+        started = time.monotonic()
+        data_dir = None
+        state = {"stats": {}, "failure": None, "last_check": 0.0, "cancel": False}
+        try:
+            add_event(
+                conn, job_id, "job", {"status": "running", "attempt": job["attempts"], "host": job["host"]}
+            )
+            playbook, extravars = self._runner_args(job)
+            data_dir = tempfile.mkdtemp(prefix=f"{job_id}-{job['attempts']}-", dir=self.settings.work_dir)
+
+            def on_event(event: dict) -> bool:
+                if event.get("event") == "playbook_on_stats":
+                    state["stats"] = (event.get("event_data") or {}).get("artifact_data") or {}
+                item = sanitize_event(event)
+                if item is not None:
+                    kind, data = item
+                    if (
+                        kind == "result"
+                        and data["status"] in ("failed", "unreachable")
+                        and not data.get("ignored")
+                    ):
+                        state["failure"] = data
+                    add_event(conn, job_id, kind, data)
+                return self.settings.keep_artifacts
+
+            def cancelled() -> bool:
+                if self._stop.is_set():
+                    return True
+                now = time.monotonic()
+                if now - state["last_check"] >= _CANCEL_CHECK_EVERY:
+                    state["last_check"] = now
+                    row = conn.execute(
+                        "SELECT cancel_requested FROM jobs WHERE id = %s", (job_id,)
+                    ).fetchone()
+                    state["cancel"] = bool(row and row["cancel_requested"])
+                return state["cancel"]
+
+            runner = ansible_runner.run(
+                private_data_dir=data_dir,
+                project_dir=str(self.settings.repo),
+                playbook=playbook,
+                inventory=str(self.settings.inventory),
+                extravars=extravars,
+                envvars=self._envvars(),
+                ident=f"{job_id}-{job['attempts']}",
+                suppress_env_files=True,
+                quiet=True,
+                event_handler=on_event,
+                cancel_callback=cancelled,
+                timeout=self.settings.job_timeout,
+                settings={"pexpect_timeout": 1, "suppress_ansible_output": True},
+            )
+            status, error, result, sealed = self._outcome(runner, state, job)
+        except Exception as exc:  # the runner itself failed: record it, never leave the job running
+            log.exception("job %s: runner error", job_id)
+            status, error, result, sealed = "failed", f"runner error: {exc}"[:_MAX_MSG], None, None
+        try:
+            if status == "interrupted":
+                conn.execute("UPDATE jobs SET status = 'queued' WHERE id = %s", (job_id,))
+                add_event(
+                    conn,
+                    job_id,
+                    "job",
+                    {
+                        "status": "interrupted",
+                        "message": "the API is stopping; the job runs again at its next start",
+                    },
+                )
+            else:
+                self._finish(conn, job_id, status, error, result, sealed)
+            if self.metrics and status != "interrupted":
+                self.metrics.job_finished(job["kind"], status, time.monotonic() - started)
+        except Exception:
+            log.exception("job %s: could not record the outcome (the recovery sweep will re-run it)", job_id)
+        finally:
+            conn.close()  # releases the job's advisory lock
+            with self._lock:
+                self._running.pop(job_id, None)
+            self._slots.release()
+            self._wake.set()
+            if data_dir and not self.settings.keep_artifacts:
+                shutil.rmtree(data_dir, ignore_errors=True)
+
+    def _envvars(self) -> dict:
+        bin_dir = os.path.dirname(os.path.abspath(sys.executable))
+        return {
+            "ANSIBLE_CONFIG": str(self.settings.repo / "ansible.cfg"),
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_NOCOLOR": "1",
+            "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        }
+
+    def _outcome(self, runner, state: dict, job: dict):
+        if runner.status == "successful":
+            stats = state["stats"]
+            result = {"endpoint": stats.get("shadowdb_api_endpoint")} if job["kind"] != "delete" else {}
+            sealed = stats.get("shadowdb_api_sealed") or None
+            if job["kind"] == "create" and job["public_key"] and not sealed:
+                return "failed", "the run succeeded but returned no credentials", result, None
+            return "succeeded", None, result, sealed
+        if runner.status == "canceled":
+            if self._stop.is_set():
+                return "interrupted", None, None, None
+            return "cancelled", "cancelled while running", None, None
+        if runner.status == "timeout":
+            return "failed", f"timed out after {self.settings.job_timeout} s", None, None
+        failure = state["failure"]
+        if failure:
+            error = f"{failure['task']} on {failure['host']}: {failure['msg']}"
+        else:
+            error = f"ansible-playbook exited with {runner.rc}"
+        return "failed", error[:_MAX_MSG], None, None
+
+    def _finish(self, conn, job_id: str, status: str, error, result, sealed) -> None:
+        with conn.transaction():
+            job = conn.execute(
+                "UPDATE jobs SET status = %s, finished_at = now(), error = %s, result = %s,"
+                " sealed_credentials = %s WHERE id = %s RETURNING *",
+                (status, error, Jsonb(result) if result is not None else None, sealed, job_id),
+            ).fetchone()
+            if job["kind"] == "create" and status != "succeeded":
+                # No credentials will come: forget the key.
+                conn.execute("UPDATE jobs SET wrapped_key = NULL WHERE id = %s", (job_id,))
+            _settle_tenant(conn, job)
+            event = {"status": status}
+            if error:
+                event["message"] = error
+            add_event(conn, job_id, "job", event)
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,178 @@
+"""Request and response models. The tenant fields are built from filter_plugins/shadowdb.py.
+
+Types, enums and bounds come from the filter's constants (so the OpenAPI schema documents them),
+and every spec is then passed through ``shadowdb_validate_tenant`` itself, the function the
+playbooks run, so the API can never accept what the playbooks would refuse.
+"""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from . import rules
+
+TenantName = Annotated[
+    str,
+    Field(
+        pattern=rules.TENANT_NAME_RE,
+        min_length=rules.TENANT_NAME_MIN_LEN,
+        max_length=rules.TENANT_NAME_MAX_LEN,
+        description="DNS label: also the ext4 label, the OS user pg-<name>, the database and the owner role",
+        examples=["acme"],
+    ),
+]
+Tier = Literal[tuple(rules.DEFAULT_TIERS)]  # type: ignore[valid-type]
+PgVersion = Literal[tuple(rules.SUPPORTED_PG_VERSIONS)]  # type: ignore[valid-type]
+Extension = Literal[tuple(sorted(rules.EXTENSIONS))]  # type: ignore[valid-type]
+Cidr = Annotated[str, Field(min_length=2, max_length=49, pattern=r"^[0-9A-Fa-f.:]+/[0-9]{1,3}$")]
+
+_SIZE_PATTERN = r"^[0-9]{1,10}\s?(B|kB|MB|GB|TB)?$"
+_TIME_PATTERN = r"^[0-9]{1,10}\s?(us|ms|s|min|h|d)?$"
+_STRING_PATTERN = r"^[^'\\\x00-\x1f\x7f]*$"
+
+
+def _setting_type(spec: dict) -> Any:
+    """The pydantic type of one overridable setting, from its rule in OVERRIDABLE_SETTINGS."""
+    kind = spec["type"]
+    if kind in ("size", "time"):
+        low = -1 if spec["allow_minus_one"] else spec["min"]
+        pattern = _SIZE_PATTERN if kind == "size" else _TIME_PATTERN
+        return Annotated[int, Field(ge=low, le=spec["max"])] | Annotated[str, Field(pattern=pattern)]
+    if kind == "int":
+        return Annotated[int, Field(ge=spec["min"], le=spec["max"])]
+    if kind == "real":
+        return Annotated[float, Field(ge=spec["min"], le=spec["max"], allow_inf_nan=False)]
+    if kind == "bool":
+        return bool
+    if kind == "enum":
+        values = Literal[tuple(spec["values"])]  # type: ignore[valid-type]
+        return values | bool if spec["bool_ok"] else values
+    if kind == "string":
+        return Annotated[str, Field(max_length=1024, pattern=_STRING_PATTERN)]
+    raise AssertionError(f"unknown setting type {kind!r}")  # pragma: no cover
+
+
+TenantSettings = create_model(
+    "TenantSettings",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="postgresql.conf overrides (allow-listed and type-checked; ShadowDB's own settings are refused)",
+    **{name: (_setting_type(spec) | None, None) for name, spec in sorted(rules.OVERRIDABLE_SETTINGS.items())},
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantCreate(_Strict):
+    """A new tenant: the spec of shared/DESIGN.md (state is implied: DELETE removes a tenant)."""
+
+    name: TenantName
+    tier: Tier = Field(rules.DEFAULT_TIER, description="size tier")  # type: ignore[valid-type]
+    pg_version: PgVersion = Field(rules.DEFAULT_PG_VERSION, description="PostgreSQL major version")  # type: ignore[valid-type]
+    extensions: list[Extension] = Field(  # type: ignore[valid-type]
+        default_factory=list, max_length=len(rules.EXTENSIONS), description="allow-listed extensions"
+    )
+    settings: TenantSettings | None = None  # type: ignore[valid-type]
+    hba: list[Cidr] | None = Field(None, max_length=64, description="client networks (CIDR); default all")
+    readonly_role: bool = Field(False, description="also create <name>_ro with pg_read_all_data")
+    replicas: int = Field(0, ge=0, le=rules.MAX_REPLICAS, description="standbys (0: standalone)")
+
+
+class TenantPatch(_Strict):
+    """Changes to a tenant; absent fields keep their value, ``settings`` replaces all overrides."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    tier: Tier | None = None  # type: ignore[valid-type]
+    extensions: list[Extension] | None = Field(None, max_length=len(rules.EXTENSIONS))  # type: ignore[valid-type]
+    settings: TenantSettings | None = None  # type: ignore[valid-type]
+    hba: list[Cidr] | None = Field(None, max_length=64)
+    readonly_role: bool | None = None
+    replicas: int | None = Field(None, ge=0, le=rules.MAX_REPLICAS)
+
+
+class Endpoint(BaseModel):
+    host: str = Field(description="TLS server name (verify-full)")
+    hostaddr: str | None = Field(None, description="address of the host serving the tenant")
+    port: int
+    dbname: str
+    user: str
+    sslmode: str = "verify-full"
+    sslnegotiation: str | None = None
+    conninfo: str = Field(description="libpq connection string, password not included")
+
+
+class Endpoints(BaseModel):
+    direct: Endpoint | None = Field(None, description="the tenant's own port on its host")
+    sni: Endpoint | None = Field(
+        None, description="the shared SNI port (libpq 17+), when a router is deployed"
+    )
+
+
+class Member(BaseModel):
+    host: str
+    role: Literal["primary", "replica"]
+
+
+class JobSummary(BaseModel):
+    id: str
+    kind: Literal["create", "update", "delete"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    created_at: datetime
+    finished_at: datetime | None = None
+    error: str | None = None
+
+
+class Tenant(BaseModel):
+    name: str
+    state: Literal["creating", "ready", "updating", "deleting", "failed"]
+    host: str
+    spec: dict[str, Any]
+    endpoints: Endpoints
+    members: list[Member]
+    readonly_user: str | None = None
+    last_job: JobSummary | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TenantList(BaseModel):
+    tenants: list[Tenant]
+
+
+class Credentials(BaseModel):
+    """Returned once, to the caller that created the tenant, then wiped from the catalog."""
+
+    user: str
+    password: str
+    readonly_user: str | None = None
+    readonly_password: str | None = None
+
+
+class Job(JobSummary):
+    tenant: str
+    host: str
+    started_at: datetime | None = None
+    attempts: int
+    cancel_requested: bool
+    result: dict[str, Any] | None = None
+    credentials: Credentials | None = Field(
+        None, description="the new tenant's credentials: in the first GET by its creator after success only"
+    )
+    credentials_pending: bool = Field(
+        False, description="credentials are waiting for the creating token (this response did not carry them)"
+    )
+    events_url: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    catalog: bool
+    engine: bool
+    version: str
+
+
+class ErrorBody(BaseModel):
+    detail: Any

@@ -1,0 +1,39 @@
+"""API settings, from SHADOWDB_API_* environment variables (pydantic-settings)."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHADOWDB_API_", extra="forbid")
+
+    database_url: str = Field(
+        "", description="libpq connection string of the catalog database (postgresql://...)"
+    )
+    inventory: Path = Field(
+        REPO / "inventories" / "lab", description="Ansible inventory the jobs run against"
+    )
+    host_group: str = Field("db", description="inventory group whose hosts receive tenants")
+    repo: Path = Field(REPO, description="checkout holding playbooks/, roles/ and ansible.cfg")
+    work_dir: Path = Field(
+        Path("/var/tmp/shadowdb-api"), description="parent of the per-job ansible-runner directories"
+    )
+    keep_artifacts: bool = Field(
+        False, description="keep each job's runner directory (debugging; never holds secrets in clear)"
+    )
+    max_workers: int = Field(4, ge=1, le=64, description="ansible-runner jobs running at once (all hosts)")
+    max_queued: int = Field(64, ge=1, description="unfinished jobs accepted before new ones get 429")
+    max_attempts: int = Field(3, ge=1, description="runs of one job (first run + re-runs after a crash)")
+    job_timeout: int = Field(1800, ge=10, description="seconds before a run is stopped")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body accepted")
+    max_replicas: int = Field(0, ge=0, description="replicas a tenant may ask for (0 until HA is deployed)")
+    sni_port: int | None = Field(
+        None, description="port of the SNI router (HAProxy) when deployed; adds the SNI endpoint"
+    )
+    engine: bool = Field(True, description="run jobs in this process (false: only queue them)")
+    poll_interval: float = Field(1.0, gt=0, description="seconds between queue polls when idle")
+    pool_max: int = Field(16, ge=2, description="catalog connections for requests")

@@ -1,0 +1,358 @@
+"""The HTTP contract against a real catalog (PostgreSQL), the job engine off: auth, validation,
+conflicts, limits, cancel, credentials delivery, metrics."""
+
+import json
+
+import pytest
+
+from api import sealing
+from api.catalog import migrate
+
+from .conftest import bearer
+
+SPEC = {"name": "acme", "tier": "small", "extensions": ["pgcrypto"]}
+
+
+def create(client, headers, spec=None):
+    return client.post("/v1/tenants", json=spec or SPEC, headers=headers)
+
+
+def loc(response) -> list:
+    return [tuple(e["loc"]) for e in response.json()["detail"]]
+
+
+# --- health, docs, metrics ------------------------------------------------------------------
+
+
+def test_healthz_and_openapi_need_no_token(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/tenants", "/v1/tenants/{name}", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events"} <= set(
+        paths
+    )
+
+
+def test_metrics(client, admin):
+    create(client, admin)
+    client.get("/v1/tenants", headers=admin)
+    text = client.get("/metrics").text
+    assert 'shadowdb_api_jobs{status="queued"} 1.0' in text
+    assert 'shadowdb_api_tenants{state="creating"} 1.0' in text
+    assert 'shadowdb_api_requests_total{method="GET",route="/v1/tenants",status="200"}' in text
+
+
+# --- auth -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic dXNlcjpwdw=="},
+        {"Authorization": "Bearer "},
+    ],
+)
+def test_missing_or_wrong_token_is_401(client, headers):
+    r = client.get("/v1/tenants", headers=headers)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_read_token_reads_but_cannot_write(client, admin, reader):
+    assert client.get("/v1/tenants", headers=reader).status_code == 200
+    r = create(client, reader)
+    assert r.status_code == 403 and "admin required" in r.json()["detail"]
+    job = create(client, admin).json()
+    assert client.get(f"/v1/jobs/{job['id']}", headers=reader).status_code == 200
+    assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=reader).status_code == 403
+    assert client.patch("/v1/tenants/acme", json={"tier": "medium"}, headers=reader).status_code == 403
+    assert client.delete("/v1/tenants/acme?confirm=acme", headers=reader).status_code == 403
+
+
+def test_revoked_token_is_401(client, catalog):
+    token_id, token = catalog.create_token("short-lived", "admin")
+    assert client.get("/v1/tenants", headers=bearer(token)).status_code == 200
+    assert catalog.revoke_token(token_id)
+    assert client.get("/v1/tenants", headers=bearer(token)).status_code == 401
+
+
+def test_tokens_are_stored_hashed(catalog):
+    _, token = catalog.create_token("x", "read")
+    with catalog.conn() as conn:
+        rows = conn.execute("SELECT * FROM api_tokens").fetchall()
+    assert token not in json.dumps(rows, default=str)
+    assert all(len(bytes(r["token_sha256"])) == 32 for r in rows)
+
+
+# --- create ---------------------------------------------------------------------------------
+
+
+def test_create_is_202_with_a_job(client, admin):
+    r = create(client, admin)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["kind"] == "create" and job["status"] == "queued" and job["tenant"] == "acme"
+    assert job["host"] in ("sdb-api-nohost-a", "sdb-api-nohost-b")
+    tenant = client.get("/v1/tenants/acme", headers=admin).json()
+    assert tenant["state"] == "creating"
+    assert tenant["spec"]["extensions"] == ["pgcrypto"] and tenant["spec"]["pg_version"] == 17
+    assert tenant["last_job"]["id"] == job["id"]
+    assert [t["name"] for t in client.get("/v1/tenants", headers=admin).json()["tenants"]] == ["acme"]
+
+
+def test_duplicate_create_is_409(client, admin):
+    assert create(client, admin).status_code == 202
+    r = create(client, admin, {"name": "acme", "tier": "large"})
+    assert r.status_code == 409 and "already exists" in r.json()["detail"]
+
+
+def test_placement_spreads_tenants_over_hosts(client, admin, catalog):
+    hosts = [create(client, admin, {"name": f"t{i}"}).json()["host"] for i in range(4)]
+    assert sorted(hosts) == ["sdb-api-nohost-a"] * 2 + ["sdb-api-nohost-b"] * 2
+    assert catalog.tenant_counts() == {"sdb-api-nohost-a": 2, "sdb-api-nohost-b": 2}
+
+
+@pytest.mark.parametrize(
+    ("body", "where", "words"),
+    [
+        ({"name": "Acme"}, ("body", "name"), "pattern"),
+        ({"name": "1acme"}, ("body", "name"), "pattern"),
+        ({"name": "a" * 17}, ("body", "name"), "at most 16"),
+        ({"name": "acme", "tier": "huge"}, ("body", "tier"), "small"),
+        ({"name": "acme", "pg_version": 9}, ("body", "pg_version"), "15"),
+        ({"name": "acme", "extensions": ["plpython3u"]}, ("body", "extensions", 0), "pgcrypto"),
+        ({"name": "acme", "colour": "blue"}, ("body", "colour"), "Extra inputs"),
+        ({"name": "acme", "settings": {"port": 5433}}, ("body", "settings", "port"), "Extra inputs"),
+        ({"name": "acme", "settings": {"work_mem": "lots"}}, ("body", "settings", "work_mem"), ""),
+        ({"name": "acme", "settings": {"work_mem": 1}}, ("body", "settings", "work_mem"), ""),
+        ({"name": "acme", "hba": ["10.0.0.1/8"]}, ("body", "hba"), "host bits set"),
+        ({"name": "acme", "replicas": 1}, ("body", "replicas"), "high availability"),
+        ({"name": "acme", "state": "absent"}, ("body", "state"), "Extra inputs"),
+        ({"tier": "small"}, ("body", "name"), "required"),
+    ],
+)
+def test_invalid_spec_is_422_naming_the_field(client, admin, body, where, words):
+    r = create(client, admin, body)
+    assert r.status_code == 422, r.text
+    errors = r.json()["detail"]
+    assert any(tuple(e["loc"][: len(where)]) == where for e in errors), errors
+    assert any(words in e["msg"] for e in errors), errors
+    assert client.get("/v1/tenants", headers=admin).json()["tenants"] == []
+
+
+def test_rules_come_from_the_filter(client, admin):
+    """A value the schema lets through but the playbooks' filter refuses is refused, with its message."""
+    r = create(client, admin, {"name": "acme", "settings": {"shared_buffers": "64kB"}})
+    assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["body", "settings", "shared_buffers"]
+    assert error["msg"] == "'64kB' is below the minimum of 128kB"
+
+
+def test_malformed_json_is_422(client, admin):
+    r = client.post(
+        "/v1/tenants", content=b'{"name": "acme",', headers=admin | {"content-type": "application/json"}
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_wrong_content_type_is_rejected(client, admin):
+    r = client.post("/v1/tenants", content=json.dumps(SPEC), headers=admin | {"content-type": "text/plain"})
+    assert r.status_code == 422
+
+
+def test_oversized_body_is_413(client, admin):
+    big = {"name": "acme", "settings": {"search_path": "x" * 1000}, "hba": ["10.0.0.0/8"] * 64}
+    body = json.dumps(big | {"padding": "y" * 20000})
+    r = client.post("/v1/tenants", content=body, headers=admin | {"content-type": "application/json"})
+    assert r.status_code == 413
+    assert client.get("/v1/tenants", headers=admin).json()["tenants"] == []
+
+
+def test_queue_bound_is_429(client, admin, catalog):
+    for i in range(20):  # max_queued in these tests
+        assert create(client, admin, {"name": f"q{i}"}).status_code == 202
+    r = create(client, admin, {"name": "q20"})
+    assert r.status_code == 429 and r.headers["retry-after"]
+    assert catalog.job_counts() == {"queued": 20}
+
+
+# --- patch / delete -------------------------------------------------------------------------
+
+
+def finish(catalog, job_id, status="succeeded", endpoint=None):
+    """Settle a job as the engine would (the engine is off in these tests)."""
+    from api.catalog import _settle_tenant, add_event
+
+    with catalog.conn() as conn, conn.transaction():
+        result = {
+            "endpoint": endpoint
+            or {
+                "host": "acme.db.shadowdb.test",
+                "address": "10.1.2.3",
+                "port": 21000,
+                "dbname": "acme",
+                "user": "acme",
+                "readonly_user": None,
+            }
+        }
+        job = conn.execute(
+            "UPDATE jobs SET status = %s, started_at = now(), finished_at = now(), result = %s WHERE id = %s"
+            " RETURNING *",
+            (status, json.dumps(result), job_id),
+        ).fetchone()
+        _settle_tenant(conn, job)
+        add_event(conn, job_id, "job", {"status": status})
+    return job
+
+
+def test_unfinished_job_blocks_patch_and_delete_409(client, admin):
+    create(client, admin)
+    r = client.patch("/v1/tenants/acme", json={"tier": "medium"}, headers=admin)
+    assert r.status_code == 409 and "queued or running" in r.json()["detail"]
+    r = client.delete("/v1/tenants/acme?confirm=acme", headers=admin)
+    assert r.status_code == 409
+
+
+def test_patch_after_create(client, admin, catalog):
+    job = create(client, admin).json()
+    finish(catalog, job["id"])
+    tenant = client.get("/v1/tenants/acme", headers=admin).json()
+    assert tenant["state"] == "ready"
+    assert tenant["endpoints"]["direct"]["conninfo"] == (
+        "host=acme.db.shadowdb.test port=21000 dbname=acme user=acme sslmode=verify-full hostaddr=10.1.2.3"
+    )
+    r = client.patch(
+        "/v1/tenants/acme", json={"tier": "medium", "settings": {"work_mem": "8MB"}}, headers=admin
+    )
+    assert r.status_code == 202, r.text
+    patch_job = catalog.job(r.json()["id"])
+    assert patch_job["spec"]["tier"] == "medium" and patch_job["spec"]["settings"] == {"work_mem": "8MB"}
+    assert patch_job["spec"]["extensions"] == ["pgcrypto"]
+    assert client.get("/v1/tenants/acme", headers=admin).json()["state"] == "updating"
+    finish(catalog, r.json()["id"])
+    tenant = client.get("/v1/tenants/acme", headers=admin).json()
+    assert tenant["state"] == "ready" and tenant["spec"]["tier"] == "medium"
+
+
+def test_patch_validation(client, admin, catalog):
+    finish(catalog, create(client, admin, SPEC | {"tier": "medium"}).json()["id"])
+    r = client.patch("/v1/tenants/acme", json={}, headers=admin)
+    assert r.status_code == 422 and "nothing to change" in r.text
+    r = client.patch("/v1/tenants/acme", json={"tier": "small"}, headers=admin)
+    assert r.status_code == 422 and loc(r) == [("body", "tier")] and "do not shrink" in r.text
+    r = client.patch("/v1/tenants/acme", json={"name": "other"}, headers=admin)
+    assert r.status_code == 422 and loc(r) == [("body", "name")]
+    r = client.patch("/v1/tenants/acme", json={"settings": {"timezone": "it's"}}, headers=admin)
+    assert r.status_code == 422
+    assert client.patch("/v1/tenants/ghost", json={"tier": "large"}, headers=admin).status_code == 404
+
+
+def test_delete_needs_confirmation(client, admin, catalog):
+    finish(catalog, create(client, admin).json()["id"])
+    for query in ("", "?confirm=", "?confirm=acm"):
+        r = client.delete(f"/v1/tenants/acme{query}", headers=admin)
+        assert r.status_code == 422 and loc(r) == [("query", "confirm")], r.text
+    r = client.delete("/v1/tenants/acme?confirm=acme", headers=admin)
+    assert r.status_code == 202 and r.json()["kind"] == "delete"
+    assert client.get("/v1/tenants/acme", headers=admin).json()["state"] == "deleting"
+    finish(catalog, r.json()["id"])
+    assert client.get("/v1/tenants/acme", headers=admin).status_code == 404
+    assert create(client, admin).status_code == 202  # the name is free again
+
+
+def test_delete_unknown_tenant_is_404(client, admin):
+    assert client.delete("/v1/tenants/ghost?confirm=ghost", headers=admin).status_code == 404
+    assert client.get("/v1/tenants/ghost", headers=admin).status_code == 404
+    assert client.get("/v1/tenants/NOT_A_NAME", headers=admin).status_code == 422
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+def test_unknown_job_is_404(client, admin):
+    assert client.get("/v1/jobs/00000000-0000-4000-8000-000000000000", headers=admin).status_code == 404
+    assert client.get("/v1/jobs/not-a-uuid", headers=admin).status_code == 422
+
+
+def test_cancel_queued_create_forgets_the_tenant(client, admin):
+    job = create(client, admin).json()
+    r = client.post(f"/v1/jobs/{job['id']}/cancel", headers=admin)
+    assert r.status_code == 202 and r.json()["status"] == "cancelled"
+    assert client.get("/v1/tenants/acme", headers=admin).status_code == 404
+    r = client.post(f"/v1/jobs/{job['id']}/cancel", headers=admin)
+    assert r.status_code == 409 and "already cancelled" in r.json()["detail"]
+
+
+def test_cancel_finished_job_is_409(client, admin, catalog):
+    job = create(client, admin).json()
+    finish(catalog, job["id"])
+    r = client.post(f"/v1/jobs/{job['id']}/cancel", headers=admin)
+    assert r.status_code == 409 and "already succeeded" in r.json()["detail"]
+
+
+def test_cancel_queued_update_restores_the_state(client, admin, catalog):
+    finish(catalog, create(client, admin).json()["id"])
+    job = client.patch("/v1/tenants/acme", json={"tier": "large"}, headers=admin).json()
+    assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=admin).status_code == 202
+    tenant = client.get("/v1/tenants/acme", headers=admin).json()
+    assert tenant["state"] == "ready" and tenant["spec"]["tier"] == "small"
+
+
+def test_events_stream_replays_and_ends(client, admin, catalog):
+    job = create(client, admin).json()
+    finish(catalog, job["id"])
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events", headers=admin) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        body = "".join(r.iter_text())
+    assert "event: job" in body and '"status":"succeeded"' in body.replace(" ", "")
+    assert body.rstrip().splitlines()[-1].startswith("data:")
+    assert "event: end" in body
+    # Resume after the last event: only the end marker is left.
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events", headers=admin | {"Last-Event-ID": "1"}) as r:
+        rest = "".join(r.iter_text())
+    assert "event: job" not in rest and "event: end" in rest
+
+
+def test_credentials_once_and_only_to_the_creator(client, catalog, admin):
+    """The sealed box opens only with the creating token, once; the catalog never holds clear text."""
+    other_id, other = catalog.create_token("other-admin", "admin")
+    job = create(client, admin).json()
+    row = catalog.job(job["id"])
+    assert row["public_key"] and row["wrapped_key"]
+    secret = {"password": "s3cret-owner-pw", "readonly_password": None}
+    box = sealing.seal(bytes(row["public_key"]), secret)
+    with catalog.conn() as conn:
+        conn.execute("UPDATE jobs SET sealed_credentials = %s WHERE id = %s", (box, job["id"]))
+    finish(catalog, job["id"])
+    with catalog.conn() as conn:
+        dump = json.dumps(conn.execute("SELECT * FROM jobs").fetchall(), default=str)
+        dump += json.dumps(conn.execute("SELECT * FROM job_events").fetchall(), default=str)
+    assert "s3cret-owner-pw" not in dump
+
+    seen_by_other = client.get(f"/v1/jobs/{job['id']}", headers=bearer(other)).json()
+    assert seen_by_other["credentials"] is None and seen_by_other["credentials_pending"] is True
+    first = client.get(f"/v1/jobs/{job['id']}", headers=admin).json()
+    assert first["credentials"] == {
+        "user": "acme",
+        "password": "s3cret-owner-pw",
+        "readonly_user": None,
+        "readonly_password": None,
+    }
+    second = client.get(f"/v1/jobs/{job['id']}", headers=admin).json()
+    assert second["credentials"] is None and second["credentials_pending"] is False
+    row = catalog.job(job["id"])
+    assert (
+        row["sealed_credentials"] is None and row["wrapped_key"] is None and row["credentials_delivered_at"]
+    )
+
+
+def test_migrations_are_idempotent(devdb, catalog):
+    assert migrate(devdb.url) == []
+    with catalog.conn() as conn:
+        versions = [r["version"] for r in conn.execute("SELECT version FROM schema_migrations")]
+    assert versions == ["0001_catalog"]

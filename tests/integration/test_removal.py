@@ -1,0 +1,117 @@
+"""Removal: tenant_remove.yml leaves nothing of the tenant behind, and its neighbours never notice.
+
+A throwaway tenant is onboarded and removed on db1 while a background client keeps querying itb
+on the same host (a query every 0.2 s on a kept connection, and a fresh TLS connection every
+fifth tick). Neither onboarding nor removal may fail a single one of those queries.
+"""
+
+import threading
+import time
+
+import psycopg
+
+NAME = "itx"
+
+
+class Prober(threading.Thread):
+    """Queries a tenant every `interval` s until stopped; bounded in time and count."""
+
+    def __init__(
+        self, conninfo: dict, interval: float = 0.2, max_seconds: float = 600, max_ticks: int = 5000
+    ):
+        super().__init__(daemon=True)
+        self.conninfo = conninfo
+        self.interval, self.max_seconds, self.max_ticks = interval, max_seconds, max_ticks
+        self.stopped = threading.Event()
+        self.ok = 0
+        self.failures: list[str] = []
+
+    def _connect(self):
+        return psycopg.connect(**self.conninfo, connect_timeout=3, autocommit=True)
+
+    def run(self):
+        start = time.monotonic()
+        kept = None
+        tick = 0
+        while (
+            not self.stopped.is_set()
+            and tick < self.max_ticks
+            and time.monotonic() - start < self.max_seconds
+        ):
+            tick += 1
+            try:
+                if kept is None:
+                    kept = self._connect()
+                kept.execute("SELECT count(*) FROM pg_class").fetchone()
+                if tick % 5 == 0:
+                    with self._connect() as fresh:
+                        fresh.execute("SELECT 1").fetchone()
+                self.ok += 1
+            except psycopg.Error as exc:
+                self.failures.append(f"{time.monotonic() - start:.1f}s: {exc}")
+                kept = None
+            self.stopped.wait(self.interval)
+        if kept is not None:
+            kept.close()
+
+    def stop(self):
+        self.stopped.set()
+        self.join(timeout=30)
+
+
+def test_remove_leaves_nothing_and_neighbours_keep_serving(lab, db1):
+    before = lab.snapshot(db1)
+    prober = Prober(lab.conninfo(db1, "itb"))
+    prober.start()
+    try:
+        onboard = lab.onboard(db1, {"name": NAME, "tier": "small", "extensions": ["pgcrypto"]})
+        assert onboard.rc == 0, onboard.describe()
+        lab.wait_serving(db1, NAME, timeout=30)
+        failures_onboarding, ok_onboarding = list(prober.failures), prober.ok
+
+        image = f"/var/lib/shadowdb/volumes/{NAME}.img"
+        key = lab.image_keys(db1)[image]
+        loop = lab.sh(db1, f"losetup -j {image} | cut -d: -f1").strip()
+        assert loop.startswith("/dev/loop"), loop
+        assert [device for device, _, _ in lab.loops_of([key])] == [loop]  # the machine's view agrees
+        port = lab.leases(db1)[NAME]
+        uid = lab.sh(db1, f"id -u pg-{NAME}").strip()
+
+        remove = lab.remove(db1, NAME, confirm=NAME)
+        assert remove.rc == 0, remove.describe()
+    finally:
+        prober.stop()
+
+    # The neighbour never noticed.
+    assert failures_onboarding == [], f"itb failed while {NAME} was onboarded: {failures_onboarding}"
+    assert prober.failures == [], f"itb failed while {NAME} was removed: {prober.failures}"
+    assert prober.ok > ok_onboarding > 0
+
+    # Nothing of the tenant is left.
+    for unit in (f"shadowdb-postgres@{NAME}.service", f"shadowdb-volume@{NAME}.service"):
+        assert lab.sh(db1, f"systemctl show -P ActiveState {unit}").strip() == "inactive", unit
+        assert lab.exec(db1, "systemctl", "is-enabled", unit).stdout.strip() != "enabled", unit
+    assert lab.exec(db1, "getent", "passwd", f"pg-{NAME}").returncode == 2, "OS user left"
+    assert lab.exec(db1, "getent", "group", f"pg-{NAME}").returncode == 2, "OS group left"
+    assert lab.sh(db1, f"pgrep -U {uid} || true").strip() == "", "processes of the tenant's OS user left"
+    assert lab.exec(db1, "findmnt", f"/mnt/db/{NAME}").returncode != 0, "volume still mounted"
+    for path in (
+        f"/mnt/db/{NAME}",
+        image,
+        f"/etc/shadowdb/volumes/{NAME}.env",
+        f"/etc/shadowdb/tenants/{NAME}",
+        f"/etc/systemd/system/shadowdb-postgres@{NAME}.service.d",
+    ):
+        assert not lab.exists(db1, path), f"{path} left"
+    assert NAME not in lab.leases(db1), "port lease left"
+    assert lab.sh(db1, f"ss -Hltn 'sport = :{port}'").strip() == "", f"port {port} still listening"
+    deadline = time.monotonic() + 15  # an autocleared loop device goes once its last user is gone
+    while lab.loops_of([key]) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert lab.loops_of([key]) == [], f"loop device ({loop}) still backed by the removed image"
+    assert lab.diff(before, lab.snapshot(db1)) == {}
+
+    # Removing it again is a no-op that succeeds.
+    again = lab.remove(db1, NAME, confirm=NAME)
+    assert again.rc == 0, again.describe()
+    assert lab.diff(before, lab.snapshot(db1)) == {}
