@@ -31,10 +31,11 @@ lint: setup
 	ansible-lint
 
 unit: setup
-	pytest tests/unit -q
+	pytest tests/unit tests/api -m "not lab" -q
 
 integration: setup
-	pytest tests/integration -q -x
+	pytest tests/integration -q
+	pytest tests/api -m lab -q
 
 molecule: setup
 	@bash scripts/molecule.sh default

@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 ANSIBLE_BUNDLE_VERSION=14.5.0   # PyPI "ansible": the collections below are copied out of it
 COLLECTIONS="community/postgresql community/general ansible/posix community/crypto containers/podman"
-APT_PACKAGES="podman runc debootstrap uidmap"
+# podman/runc/debootstrap: lab hosts; postgresql: the API's throwaway catalog (tests, demo);
+# etcd-server/etcd-client: the registry module's tests against a real etcd.
+APT_PACKAGES="podman runc debootstrap uidmap postgresql etcd-server etcd-client"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/shadowdb"
 mkdir -p "$cache"
 

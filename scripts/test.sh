@@ -15,10 +15,12 @@ ruff check .
 ruff format --check .
 stage "lint: ansible-lint (production profile)"
 ansible-lint -q
-stage "unit tests"
-pytest tests/unit -q
+stage "unit tests (filters, modules, registry on a real etcd) and API tests on a real catalog"
+pytest tests/unit tests/api -m "not lab" -q
 stage "molecule: default scenario (converge, idempotence, verify)"
 bash scripts/molecule.sh default
 stage "integration tests on lab hosts"
 pytest tests/integration -q --durations=15
+stage "API end to end on a lab host"
+pytest tests/api -m lab -q --durations=5
 stage "all stages passed"

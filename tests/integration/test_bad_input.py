@@ -117,16 +117,7 @@ def test_port_range_exhausted(lab, db1):
     assert_mentions(run, [f"port range {port}-{port}", "is exhausted", "1 port leased"])
     lab.wait_serving(db1, "ita", timeout=10)
     assert lab.leases(db1)["ita"] == port
-    assert_nothing_made(
-        lab,
-        db1,
-        "itport",
-        before,
-        known_issue=(
-            "the port is leased in tenant_cluster (task 'Lease a stable random port') after "
-            "tenant_volume has made the volume and tenant_cluster the OS user and directories"
-        ),
-    )
+    assert_nothing_made(lab, db1, "itport", before)
 
 
 def test_device_backend_missing_disk(lab, db1):
@@ -163,17 +154,7 @@ def test_device_backend_refuses_another_tenants_disk(lab, db1):
     with lab.connect(db1, "ita", autocommit=True) as conn:
         assert ("device-test",) in conn.execute("SELECT note FROM it_keep").fetchall()
         conn.execute("DROP TABLE it_keep")
-    assert_nothing_made(
-        lab,
-        db1,
-        "itdev",
-        before,
-        known_issue=(
-            "tenant_volume writes the tenant's volume settings (task 'Volume settings of the tenant', "
-            "/etc/shadowdb/volumes/<tenant>.env) before it probes the device ('Refuse a device that holds "
-            "another filesystem'); that file alone makes tenant.yml refuse the name on every other host"
-        ),
-    )
+    assert_nothing_made(lab, db1, "itdev", before)
 
 
 def test_name_taken_on_another_host(lab, db1, db2):

@@ -88,15 +88,6 @@ def test_superuser_tenant_cannot_read_or_signal_another_tenant(lab, db1, ita_sup
     lab.wait_serving(db1, "itb", timeout=10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "shadowdb-postgres@.service has no ProtectProc=invisible / ProcSubset=pid: a tenant's server "
-        "lists every other tenant's processes, whose titles show their clients' addresses, users, "
-        "databases and current commands"
-    ),
-)
 def test_superuser_tenant_cannot_see_another_tenants_processes(lab, db1, ita_superuser):
     itb_pid = lab.postmaster_pid(db1, "itb")
     with lab.connect(db1, "ita", autocommit=True) as conn:
