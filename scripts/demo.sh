@@ -35,3 +35,24 @@ onboard '{"name": "globex", "tier": "medium", "extensions": ["vector"], "readonl
 
 echo "==> connecting"
 python3 scripts/demo_connect.py --inventory "$inventory" --work "$work" --host "$host" acme globex
+
+# --- The API: a third tenant onboarded through POST /v1/tenants, its job followed live (SSE) ---
+api_dir=/var/tmp/shadowdb-demo-api-$lab
+api_port=${SHADOWDB_DEMO_API_PORT:-18080}
+echo "==> API: catalog (a throwaway PostgreSQL in $api_dir), service on 127.0.0.1:$api_port"
+python3 -m api devdb start --dir "$api_dir" >/dev/null
+SHADOWDB_API_DATABASE_URL=$(python3 -m api devdb url --dir "$api_dir")
+export SHADOWDB_API_DATABASE_URL SHADOWDB_API_INVENTORY="$PWD/$inventory" SHADOWDB_API_SNI_PORT=5432
+python3 -m api serve --port "$api_port" > "$work/api.log" 2>&1 &
+api_pid=$!
+trap 'kill $api_pid 2>/dev/null; python3 -m api devdb stop --dir "$api_dir" >/dev/null 2>&1 || true' EXIT
+for _ in $(seq 1 60); do
+    curl -sf "http://127.0.0.1:$api_port/healthz" >/dev/null && break
+    sleep 0.5
+done
+SHADOWDB_API_TOKEN=$(python3 -m api create-token --scope admin --name demo 2>/dev/null)
+export SHADOWDB_API_TOKEN
+python3 -m api onboard --url "http://127.0.0.1:$api_port" '{"name": "initech", "tier": "small"}' \
+    --passfile "$PWD/$work/initech.pgpass" --hostaddr "$(python3 -c 'import sys; sys.path.insert(0, "scripts"); import demo_connect; print(demo_connect.host_address(sys.argv[1]))' "$host")" \
+    --sslrootcert "$PWD/$inventory/pki/ca.crt"
+python3 scripts/demo_connect.py --inventory "$inventory" --work "$work" --host "$host" initech
