@@ -5,6 +5,8 @@ its own mount namespace: the volume must still grow (offline where the kernel re
 resizing, as in these containers) and be released on removal.
 """
 
+import time
+
 NAME = "itg"
 
 
@@ -34,7 +36,11 @@ def test_grow_a_volume_a_newer_sandbox_has_seen(lab, db2):
         assert conn.execute("SHOW max_connections").fetchone() == ("100",)
     lab.wait_serving(db2, "itc", timeout=10)
 
+    key = lab.image_keys(db2)[f"/var/lib/shadowdb/volumes/{NAME}.img"]
     remove = lab.remove(db2, NAME, confirm=NAME)
     assert remove.rc == 0, remove.describe()
-    assert lab.sh(db2, f"losetup -j /var/lib/shadowdb/volumes/{NAME}.img || true").strip() == ""
+    deadline = time.monotonic() + 15  # an autocleared loop device goes once its last user is gone
+    while lab.loops_of([key]) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert lab.loops_of([key]) == [], "the volume's loop device is still attached"
     assert not lab.exists(db2, f"/mnt/db/{NAME}")
