@@ -35,6 +35,7 @@ unit: setup
 
 integration: setup
 	pytest tests/integration -q
+	pytest tests/routing -q
 	pytest tests/api -m lab -q
 
 molecule: setup

@@ -21,6 +21,8 @@ stage "molecule: default scenario (converge, idempotence, verify)"
 bash scripts/molecule.sh default
 stage "integration tests on lab hosts"
 pytest tests/integration -q --durations=15
+stage "routing on a lab host (SNI and per-tenant ports through HAProxy, registry in etcd)"
+pytest tests/routing -q
 stage "API end to end on a lab host"
 pytest tests/api -m lab -q --durations=5
 stage "all stages passed"

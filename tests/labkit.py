@@ -29,10 +29,11 @@ def checkout_id() -> str:
 
 
 class Lab:
-    def __init__(self, kind: str, hosts: int, inventory_dir: Path):
+    def __init__(self, kind: str, hosts: int, inventory_dir: Path, routing: bool = False):
         self.name = f"sdb-{kind}-{checkout_id()}"
         self.hosts = [f"{self.name}-db{i}" for i in range(1, hosts + 1)]
         self.inventory_dir = Path(inventory_dir)
+        self.routing = routing
         self.env = lab_env() | {"SHADOWDB_LAB": self.name}
 
     def _lab_playbook(self, *args: str) -> None:
@@ -52,7 +53,9 @@ class Lab:
 
     def up(self) -> None:
         self._lab_playbook("-e", "lab_state=absent")
-        self._lab_playbook("-e", f"lab_hosts={len(self.hosts)}")
+        self._lab_playbook(
+            "-e", f"lab_hosts={len(self.hosts)}", "-e", f"lab_routing={str(self.routing).lower()}"
+        )
 
     def down(self) -> None:
         self._lab_playbook("-e", "lab_state=absent")
