@@ -24,9 +24,12 @@ mkdir -p "$SHADOWDB_APT_CACHE"
 # checkout (git-ignored): molecule's default location is keyed by the directory's basename.
 export MOLECULE_EPHEMERAL_DIRECTORY="$root/molecule/$scenario/.molecule"
 
-# Instances of this checkout (any scenario): <id> or <id>-<suffix>.
+# Instances of this checkout and scenario: scenario `default` names its one host <id>, any other
+# scenario names its hosts <id>-<scenario>-<host>, so two scenarios can run side by side.
 instances() {
-    podman ps -a --format '{{.Names}}' | grep -E "^${SHADOWDB_MOLECULE_ID}(-[a-z0-9-]+)?\$" || true
+    local pattern="^${SHADOWDB_MOLECULE_ID}-${scenario}-[a-z0-9-]+\$"
+    [ "$scenario" = default ] && pattern="^${SHADOWDB_MOLECULE_ID}\$"
+    podman ps -a --format '{{.Names}}' | grep -E "$pattern" || true
 }
 
 # Release the loop devices a host's tenants attached (they belong to the machine's kernel and
