@@ -124,11 +124,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrate(settings.database_url)
         catalog = Catalog(settings.database_url, max_size=settings.pool_max)
         catalog.open()
-        engine = Engine(settings, metrics)
+        inventory = Inventory(settings.inventory, settings.host_group, settings.repo)
+        engine = Engine(settings, metrics, routed=inventory.routed)
         metrics.bind(catalog, engine)
         app.state.catalog = catalog
         app.state.engine = engine
-        app.state.inventory = Inventory(settings.inventory, settings.host_group, settings.repo)
+        app.state.inventory = inventory
         if settings.engine:
             engine.start()
         try:
@@ -246,7 +247,16 @@ def _endpoints(tenant: dict, settings: Settings) -> Endpoints:
             sslnegotiation="direct",
             conninfo=base.format(port=settings.sni_port) + " sslnegotiation=direct",
         )
-    return Endpoints(direct=direct, sni=sni)
+    proxy = None
+    if ep.get("proxy_port"):
+        proxy = Endpoint(
+            host=ep["host"],
+            port=ep["proxy_port"],
+            dbname=ep["dbname"],
+            user=ep["user"],
+            conninfo=base.format(port=ep["proxy_port"]),
+        )
+    return Endpoints(direct=direct, sni=sni, proxy=proxy)
 
 
 def _tenant(tenant: dict, last_job: dict | None, settings: Settings) -> Tenant:
@@ -480,7 +490,7 @@ def _v1(settings: Settings) -> APIRouter:
         response_class=EventSourceResponse,
         responses=_ERRORS | {404: {"model": ErrorBody}},
         tags=["jobs"],
-        summary="Server-Sent Events of a job: play, task, result, recap, job; ends with 'end'",
+        summary="Server-Sent Events of a job: job, step, play, task, result, recap; ends with 'end'",
     )
     async def job_events(
         request: Request,

@@ -19,9 +19,11 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-# pg_advisory_xact_lock keys (arbitrary, fixed): schema migrations, job admission.
+# Advisory lock keys (arbitrary, fixed): schema migrations, job admission (transaction locks);
+# the routing step of jobs (a session lock: one routing step at a time in the deployment).
 _MIGRATION_LOCK = 0x5DB0001
 _ADMISSION_LOCK = 0x5DB0002
+ROUTING_LOCK = 0x5DB0003
 ACTIVE = ("queued", "running")
 TOKEN_PREFIX = "sdb_"  # noqa: S105 - a prefix, not a secret
 

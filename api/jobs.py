@@ -10,6 +10,12 @@
   recovery sweep (at start-up and every ``_SWEEP_EVERY`` s, in any API process) finds running
   jobs whose lock it can take, records them as interrupted and queues them again (the
   playbooks are idempotent), up to ``max_attempts`` runs.
+- Routing: with a registry (an etcd group in the inventory) a create or update ends with a
+  routing step (register, render HAProxy on the proxy hosts) and a delete starts with one. All
+  hosts share the proxies, so routing steps run one at a time in the whole deployment (a
+  session advisory lock); a job's routing step no longer holds its host (host_released_at), so
+  the host's next job starts meanwhile. Renders never interleave: each one reads the registry
+  after every earlier step wrote to it.
 - Runs: a fresh private_data_dir per run (under ``work_dir``, removed afterwards unless
   ``keep_artifacts``), extra vars on the command line, ``suppress_env_files``, events filtered
   to a fixed set of fields before they reach the catalog, credentials sealed by the playbook.
@@ -31,7 +37,7 @@ from psycopg import errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from .catalog import _settle_tenant, add_event, job_lock_key
+from .catalog import ROUTING_LOCK, _settle_tenant, add_event, job_lock_key
 from .settings import Settings
 
 log = logging.getLogger("shadowdb.api.jobs")
@@ -39,13 +45,15 @@ log = logging.getLogger("shadowdb.api.jobs")
 _SWEEP_EVERY = 10.0
 _CANCEL_CHECK_EVERY = 1.0
 _MAX_MSG = 600
+_ROUTING_POLL = 0.2
 
 _CLAIM = """
-UPDATE jobs SET status = 'running', started_at = now(), attempts = attempts + 1
+UPDATE jobs SET status = 'running', started_at = now(), attempts = attempts + 1, host_released_at = NULL
 WHERE id = (
     SELECT j.id FROM jobs j
     WHERE j.status = 'queued'
-      AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.host = j.host AND r.status = 'running')
+      AND NOT EXISTS (SELECT 1 FROM jobs r
+                      WHERE r.host = j.host AND r.status = 'running' AND r.host_released_at IS NULL)
     ORDER BY j.created_at
     LIMIT 1
     FOR UPDATE SKIP LOCKED)
@@ -112,9 +120,11 @@ def failure_message(res: dict) -> str:
 
 
 class Engine:
-    def __init__(self, settings: Settings, metrics=None):
+    def __init__(self, settings: Settings, metrics=None, routed=None):
         self.settings = settings
         self.metrics = metrics
+        # Whether jobs have a routing step (the inventory has a registry): a callable.
+        self.routed = routed or (lambda: False)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._slots = threading.BoundedSemaphore(settings.max_workers)
@@ -184,7 +194,10 @@ class Engine:
                             _settle_tenant(conn, job)
                             add_event(conn, job["id"], "job", {"status": status, "message": reason})
                         else:
-                            conn.execute("UPDATE jobs SET status = 'queued' WHERE id = %s", (job["id"],))
+                            conn.execute(
+                                "UPDATE jobs SET status = 'queued', host_released_at = NULL WHERE id = %s",
+                                (job["id"],),
+                            )
                             add_event(
                                 conn,
                                 job["id"],
@@ -246,85 +259,104 @@ class Engine:
             conn.close()
             raise
 
-    # --- one run ---------------------------------------------------------------------------
+    # --- one job: its steps ---------------------------------------------------------------
 
-    def _runner_args(self, job: dict) -> tuple[str, dict]:
-        repo = self.settings.repo
+    def _steps(self, job: dict) -> list[tuple[str, str, dict]]:
+        """(step, playbook, extra vars) of a job, in order.
+
+        Without routing (no etcd group) a job is one host step. With routing, a create or update
+        is its host step (tenant.yml with tag register skipped) then its routing step
+        (api/playbooks/tenant_route.yml), and a delete is its routing step (unregister) then its
+        host step (tenant_remove.yml, register skipped).
+        """
+        playbooks = self.settings.repo / "api" / "playbooks"
+        name = job["tenant"]
         if job["kind"] == "delete":
-            name = job["tenant"]
-            return str(repo / "playbooks" / "tenant_remove.yml"), {
+            host = (
+                "host",
+                str(self.settings.repo / "playbooks" / "tenant_remove.yml"),
+                {"tenant_host": job["host"], "tenant_name": name, "confirm": name},
+            )
+        else:
+            public_key = base64.b64encode(bytes(job["public_key"])).decode() if job["public_key"] else ""
+            host = (
+                "host",
+                str(playbooks / "tenant_job.yml"),
+                {"tenant_host": job["host"], "tenant": job["spec"], "api_job_public_key": public_key},
+            )
+        if not self.routed():
+            return [host]
+        route = (
+            "route",
+            str(playbooks / "tenant_route.yml"),
+            {
                 "tenant_host": job["host"],
-                "tenant_name": name,
-                "confirm": name,
-            }
-        public_key = base64.b64encode(bytes(job["public_key"])).decode() if job["public_key"] else ""
-        return str(repo / "api" / "playbooks" / "tenant_job.yml"), {
-            "tenant_host": job["host"],
-            "tenant": job["spec"],
-            "api_job_public_key": public_key,
-        }
+                "tenant": job["spec"],
+                "api_route_state": "absent" if job["kind"] == "delete" else "present",
+            },
+        )
+        return [route, host] if job["kind"] == "delete" else [host, route]
 
     def _run(self, conn: psycopg.Connection, job: dict) -> None:
         job_id = str(job["id"])
         started = time.monotonic()
-        data_dir = None
-        state = {"stats": {}, "failure": None, "last_check": 0.0, "cancel": False}
+        data_dirs: list[str] = []
+        check = {"last": 0.0, "cancel": False}
+
+        def cancelled() -> bool:
+            if self._stop.is_set():
+                return True
+            now = time.monotonic()
+            if now - check["last"] >= _CANCEL_CHECK_EVERY:
+                check["last"] = now
+                row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = %s", (job_id,)).fetchone()
+                check["cancel"] = bool(row and row["cancel_requested"])
+            return check["cancel"]
+
+        stats: dict[str, dict] = {}
+        status = error = None
         try:
             add_event(
                 conn, job_id, "job", {"status": "running", "attempt": job["attempts"], "host": job["host"]}
             )
-            playbook, extravars = self._runner_args(job)
-            data_dir = tempfile.mkdtemp(prefix=f"{job_id}-{job['attempts']}-", dir=self.settings.work_dir)
-
-            def on_event(event: dict) -> bool:
-                if event.get("event") == "playbook_on_stats":
-                    state["stats"] = (event.get("event_data") or {}).get("artifact_data") or {}
-                item = sanitize_event(event)
-                if item is not None:
-                    kind, data = item
-                    if (
-                        kind == "result"
-                        and data["status"] in ("failed", "unreachable")
-                        and not data.get("ignored")
-                    ):
-                        state["failure"] = data
-                    add_event(conn, job_id, kind, data)
-                return self.settings.keep_artifacts
-
-            def cancelled() -> bool:
-                if self._stop.is_set():
-                    return True
-                now = time.monotonic()
-                if now - state["last_check"] >= _CANCEL_CHECK_EVERY:
-                    state["last_check"] = now
-                    row = conn.execute(
-                        "SELECT cancel_requested FROM jobs WHERE id = %s", (job_id,)
-                    ).fetchone()
-                    state["cancel"] = bool(row and row["cancel_requested"])
-                return state["cancel"]
-
-            runner = ansible_runner.run(
-                private_data_dir=data_dir,
-                project_dir=str(self.settings.repo),
-                playbook=playbook,
-                inventory=str(self.settings.inventory),
-                extravars=extravars,
-                envvars=self._envvars(),
-                ident=f"{job_id}-{job['attempts']}",
-                suppress_env_files=True,
-                quiet=True,
-                event_handler=on_event,
-                cancel_callback=cancelled,
-                timeout=self.settings.job_timeout,
-                settings={"pexpect_timeout": 1, "suppress_ansible_output": True},
-            )
-            status, error, result, sealed = self._outcome(runner, state, job)
+            steps = self._steps(job)
+            for step, playbook, extravars in steps:
+                if step == "route":
+                    if job["kind"] != "delete":
+                        # The host step is done: the host's next job may start.
+                        conn.execute("UPDATE jobs SET host_released_at = now() WHERE id = %s", (job_id,))
+                        self._wake.set()
+                    if not self._routing_lock(conn, cancelled):
+                        status, error = self._stopped()
+                        break
+                    add_event(conn, job_id, "job", {"status": "running", "step": "route"})
+                skip = "register" if step == "host" and len(steps) > 1 else None
+                data_dir = tempfile.mkdtemp(
+                    prefix=f"{job_id}-{job['attempts']}-{step}-", dir=self.settings.work_dir
+                )
+                data_dirs.append(data_dir)
+                try:
+                    runner, state = self._ansible(
+                        conn, job, step, playbook, extravars, skip, data_dir, cancelled
+                    )
+                finally:
+                    if step == "route":
+                        conn.execute("SELECT pg_advisory_unlock(%s)", (ROUTING_LOCK,))
+                stats[step] = state["stats"]
+                status, error = self._failure(runner, state)
+                if status:
+                    break
         except Exception as exc:  # the runner itself failed: record it, never leave the job running
             log.exception("job %s: runner error", job_id)
-            status, error, result, sealed = "failed", f"runner error: {exc}"[:_MAX_MSG], None, None
+            status, error = "failed", f"runner error: {exc}"[:_MAX_MSG]
+        result = sealed = None
+        if status is None:
+            status, error, result, sealed = self._result(job, stats)
         try:
             if status == "interrupted":
-                conn.execute("UPDATE jobs SET status = 'queued' WHERE id = %s", (job_id,))
+                conn.execute(
+                    "UPDATE jobs SET status = 'queued', host_released_at = NULL WHERE id = %s", (job_id,)
+                )
                 add_event(
                     conn,
                     job_id,
@@ -341,13 +373,66 @@ class Engine:
         except Exception:
             log.exception("job %s: could not record the outcome (the recovery sweep will re-run it)", job_id)
         finally:
-            conn.close()  # releases the job's advisory lock
+            conn.close()  # releases the job's advisory lock (and the routing lock, if held)
             with self._lock:
                 self._running.pop(job_id, None)
             self._slots.release()
             self._wake.set()
-            if data_dir and not self.settings.keep_artifacts:
-                shutil.rmtree(data_dir, ignore_errors=True)
+            if not self.settings.keep_artifacts:
+                for data_dir in data_dirs:
+                    shutil.rmtree(data_dir, ignore_errors=True)
+
+    def _routing_lock(self, conn, cancelled) -> bool:
+        """Wait for the deployment's routing lock (False: the job was cancelled or the API stops)."""
+        while True:
+            if conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (ROUTING_LOCK,)).fetchone()["ok"]:
+                return True
+            if cancelled():
+                return False
+            time.sleep(_ROUTING_POLL)
+
+    def _stopped(self) -> tuple[str, str | None]:
+        if self._stop.is_set():
+            return "interrupted", None
+        return "cancelled", "cancelled while running"
+
+    def _ansible(self, conn, job, step, playbook, extravars, skip_tags, data_dir, cancelled):
+        """One ansible-runner run of a job's step; its events go to the job's stream."""
+        job_id = str(job["id"])
+        state: dict = {"stats": {}, "failure": None}
+
+        def on_event(event: dict) -> bool:
+            if event.get("event") == "playbook_on_stats":
+                state["stats"] = (event.get("event_data") or {}).get("artifact_data") or {}
+            item = sanitize_event(event)
+            if item is not None:
+                kind, data = item
+                if (
+                    kind == "result"
+                    and data["status"] in ("failed", "unreachable")
+                    and not data.get("ignored")
+                ):
+                    state["failure"] = data
+                add_event(conn, job_id, kind, data)
+            return self.settings.keep_artifacts
+
+        runner = ansible_runner.run(
+            private_data_dir=data_dir,
+            project_dir=str(self.settings.repo),
+            playbook=playbook,
+            inventory=str(self.settings.inventory),
+            extravars=extravars,
+            envvars=self._envvars(),
+            ident=f"{job_id}-{job['attempts']}-{step}",
+            skip_tags=skip_tags,
+            suppress_env_files=True,
+            quiet=True,
+            event_handler=on_event,
+            cancel_callback=cancelled,
+            timeout=self.settings.job_timeout,
+            settings={"pexpect_timeout": 1, "suppress_ansible_output": True},
+        )
+        return runner, state
 
     def _envvars(self) -> dict:
         bin_dir = os.path.dirname(os.path.abspath(sys.executable))
@@ -358,26 +443,34 @@ class Engine:
             "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         }
 
-    def _outcome(self, runner, state: dict, job: dict):
+    def _failure(self, runner, state: dict) -> tuple[str | None, str | None]:
+        """(status, error) of a run that did not succeed, (None, None) for a successful one."""
         if runner.status == "successful":
-            stats = state["stats"]
-            result = {"endpoint": stats.get("shadowdb_api_endpoint")} if job["kind"] != "delete" else {}
-            sealed = stats.get("shadowdb_api_sealed") or None
-            if job["kind"] == "create" and job["public_key"] and not sealed:
-                return "failed", "the run succeeded but returned no credentials", result, None
-            return "succeeded", None, result, sealed
+            return None, None
         if runner.status == "canceled":
-            if self._stop.is_set():
-                return "interrupted", None, None, None
-            return "cancelled", "cancelled while running", None, None
+            return self._stopped()
         if runner.status == "timeout":
-            return "failed", f"timed out after {self.settings.job_timeout} s", None, None
+            return "failed", f"timed out after {self.settings.job_timeout} s"
         failure = state["failure"]
         if failure:
             error = f"{failure['task']} on {failure['host']}: {failure['msg']}"
         else:
             error = f"ansible-playbook exited with {runner.rc}"
-        return "failed", error[:_MAX_MSG], None, None
+        return "failed", error[:_MAX_MSG]
+
+    def _result(self, job: dict, stats: dict[str, dict]):
+        """(status, error, result, sealed) of a job whose steps all succeeded."""
+        if job["kind"] == "delete":
+            return "succeeded", None, {}, None
+        host = stats.get("host") or {}
+        endpoint = host.get("shadowdb_api_endpoint")
+        proxy_port = ((stats.get("route") or {}).get("shadowdb_api_route") or {}).get("proxy_port")
+        if endpoint and proxy_port not in (None, "", "None"):
+            endpoint = dict(endpoint) | {"proxy_port": int(proxy_port)}
+        sealed = host.get("shadowdb_api_sealed") or None
+        if job["kind"] == "create" and job["public_key"] and not sealed:
+            return "failed", "the run succeeded but returned no credentials", {"endpoint": endpoint}, None
+        return "succeeded", None, {"endpoint": endpoint}, sealed
 
     def _finish(self, conn, job_id: str, status: str, error, result, sealed) -> None:
         with conn.transaction():

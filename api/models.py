@@ -109,6 +109,9 @@ class Endpoints(BaseModel):
     sni: Endpoint | None = Field(
         None, description="the shared SNI port (libpq 17+), when a router is deployed"
     )
+    proxy: Endpoint | None = Field(
+        None, description="the tenant's own port on the proxy (any libpq), when a router is deployed"
+    )
 
 
 class Member(BaseModel):

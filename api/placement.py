@@ -1,4 +1,8 @@
-"""Placement: a new tenant goes to the inventory's db host with the fewest tenants."""
+"""Placement: a new tenant goes to the inventory's db host with the fewest tenants.
+
+The inventory also says whether routing is deployed (an etcd group): jobs then end with a
+routing step (api/jobs.py).
+"""
 
 import json
 import os
@@ -20,18 +24,30 @@ class Inventory:
 
     def __init__(self, inventory: Path, group: str, repo: Path):
         self.inventory, self.group, self.repo = inventory, group, repo
-        self._hosts: list[str] = []
+        self._data: dict = {}
         self._read_at = 0.0
         self._lock = threading.Lock()
 
-    def hosts(self) -> list[str]:
+    def hosts(self, group: str | None = None) -> list[str]:
+        """The hosts of a group (default: the db group) and of its children."""
         with self._lock:
             if time.monotonic() - self._read_at > _TTL:
-                self._hosts = self._read()
+                self._data = self._read()
                 self._read_at = time.monotonic()
-            return list(self._hosts)
+            data = self._data
+        hosts: set[str] = set()
+        todo = [group or self.group]
+        while todo:  # the group and its children
+            entry = data.get(todo.pop(), {})
+            hosts.update(entry.get("hosts", []))
+            todo.extend(entry.get("children", []))
+        return sorted(hosts)
 
-    def _read(self) -> list[str]:
+    def routed(self) -> bool:
+        """Whether the inventory deploys routing (a registry: an etcd group with hosts)."""
+        return bool(self.hosts("etcd"))
+
+    def _read(self) -> dict:
         bin_dir = os.path.dirname(os.path.abspath(sys.executable))
         env = dict(os.environ, ANSIBLE_CONFIG=str(self.repo / "ansible.cfg"))
         env["PATH"] = f"{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"
@@ -44,14 +60,7 @@ class Inventory:
         )
         if proc.returncode != 0:
             raise NoHosts(f"cannot read the inventory {self.inventory}: {proc.stderr.strip()[-300:]}")
-        data = json.loads(proc.stdout)
-        hosts: set[str] = set()
-        todo = [self.group]
-        while todo:  # the group and its children
-            entry = data.get(todo.pop(), {})
-            hosts.update(entry.get("hosts", []))
-            todo.extend(entry.get("children", []))
-        return sorted(hosts)
+        return json.loads(proc.stdout)
 
 
 def pick_host(hosts: list[str], counts: dict[str, int]) -> str:

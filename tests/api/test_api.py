@@ -354,5 +354,5 @@ def test_credentials_once_and_only_to_the_creator(client, catalog, admin):
 def test_migrations_are_idempotent(devdb, catalog):
     assert migrate(devdb.url) == []
     with catalog.conn() as conn:
-        versions = [r["version"] for r in conn.execute("SELECT version FROM schema_migrations")]
-    assert versions == ["0001_catalog"]
+        versions = [r["version"] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+    assert versions == ["0001_catalog", "0002_routing_step"]

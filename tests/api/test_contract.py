@@ -5,6 +5,7 @@ codes, schemas, content types) and no request may cause a server error. The SSE 
 out: a stream of a queued job (the engine is off) stays open by design.
 """
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -95,3 +96,26 @@ def test_api_contract(api_schema, contract_token, method, path):
         case.call_and_validate(headers=bearer(contract_token), timeout=30, **options)
 
     check()
+
+
+# --- bad requests against the real server (uvicorn, not the test client) ----------------------
+
+
+def test_the_server_refuses_bad_bodies(contract_server, contract_token):
+    url, h = f"{contract_server.url}/v1/tenants", bearer(contract_token)
+    json_h = h | {"content-type": "application/json"}
+    r = httpx.post(url, content=b'{"name": "badjson",', headers=json_h)
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+    r = httpx.post(url, json={"name": "unknown", "colour": "blue"}, headers=h)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "colour"]
+    r = httpx.post(url, json={"name": "badtier", "tier": "huge"}, headers=h)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "tier"]
+    big = b'{"name": "big", "padding": "' + b"y" * (256 * 1024) + b'"}'
+    assert httpx.post(url, content=big, headers=json_h).status_code == 413
+    chunks = (big[i : i + 4096] for i in range(0, len(big), 4096))  # no Content-Length: chunked
+    assert httpx.post(url, content=chunks, headers=json_h).status_code == 413
+    r = httpx.post(url, json={"name": "notoken"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert httpx.post(url, json={"name": "badtoken"}, headers=bearer("sdb_wrong")).status_code == 401
+    listed = httpx.get(url, headers=h).json()["tenants"]
+    assert not {"badjson", "unknown", "badtier", "big", "notoken", "badtoken"} & {t["name"] for t in listed}

@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from api.catalog import ROUTING_LOCK
 from api.jobs import Engine, new_job_id, sanitize_event
 
 from .conftest import make_settings
@@ -49,6 +50,59 @@ def test_the_catalog_refuses_two_running_jobs_on_one_host(catalog):
         conn.execute("UPDATE jobs SET status = 'running' WHERE tenant = 'a1'")
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute("UPDATE jobs SET status = 'running' WHERE tenant = 'a2'")
+
+
+def test_a_job_in_its_routing_step_releases_its_host(engine, catalog):
+    a1 = enqueue(catalog, "a1", "host-a")
+    a2 = enqueue(catalog, "a2", "host-a")
+    conn1, job1 = engine._claim()
+    try:
+        assert engine._claim() is None  # a1 holds host-a
+        conn1.execute("UPDATE jobs SET host_released_at = now() WHERE id = %s", (job1["id"],))
+        conn2, job2 = engine._claim()  # a1 is routing: a2 starts on host-a meanwhile
+        conn2.close()
+        assert (str(job1["id"]), str(job2["id"])) == (str(a1["id"]), str(a2["id"]))
+        assert catalog.job(a1["id"])["status"] == "running"
+    finally:
+        conn1.close()
+
+
+def test_routing_steps_run_one_at_a_time(engine, catalog):
+    first, second = engine._connect(), engine._connect()
+    try:
+        assert engine._routing_lock(first, lambda: False)
+        waited = []
+        # The second waits while the first holds the lock; here it gives up (a cancel).
+        assert not engine._routing_lock(second, lambda: waited.append(1) or len(waited) > 3)
+        assert len(waited) == 4
+        first.execute("SELECT pg_advisory_unlock(%s)", (ROUTING_LOCK,))
+        assert engine._routing_lock(second, lambda: True)
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize(
+    ("routed", "kind", "steps"),
+    [
+        (False, "create", ["host"]),
+        (False, "delete", ["host"]),
+        (True, "create", ["host", "route"]),
+        (True, "update", ["host", "route"]),
+        (True, "delete", ["route", "host"]),
+    ],
+)
+def test_steps_of_a_job(engine, routed, kind, steps):
+    engine.routed = lambda: routed
+    job = {"kind": kind, "tenant": "a1", "host": "host-a", "spec": {"name": "a1"}, "public_key": None}
+    planned = engine._steps(job)
+    assert [step for step, _, _ in planned] == steps
+    by_step = {step: (playbook, extravars) for step, playbook, extravars in planned}
+    if routed:
+        playbook, extravars = by_step["route"]
+        assert playbook.endswith("api/playbooks/tenant_route.yml")
+        assert extravars["api_route_state"] == ("absent" if kind == "delete" else "present")
+    assert by_step["host"][0].endswith("tenant_remove.yml" if kind == "delete" else "tenant_job.yml")
 
 
 def test_a_job_whose_process_died_is_queued_again(engine, catalog):
