@@ -3,16 +3,20 @@
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Ansible module: stable, random, host-local TCP port leases for ShadowDB tenants."""
 
-import errno
 import fcntl
 import json
 import os
 import random
 import re
-import tempfile
 from contextlib import contextmanager
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.shadowdb_common import (
+    ensure_dir,
+    parse_listening_ports,  # noqa: F401 (part of this module's tested helpers)
+    read_listening_ports,
+    write_atomic,
+)
 
 DOCUMENTATION = r"""
 ---
@@ -153,8 +157,6 @@ diff:
 IDENTIFIER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 PORT_MIN = 1024
 PORT_MAX = 65535
-TCP_LISTEN = "0A"
-PROC_NET_TCP = ("/proc/net/tcp", "/proc/net/tcp6")
 FILE_MODE = 0o644
 DIR_MODE = 0o755
 
@@ -176,38 +178,6 @@ def validate_params(params):
     if start is not None and end is not None and start > end:
         return f"range_end={end} is invalid: it must be greater than or equal to range_start={start}"
     return None
-
-
-def parse_listening_ports(text):
-    """Return the set of local ports in LISTEN state from the content of /proc/net/tcp or /proc/net/tcp6."""
-    ports = set()
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 4 or fields[3] != TCP_LISTEN:
-            continue
-        _addr, sep, port_hex = fields[1].rpartition(":")
-        if not sep:
-            continue
-        try:
-            ports.add(int(port_hex, 16))
-        except ValueError:
-            continue
-    return ports
-
-
-def read_listening_ports(paths=PROC_NET_TCP):
-    """Return (listening ports, number of files read) from /proc/net files; missing files are skipped."""
-    ports = set()
-    read = 0
-    for path in paths:
-        try:
-            with open(path, encoding="ascii", errors="replace") as f:
-                text = f.read()
-        except OSError:
-            continue
-        read += 1
-        ports |= parse_listening_ports(text)
-    return ports, read
 
 
 def parse_lease_data(text):
@@ -292,40 +262,6 @@ def pool_lock(path, create):
         os.close(fd)  # closing the only descriptor releases the lock
 
 
-def ensure_dir(path):
-    """Create path (mode 0755) if it does not exist yet."""
-    try:
-        os.makedirs(path, mode=DIR_MODE)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path) from None
-        return
-    os.chmod(path, DIR_MODE)  # makedirs mode is subject to the umask
-
-
-def write_atomic(path, text, mode=FILE_MODE):
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -352,7 +288,7 @@ def main():
 
     if not module.check_mode:
         try:
-            ensure_dir(lease_dir)
+            ensure_dir(lease_dir, DIR_MODE)
         except OSError as e:
             module.fail_json(msg=f"lease_dir={lease_dir!r}: cannot create directory: {e.strerror}", **result)
 
@@ -406,7 +342,7 @@ def main():
             result["diff"] = dict(before=diff_line(name, before), after=diff_line(name, after))
 
             if result["changed"] and not module.check_mode:
-                write_atomic(lease_file, dump_lease_data(data))
+                write_atomic(lease_file, dump_lease_data(data), FILE_MODE)
     except OSError as e:
         module.fail_json(
             msg=f"lease_dir={lease_dir!r}: cannot update leases of pool {pool!r}: "

@@ -3,14 +3,20 @@
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Ansible module: record converged tenants; tell in one call per host which ones are still converged."""
 
-import errno
 import hashlib
 import json
 import os
 import re
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.shadowdb_common import (
+    PROC_NET_TCP,
+    ensure_dir,
+    fsync_dir,
+    parse_listening_ports,  # noqa: F401 (part of this module's tested helpers)
+    read_listening_ports,
+    write_atomic,
+)
 
 DOCUMENTATION = r"""
 ---
@@ -215,8 +221,6 @@ IDENTIFIER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 UNIT_RE = re.compile(r"^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]*$")
 PORT_MIN = 1
 PORT_MAX = 65535
-TCP_LISTEN = "0A"
-PROC_NET_TCP = ("/proc/net/tcp", "/proc/net/tcp6")
 PROC_MOUNTINFO = "/proc/self/mountinfo"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -390,23 +394,6 @@ def parse_mountpoints(text):
     return points
 
 
-def parse_listening_ports(text):
-    """Return the set of local ports in LISTEN state from the content of /proc/net/tcp or /proc/net/tcp6."""
-    ports = set()
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 4 or fields[3] != TCP_LISTEN:
-            continue
-        _addr, sep, port_hex = fields[1].rpartition(":")
-        if not sep:
-            continue
-        try:
-            ports.add(int(port_hex, 16))
-        except ValueError:
-            continue
-    return ports
-
-
 class HostProbe:
     """Reads host state lazily, each source at most once.
 
@@ -431,14 +418,7 @@ class HostProbe:
 
     def listening_ports(self):
         if "ports" not in self._cache:
-            ports, read = set(), 0
-            for path in self._tcp_paths:
-                try:
-                    with open(path, encoding="ascii", errors="replace") as f:
-                        ports |= parse_listening_ports(f.read())
-                except OSError:
-                    continue
-                read += 1
+            ports, read = read_listening_ports(self._tcp_paths)
             error = None if read else f"none of {', '.join(self._tcp_paths)} is readable"
             self._cache["ports"] = (ports, error)
         return self._cache["ports"]
@@ -523,44 +503,6 @@ def check_tenants(tenants, state_dir, probe):
 
 
 # --- writing ---
-
-
-def ensure_dir(path):
-    """Create path (mode 0700) if it does not exist yet."""
-    try:
-        os.makedirs(path, mode=DIR_MODE)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path) from None
-        return
-    os.chmod(path, DIR_MODE)  # makedirs mode is subject to the umask
-
-
-def fsync_dir(directory):
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_atomic(path, text, mode=FILE_MODE):
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(directory)
 
 
 def systemctl_runner(module):
@@ -671,8 +613,8 @@ def main():
     if result["changed"] and not module.check_mode:
         try:
             if after is not None:
-                ensure_dir(state_dir)
-                write_atomic(path, after)
+                ensure_dir(state_dir, DIR_MODE)
+                write_atomic(path, after, FILE_MODE)
             else:
                 try:
                     os.unlink(path)

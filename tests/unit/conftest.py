@@ -6,10 +6,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ansible.module_utils
 import pytest
 
-LIBRARY = Path(__file__).resolve().parents[2] / "library"
+REPO = Path(__file__).resolve().parents[2]
+LIBRARY = REPO / "library"
+MODULE_UTILS = REPO / "module_utils"
 sys.path.insert(0, str(LIBRARY))  # lets the tests import the modules' pure helpers
+# The modules import ansible.module_utils.shadowdb_common, as Ansible resolves it from ansible.cfg.
+ansible.module_utils.__path__.append(str(MODULE_UTILS))
+
+# Runs a module file as a script, with the project's module_utils importable as Ansible would.
+RUN_MODULE = (
+    "import runpy, sys, ansible.module_utils as m; m.__path__.append(sys.argv.pop(1)); "
+    "sys.argv.pop(0); runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 
 def module_command(module, args, tmp_path, check_mode=False):
@@ -19,7 +30,8 @@ def module_command(module, args, tmp_path, check_mode=False):
         payload["_ansible_check_mode"] = True
     args_file = tmp_path / f"args-{module}-{os.urandom(4).hex()}.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
-    return [sys.executable, str(LIBRARY / f"{module}.py"), str(args_file)]
+    module_file = LIBRARY / f"{module}.py"
+    return [sys.executable, "-c", RUN_MODULE, str(MODULE_UTILS), str(module_file), str(args_file)]
 
 
 def parse_result(proc):
