@@ -37,7 +37,7 @@ class Lab:
         self.env = lab_env() | {"SHADOWDB_LAB": self.name}
 
     def _lab_playbook(self, *args: str) -> None:
-        subprocess.run(
+        proc = subprocess.run(
             [
                 "ansible-playbook",
                 str(REPO / "playbooks" / "lab.yml"),
@@ -46,10 +46,13 @@ class Lab:
                 *args,
             ],
             env=self.env,
-            check=True,
             capture_output=True,
             text=True,
         )
+        if proc.returncode != 0:
+            raise AssertionError(
+                f"lab.yml {' '.join(args)} failed (rc {proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}"
+            )
 
     def up(self) -> None:
         self._lab_playbook("-e", "lab_state=absent")
