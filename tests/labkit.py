@@ -50,9 +50,8 @@ class Lab:
             text=True,
         )
         if proc.returncode != 0:
-            raise AssertionError(
-                f"lab.yml {' '.join(args)} failed (rc {proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}"
-            )
+            output = (proc.stdout + proc.stderr)[-6000:]
+            raise AssertionError(f"lab.yml {' '.join(args)} failed (rc {proc.returncode}):\n{output}")
 
     def up(self) -> None:
         self._lab_playbook("-e", "lab_state=absent")
