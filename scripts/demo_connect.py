@@ -24,24 +24,19 @@ def host_address(container: str) -> str:
     return next(iter(networks.values()))["IPAddress"]
 
 
-def tenant_env(container: str, tenant: str) -> dict[str, str]:
-    out = subprocess.run(
-        ["podman", "exec", container, "cat", f"/etc/shadowdb/tenants/{tenant}/owner.env"],
-        check=True,
-        capture_output=True,
-        text=True,
+def host_file(container: str, path: str) -> str:
+    return subprocess.run(
+        ["podman", "exec", container, "cat", path], check=True, capture_output=True, text=True
     ).stdout
+
+
+def tenant_env(container: str, tenant: str) -> dict[str, str]:
+    out = host_file(container, f"/etc/shadowdb/tenants/{tenant}/owner.env")
     return dict(line.split("=", 1) for line in out.splitlines() if line and not line.startswith("#"))
 
 
 def proxy_port(container: str, tenant: str) -> int:
-    out = subprocess.run(
-        ["podman", "exec", container, "cat", "/var/lib/shadowdb/ports/proxy.json"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(out)["leases"][tenant]
+    return json.loads(host_file(container, "/var/lib/shadowdb/ports/proxy.json"))["leases"][tenant]
 
 
 def check(conninfo: str) -> str:
