@@ -329,15 +329,18 @@ class Engine:
                     if not self._routing_lock(conn, cancelled):
                         status, error = self._stopped()
                         break
-                    add_event(conn, job_id, "job", {"status": "running", "step": "route"})
                 skip = "register" if step == "host" and len(steps) > 1 else None
                 data_dir = tempfile.mkdtemp(
                     prefix=f"{job_id}-{job['attempts']}-{step}-", dir=self.settings.work_dir
                 )
                 data_dirs.append(data_dir)
+                add_event(conn, job_id, "step", {"step": step, "state": "started"})
                 try:
                     runner, state = self._ansible(
                         conn, job, step, playbook, extravars, skip, data_dir, cancelled
+                    )
+                    add_event(
+                        conn, job_id, "step", {"step": step, "state": "finished", "runner": runner.status}
                     )
                 finally:
                     if step == "route":
