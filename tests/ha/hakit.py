@@ -1,0 +1,280 @@
+"""HA tests and benchmarks: a tenant's Patroni cluster seen from outside, a bounded writer
+through HAProxy, and the faults (leader's PostgreSQL killed, leader's host stopped).
+
+Everything goes to the lab's own containers: `podman exec` into them, Patroni's REST API and
+HAProxy at their addresses on the lab network. Every wait and every writer is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psycopg
+
+from tests.labkit import lab_env
+
+DOMAIN = "db.shadowdb.test"
+SNI_PORT = 5432
+
+
+def sh(container: str, script: str, check: bool = True, timeout: float = 120) -> str:
+    proc = subprocess.run(
+        ["podman", "exec", container, "/bin/sh", "-c", script],
+        env=lab_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{container}: {script!r} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
+    proc = subprocess.run(["podman", *args], env=lab_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def wait_for(what: str, predicate, timeout: float, interval: float = 0.5):
+    """Poll predicate() until it returns a truthy value (returned) or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # noqa: BLE001 - a failing probe is "not yet"
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Cluster:
+    """The HA tenant `tenant` with members on `members` ({container: address}) behind the
+    HAProxy at `proxy_address`."""
+
+    def __init__(self, tenant: str, members: dict[str, str], proxy_address: str):
+        self.tenant = tenant
+        self.members = dict(members)
+        self.proxy_address = proxy_address
+        first = next(iter(self.members))
+        self.api_ports = {m: self._lease(m, "patroni_api") for m in self.members}
+        self.pg_ports = {m: self._lease(m, "ha_postgres") for m in self.members}
+        secrets = json.loads(sh(first, f"cat /etc/shadowdb/tenants/{tenant}/passwords.json"))
+        self.password = secrets["owner"]
+        self.restapi_password = secrets["restapi"]
+        ca = sh(first, f"cat /mnt/db/{tenant}/tls/ca.crt")
+        self._ca = tempfile.NamedTemporaryFile("w", suffix=".crt", delete=False)  # noqa: SIM115
+        self._ca.write(ca)
+        self._ca.close()
+        self.ca_file = self._ca.name
+
+    def close(self) -> None:
+        Path(self.ca_file).unlink(missing_ok=True)
+
+    def _lease(self, member: str, pool: str) -> int:
+        return json.loads(sh(member, f"cat /var/lib/shadowdb/ports/{pool}.json"))["leases"][self.tenant]
+
+    # --- Patroni's REST API ---
+    def api(self, member: str, path: str, timeout: float = 1.0, method: str = "GET", auth=None, body=None):
+        """(status, json body or None) of a request to http://<member>:<api port><path>."""
+        request = urllib.request.Request(
+            f"http://{self.members[member]}:{self.api_ports[member]}{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"} if body is not None else {},
+        )
+        if auth:
+            import base64
+
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http:// only
+                body = response.read()
+                status = response.status
+        except urllib.error.HTTPError as err:
+            body = err.read()
+            status = err.code
+        try:
+            return status, json.loads(body) if body else None
+        except ValueError:
+            return status, None
+
+    def state(self, member: str) -> dict | None:
+        try:
+            status, body = self.api(member, "/patroni")
+        except OSError:
+            return None
+        return body if status in (200, 503) else None
+
+    def roles(self) -> dict[str, tuple[str, str]]:
+        """{member: (role, state)} of the members that answer."""
+        out = {}
+        for member in self.members:
+            state = self.state(member)
+            if state:
+                out[member] = (state.get("role", "?"), state.get("state", "?"))
+        return out
+
+    def leader(self) -> str | None:
+        leaders = [m for m, (role, state) in self.roles().items() if role == "primary" and state == "running"]
+        return leaders[0] if len(leaders) == 1 else None
+
+    def healthy(self) -> str | None:
+        """The leader, when every member runs: one primary, the others streaming replicas."""
+        roles = self.roles()
+        if len(roles) != len(self.members):
+            return None
+        leaders = [m for m, (role, state) in roles.items() if role == "primary" and state == "running"]
+        replicas = [m for m, (role, state) in roles.items() if role == "replica" and state == "streaming"]
+        if len(leaders) == 1 and len(replicas) == len(self.members) - 1:
+            return leaders[0]
+        return None
+
+    def sync_standbys(self) -> list[str]:
+        leader = self.leader()
+        if not leader:
+            return []
+        _, body = self.api(leader, "/cluster")
+        return [m["name"] for m in (body or {}).get("members", []) if m.get("role") == "sync_standby"]
+
+    # --- Clients through HAProxy ---
+    def conninfo(self, readonly: bool = False, timeout: int = 2) -> dict:
+        return {
+            "host": f"{self.tenant}{'-ro' if readonly else ''}.{DOMAIN}",
+            "hostaddr": self.proxy_address,
+            "port": SNI_PORT,
+            "sslnegotiation": "direct",
+            "sslmode": "verify-full",
+            "sslrootcert": self.ca_file,
+            "dbname": self.tenant,
+            "user": self.tenant,
+            "password": self.password,
+            "connect_timeout": timeout,
+        }
+
+    def connect(self, readonly: bool = False, timeout: int = 2) -> psycopg.Connection:
+        return psycopg.connect(**self.conninfo(readonly, timeout), autocommit=True)
+
+    def query(self, sql: str, readonly: bool = False, params=None) -> list[tuple]:
+        with self.connect(readonly) as conn:
+            return conn.execute(sql, params).fetchall()
+
+
+class Writer(threading.Thread):
+    """Inserts numbered rows through HAProxy, one transaction each, until stopped or `duration`
+    seconds passed; reconnects after any error. Records what was acknowledged, and when."""
+
+    INSERT = "INSERT INTO ha_writes (run, n) VALUES (%s, %s)"
+    SELECT = "SELECT n FROM ha_writes WHERE run = %s"
+
+    def __init__(self, cluster: Cluster, duration: float, pause: float = 0.02):
+        super().__init__(daemon=True)
+        self.cluster = cluster
+        self.duration = duration
+        self.pause = pause
+        self.stop_event = threading.Event()
+        self.acked: list[tuple[int, float]] = []
+        self.errors: list[float] = []
+        self.run_id = int(time.time() * 1000)
+
+    @classmethod
+    def prepare(cls, cluster: Cluster) -> None:
+        with cluster.connect() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS ha_writes (run bigint, n bigint, PRIMARY KEY (run, n))")
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.duration
+        conn = None
+        n = 0
+        while time.monotonic() < deadline and not self.stop_event.is_set():
+            try:
+                if conn is None:
+                    conn = self.cluster.connect(timeout=1)
+                conn.execute(self.INSERT, (self.run_id, n))
+                self.acked.append((n, time.time()))
+            except Exception:  # noqa: BLE001 - every failure is a reconnect
+                self.errors.append(time.time())
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                    conn = None
+                time.sleep(0.05)
+            n += 1
+            time.sleep(self.pause)
+        if conn is not None:
+            conn.close()
+
+    def first_ack_after(self, moment: float) -> float | None:
+        later = [t for _, t in self.acked if t > moment]
+        return min(later) if later else None
+
+    def lost(self) -> list[int]:
+        """Acknowledged rows missing from the table, read through HAProxy from the leader."""
+        rows = self.cluster.query(self.SELECT, params=(self.run_id,))
+        present = {n for (n,) in rows}
+        return sorted(n for n, _ in self.acked if n not in present)
+
+
+# --- Faults ---
+def kill_postgres(cluster: Cluster, member: str) -> float:
+    """SIGKILL the member's postmaster (Patroni stays up). Returns the time of the fault."""
+    pid = sh(member, f"head -n1 /mnt/db/{cluster.tenant}/data/postmaster.pid").strip()
+    moment = time.time()
+    sh(member, f"kill -9 {int(pid)}")
+    return moment
+
+
+def own_loop_devices(member: str, tenant: str) -> list[tuple[str, str]]:
+    """(device, backing inode) of the loop devices this host attached for the tenant's volume."""
+    image = f"/var/lib/shadowdb/volumes/{tenant}.img"
+    st_dev, inode = sh(member, f"stat -c '%d %i' {image}").split()
+    backing = f"{os.major(int(st_dev))}:{os.minor(int(st_dev))} {inode}"
+    out = sh(member, f"losetup -j {image} | grep -v '(lost)' | cut -d: -f1", check=False)
+    return [(dev.strip(), backing) for dev in out.split() if dev.strip().startswith("/dev/loop")]
+
+
+def stop_host(member: str) -> float:
+    """Stop the host hard (SIGKILL to its init: a crash, no clean shutdown). Returns the time."""
+    moment = time.time()
+    podman("kill", member)
+    return moment
+
+
+def release_loops(devices: list[tuple[str, str]]) -> None:
+    """Detach the loop devices a killed host left attached (the kernel keeps them), each only if
+    it is still backed by the same file (device and inode)."""
+    for dev, backing in devices:
+        proc = subprocess.run(
+            ["losetup", "--list", "--noheadings", "--output", "BACK-MAJ:MIN,BACK-INO", dev],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode == 0 and " ".join(proc.stdout.split()) == backing:
+            subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+def start_host(member: str) -> None:
+    podman("start", member)
+    wait_for(
+        f"{member} to boot",
+        lambda: (
+            sh(member, "systemctl is-system-running --wait", check=False).strip() in ("running", "degraded")
+        ),
+        timeout=120,
+        interval=1,
+    )

@@ -1,0 +1,109 @@
+"""An HA lab: three db hosts and one etcd + HAProxy host (podman containers booting systemd) on
+the lab's own network with fixed addresses, so that a host stopped by a fault comes back at the
+same address. Names: sdb-<kind>-<checkout hash>-{db1,db2,db3,px1}; network sdb-<kind>-<hash>.
+
+    lab = HALab("habench")
+    lab.up()                      # removes a stale lab of the same name first
+    lab.converge({"name": "hb", "replicas": 2})
+    ...
+    lab.down()
+
+SHADOWDB_HA_BENCH_NET (first three octets of a /24, default 10.89.214) moves the network.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.labkit import REPO, checkout_id, lab_env
+
+IMAGE = "localhost/shadowdb-lab:trixie-1"
+RELEASE_LOOPS = (
+    "systemctl stop 'shadowdb-*' 2>/dev/null; for f in /var/lib/shadowdb/volumes/*.img; do "
+    '[ -e "$f" ] && losetup -j "$f" | grep -v "(lost)" | cut -d: -f1 | xargs -r -n1 losetup -d; done; true'
+)
+
+
+class HALab:
+    def __init__(self, kind: str, inventory_dir: Path, net: str | None = None):
+        assert kind.startswith("ha"), "HA labs are named sdb-ha...-<hash>"
+        self.name = f"sdb-{kind}-{checkout_id()}"
+        self.net = net or os.environ.get("SHADOWDB_HA_BENCH_NET", "10.89.214")
+        self.db = {f"{self.name}-db{i}": f"{self.net}.{10 + i}" for i in (1, 2, 3)}
+        self.proxy = (f"{self.name}-px1", f"{self.net}.10")
+        self.inventory_dir = Path(inventory_dir)
+        self.env = lab_env() | {"SHADOWDB_LAB": self.name}
+
+    @property
+    def hosts(self) -> list[str]:
+        return [*self.db, self.proxy[0]]
+
+    def _podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["podman", *args], env=self.env, capture_output=True, text=True, check=check)
+
+    def up(self) -> None:
+        self.down()
+        cache = Path.home() / ".cache" / "shadowdb" / "apt-archives"
+        cache.mkdir(parents=True, exist_ok=True)
+        self._podman("network", "create", "--subnet", f"{self.net}.0/24", self.name)
+        for host, address in [*self.db.items(), self.proxy]:
+            self._podman(
+                "run", "-d", "--name", host, "--hostname", host, "--network", self.name, "--ip", address,
+                "--privileged", "--systemd=always", "--ulimit", "nofile=10000:10000",
+                "--ulimit", "nproc=10000:10000", "--label", f"shadowdb.lab={self.name}",
+                "-v", f"{cache}:/var/cache/apt/archives:O", IMAGE, "/sbin/init",
+            )  # fmt: skip
+        for host in self.hosts:
+            subprocess.run(
+                ["podman", "exec", host, "systemctl", "is-system-running", "--wait"],
+                env=self.env,
+                capture_output=True,
+                timeout=180,
+            )
+        self.inventory_dir.mkdir(parents=True, exist_ok=True)
+        inventory = {
+            "all": {
+                "vars": {
+                    "ansible_connection": "containers.podman.podman",
+                    "ansible_python_interpreter": "/usr/bin/python3",
+                    "shadowdb_manage_global_sysctl": False,
+                    "shadowdb_ca_dir": str(self.inventory_dir / "pki"),
+                },
+                "children": {
+                    "db": {"hosts": {h: {} for h in self.db}},
+                    "etcd": {"hosts": {self.proxy[0]: {}}},
+                    "proxy": {"hosts": {self.proxy[0]: {}}},
+                },
+            }
+        }
+        (self.inventory_dir / "hosts.yml").write_text(yaml.safe_dump(inventory, sort_keys=True))
+
+    def down(self) -> None:
+        running = self._podman(
+            "ps", "--format", "{{.Names}}", "--filter", f"label=shadowdb.lab={self.name}"
+        ).stdout
+        for host in running.split():
+            self._podman("exec", host, "/bin/sh", "-c", RELEASE_LOOPS, check=False)
+        for host in self.hosts:
+            self._podman("rm", "--force", "--ignore", "--time", "10", host, check=False)
+        self._podman("network", "rm", "--force", self.name, check=False)
+
+    def playbook(self, name: str, *args: str) -> str:
+        proc = subprocess.run(
+            ["ansible-playbook", "-i", str(self.inventory_dir), str(REPO / "playbooks" / name), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        output = proc.stdout + proc.stderr
+        if proc.returncode != 0:
+            raise AssertionError(f"{name} failed (rc {proc.returncode}):\n{output[-6000:]}")
+        return output
+
+    def converge(self, tenant: dict) -> None:
+        self.playbook("site.yml")
+        self.playbook("tenant_ha.yml", "-e", yaml.safe_dump({"tenant": tenant}, default_flow_style=True))
