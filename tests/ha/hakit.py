@@ -127,7 +127,11 @@ class Cluster:
         for member in self.members:
             state = self.state(member)
             if state:
-                out[member] = (state.get("role", "?"), state.get("state", "?"))
+                # Patroni 4 reports a replica's streaming in replication_state (state: running).
+                out[member] = (
+                    state.get("role", "?"),
+                    state.get("replication_state") or state.get("state", "?"),
+                )
         return out
 
     def leader(self) -> str | None:
@@ -223,6 +227,13 @@ class Writer(threading.Thread):
         later = [t for _, t in self.acked if t > moment]
         return min(later) if later else None
 
+    def outage(self, moment: float) -> float:
+        """Longest time without an acknowledged write, over the gaps that end after `moment`
+        (the fault): from the last write before the failover to the first one after it."""
+        times = sorted(t for _, t in self.acked)
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False) if b > moment]
+        return max(gaps, default=0.0)
+
     def lost(self) -> list[int]:
         """Acknowledged rows missing from the table, read through HAProxy from the leader."""
         rows = self.cluster.query(self.SELECT, params=(self.run_id,))
@@ -232,10 +243,10 @@ class Writer(threading.Thread):
 
 # --- Faults ---
 def kill_postgres(cluster: Cluster, member: str) -> float:
-    """SIGKILL the member's postmaster (Patroni stays up). Returns the time of the fault."""
-    pid = sh(member, f"head -n1 /mnt/db/{cluster.tenant}/data/postmaster.pid").strip()
+    """SIGKILL every PostgreSQL process of the tenant on the member (postmaster and backends;
+    Patroni, a python process of the same user, stays up). Returns the time of the fault."""
     moment = time.time()
-    sh(member, f"kill -9 {int(pid)}")
+    sh(member, f"pkill -9 -u pg-{cluster.tenant} -x postgres")
     return moment
 
 

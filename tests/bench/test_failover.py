@@ -1,0 +1,113 @@
+"""Failover benchmark: an HA tenant (2 replicas, synchronous mode) on a 4-host HA lab, a bounded
+writer through HAProxy (SNI, the same address throughout), then each fault in turn, 3 trials each:
+
+- planned switchover (Patroni REST API): the baseline, measured in the same run;
+- the leader's PostgreSQL killed (SIGKILL; Patroni alive, primary_start_timeout 0);
+- the leader's host stopped hard (podman kill: no clean shutdown), then started again.
+
+Printed per fault: how long writes through HAProxy were interrupted (the longest gap between two
+acknowledged writes after the fault: median, min, max), as a ratio to the switchover's median,
+and acknowledged rows lost (all trials).
+Nothing is asserted on times; lost rows and a rejoining old leader are checked.
+
+    pytest tests/bench/test_failover.py -q -s   (about 15 minutes; SHADOWDB_FAILOVER_TRIALS=3)
+"""
+
+import os
+import statistics
+import time
+
+import pytest
+
+from tests.ha import hakit
+from tests.ha.halab import HALab
+
+TENANT = {"name": "hbench", "tier": "small", "replicas": 2}
+TRIALS = int(os.environ.get("SHADOWDB_FAILOVER_TRIALS", "3"))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    lab = HALab("habench", tmp_path_factory.mktemp("habench"))
+    lab.up()
+    try:
+        lab.converge(TENANT)
+        c = hakit.Cluster(TENANT["name"], lab.db, lab.proxy[1])
+        hakit.wait_for("a healthy cluster", c.healthy, timeout=90)
+        hakit.Writer.prepare(c)
+        yield c
+        c.close()
+    finally:
+        lab.down()
+
+
+def switchover(cluster, leader):
+    moment = time.time()
+    status, _ = cluster.api(
+        leader,
+        "/switchover",
+        method="POST",
+        auth=("patroni", cluster.restapi_password),
+        timeout=30,
+        body={"leader": leader},
+    )
+    assert status == 200, status
+    return moment
+
+
+def trial(cluster, inject, recover=None):
+    old = hakit.wait_for("a healthy cluster", cluster.healthy, timeout=120, interval=1)
+    hakit.wait_for("a synchronous standby", cluster.sync_standbys, timeout=30)
+    writer = hakit.Writer(cluster, duration=150)
+    writer.start()
+    hakit.wait_for("the writer's first rows", lambda: len(writer.acked) >= 20, timeout=15)
+    moment = inject(old)
+    hakit.wait_for("a new leader", lambda: cluster.leader() not in (None, old), timeout=60)
+    hakit.wait_for("a write after the fault", lambda: writer.first_ack_after(moment), timeout=60)
+    if recover:
+        recover(old)
+    hakit.wait_for(
+        "the old leader back as a replica",
+        lambda: cluster.roles().get(old) == ("replica", "streaming"),
+        timeout=150,
+        interval=1,
+    )
+    writer.stop_event.set()
+    writer.join(timeout=30)
+    return writer.outage(moment), len(writer.lost()), len(writer.acked)
+
+
+def test_failover_times(cluster):
+    name = cluster.tenant
+    loops = {}
+
+    def stop(leader):
+        loops[leader] = hakit.own_loop_devices(leader, name)
+        return hakit.stop_host(leader)
+
+    def restart(leader):
+        hakit.release_loops(loops.pop(leader))
+        hakit.start_host(leader)
+
+    faults = {
+        "planned switchover": (lambda leader: switchover(cluster, leader), None),
+        "leader's postgres killed": (lambda leader: hakit.kill_postgres(cluster, leader), None),
+        "leader's host stopped": (stop, restart),
+    }
+    results = {}
+    for fault, (inject, recover) in faults.items():
+        results[fault] = [trial(cluster, inject, recover) for _ in range(TRIALS)]
+
+    base = statistics.median(t for t, _, _ in results["planned switchover"])
+    print(f"\nfailover of an HA tenant (2 replicas, synchronous mode), {TRIALS} trials each,")
+    print("writes interrupted (longest gap between acknowledged writes through HAProxy, same address):")
+    for fault, rows in results.items():
+        times = [t for t, _, _ in rows]
+        lost = sum(n for _, n, _ in rows)
+        acked = sum(n for _, _, n in rows)
+        print(
+            f"  {fault:26s} median {statistics.median(times):5.1f}s  min {min(times):5.1f}s  "
+            f"max {max(times):5.1f}s  = {statistics.median(times) / base:5.1f}x switchover;  "
+            f"rows lost {lost} of {acked}"
+        )
+    assert all(n == 0 for rows in results.values() for _, n, _ in rows)
