@@ -404,7 +404,11 @@ class EtcdClient:
                 continue
             self.endpoint = endpoint
             return result
-        raise RegistryError("etcd is unreachable (endpoints): " + "; ".join(errors))
+        raise RegistryError(
+            "etcd is unreachable (endpoints): "
+            + "; ".join(errors)
+            + " (nothing was changed in the registry: repeat the run once etcd answers)"
+        )
 
     def get(self, key):
         """Return (value text or None, mod_revision, store revision) of one key."""

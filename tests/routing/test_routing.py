@@ -10,59 +10,11 @@ import json
 import psycopg
 import pytest
 
-from tests.labkit import Lab
+from tests.routing.client import TENANTS, connect, proxy_port
 
 pytestmark = pytest.mark.lab
 
-TENANTS = ["rta", "rtb"]
 WRONG_PASSWORD = "not-the-password"  # noqa: S105 (a test value, refused by design)
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    lab = Lab("rt", hosts=1, inventory_dir=tmp_path_factory.mktemp("routing-inventory"), routing=True)
-    lab.up()
-    try:
-        lab.playbook("routing.yml")
-        for name in TENANTS:
-            lab.playbook(
-                "tenant.yml",
-                "-e",
-                f"tenant_host={lab.hosts[0]}",
-                "-e",
-                json.dumps({"tenant": {"name": name}}),
-            )
-        yield lab
-    finally:
-        lab.down()
-
-
-def owner_password(lab: Lab, name: str) -> str:
-    env = lab.sh(lab.hosts[0], f"cat /etc/shadowdb/tenants/{name}/owner.env")
-    return dict(line.split("=", 1) for line in env.splitlines() if "=" in line and not line.startswith("#"))[
-        "PGPASSWORD"
-    ]
-
-
-def proxy_port(lab: Lab, name: str) -> int:
-    return json.loads(lab.sh(lab.hosts[0], "cat /var/lib/shadowdb/ports/proxy.json"))["leases"][name]
-
-
-def connect(lab: Lab, name: str, port: int, direct: bool, password: str | None = None, sslmode="verify-full"):
-    extra = {"sslnegotiation": "direct"} if direct else {}
-    return psycopg.connect(
-        host=f"{name}.db.shadowdb.test",
-        hostaddr=lab.address(lab.hosts[0]),
-        port=port,
-        dbname=name,
-        user=name,
-        password=password if password is not None else owner_password(lab, name),
-        sslmode=sslmode,
-        sslrootcert=str(lab.inventory_dir / "pki" / "ca.crt"),
-        connect_timeout=5,
-        autocommit=True,
-        **extra,
-    )
 
 
 @pytest.mark.parametrize("name", TENANTS)

@@ -1,0 +1,51 @@
+"""Client side of the routing tests: connect to a tenant of a routing lab as an application would."""
+
+import json
+
+import psycopg
+
+from tests.labkit import Lab
+
+DOMAIN = "db.shadowdb.test"
+SNI_PORT = 5432
+# Tenants of the shared lab (conftest.py), onboarded before the first test.
+TENANTS = ["rta", "rtb"]
+
+
+def owner_password(lab: Lab, name: str) -> str:
+    env = lab.sh(lab.hosts[0], f"cat /etc/shadowdb/tenants/{name}/owner.env")
+    return dict(line.split("=", 1) for line in env.splitlines() if "=" in line and not line.startswith("#"))[
+        "PGPASSWORD"
+    ]
+
+
+def proxy_port(lab: Lab, name: str) -> int:
+    return json.loads(lab.sh(lab.hosts[0], "cat /var/lib/shadowdb/ports/proxy.json"))["leases"][name]
+
+
+def postgres_port(lab: Lab, name: str) -> int:
+    return json.loads(lab.sh(lab.hosts[0], "cat /var/lib/shadowdb/ports/postgres.json"))["leases"][name]
+
+
+def conninfo(
+    lab: Lab, name: str, port: int, direct: bool, password: str | None = None, sslmode="verify-full", **extra
+) -> dict:
+    """libpq parameters for tenant `name` on `port` of the lab host (HAProxy or the tenant itself)."""
+    params = {
+        "host": f"{name}.{DOMAIN}",
+        "hostaddr": lab.address(lab.hosts[0]),
+        "port": port,
+        "dbname": name,
+        "user": name,
+        "password": password if password is not None else owner_password(lab, name),
+        "sslmode": sslmode,
+        "sslrootcert": str(lab.inventory_dir / "pki" / "ca.crt"),
+        "connect_timeout": 5,
+    }
+    if direct:
+        params["sslnegotiation"] = "direct"
+    return params | extra
+
+
+def connect(lab: Lab, name: str, port: int, direct: bool, password: str | None = None, sslmode="verify-full"):
+    return psycopg.connect(autocommit=True, **conninfo(lab, name, port, direct, password, sslmode))
