@@ -38,8 +38,10 @@ integration: setup
 	pytest tests/routing -q
 	pytest tests/api -m lab -q
 
+# Every scenario: default (one host, three tenants), routing (db host + etcd/HAProxy host).
 molecule: setup
 	@bash scripts/molecule.sh default
+	@bash scripts/molecule.sh routing
 
 test: setup
 	@bash scripts/test.sh

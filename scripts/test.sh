@@ -19,9 +19,11 @@ stage "unit tests (filters, modules, registry on a real etcd) and API tests on a
 pytest tests/unit tests/api -m "not lab" -q
 stage "molecule: default scenario (converge, idempotence, verify)"
 bash scripts/molecule.sh default
+stage "molecule: routing scenario (db host + etcd/HAProxy host: SNI, per-tenant ports, fourth tenant, idempotence)"
+bash scripts/molecule.sh routing
 stage "integration tests on lab hosts"
 pytest tests/integration -q --durations=15
-stage "routing on a lab host (SNI and per-tenant ports through HAProxy, registry in etcd)"
+stage "routing on a lab host (SNI and per-tenant ports through HAProxy, registry in etcd, faults)"
 pytest tests/routing -q
 stage "API end to end on a lab host"
 pytest tests/api -m lab -q --durations=5
