@@ -23,6 +23,10 @@ RUN_MODULE = (
 )
 
 
+# Role-local modules (roles/<role>/library/<module>.py) the tests also run.
+ROLE_MODULES = {"shadowdb_haproxy_config": REPO / "roles" / "haproxy" / "library"}
+
+
 def module_command(module, args, tmp_path, check_mode=False):
     """Write the args file AnsibleModule reads from argv[1] and return the command that runs the module."""
     payload = dict(args)
@@ -30,7 +34,7 @@ def module_command(module, args, tmp_path, check_mode=False):
         payload["_ansible_check_mode"] = True
     args_file = tmp_path / f"args-{module}-{os.urandom(4).hex()}.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
-    module_file = LIBRARY / f"{module}.py"
+    module_file = ROLE_MODULES.get(module, LIBRARY) / f"{module}.py"
     return [sys.executable, "-c", RUN_MODULE, str(MODULE_UTILS), str(module_file), str(args_file)]
 
 

@@ -3,6 +3,7 @@
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Ansible module (role haproxy): apply a set of configuration files only if the whole set validates."""
 
+import fcntl
 import fnmatch
 import os
 import shutil
@@ -52,8 +53,18 @@ options:
     description: Mode of the written files.
     type: raw
     default: "0644"
+  revision:
+    description:
+      - Revision of the source the O(files) were rendered from (for HAProxy, the etcd store revision at
+        which the tenant records were read). Optional.
+      - When given, concurrent calls on one O(dest) are serialized by a lock (C(<dest>/.shadowdb-apply.lock))
+        and a candidate rendered from an older revision than the last one applied
+        (C(<dest>/.shadowdb-revision)) is not applied (RV(stale)), so two runs that read the registry at
+        different times cannot put back the older view: the newer render already holds all the older saw.
+    type: int
 notes:
   - Validation runs only when something would change (the live set was validated when it was applied).
+  - The revision file is bookkeeping; updating it alone does not count as a change.
 attributes:
   check_mode:
     support: full
@@ -91,7 +102,18 @@ validate_output:
   description: Output of the validator (warnings), when it ran.
   returned: when validation ran
   type: str
+stale:
+  description: True when O(revision) is older than the revision last applied; nothing was applied.
+  returned: always
+  type: bool
+applied_revision:
+  description: The revision of the live files before this call (null when none was recorded).
+  returned: always
+  type: int
 """
+
+REVISION_FILE = ".shadowdb-revision"
+LOCK_FILE = ".shadowdb-apply.lock"
 
 
 class ConfigError(Exception):
@@ -148,6 +170,15 @@ def write_atomic(path, content, mode):
         raise
 
 
+def read_revision(dest):
+    """Revision of the live files (None when unknown)."""
+    text = read_text(os.path.join(dest, REVISION_FILE))
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
 def validate(dest, files, command, mode, prune=()):
     """Write the candidate set into a temporary directory in dest and run the validator on it."""
     candidate = tempfile.mkdtemp(prefix=".candidate-", dir=dest)
@@ -173,6 +204,7 @@ def main():
             prune=dict(type="list", elements="str", default=[]),
             validate=dict(type="list", elements="str", required=True),
             mode=dict(type="raw", default="0644"),
+            revision=dict(type="int"),
         ),
         supports_check_mode=True,
     )
@@ -187,8 +219,31 @@ def main():
     if not os.path.isdir(dest):
         module.fail_json(msg=f"dest={dest!r} is not a directory")
 
+    revision = p["revision"]
+    if revision is not None:
+        # Held until the module exits: the compare, the check and the writes are one step.
+        lock_fd = os.open(os.path.join(dest, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    applied_revision = read_revision(dest)
+    if revision is not None and applied_revision is not None and revision < applied_revision:
+        module.exit_json(
+            changed=False,
+            stale=True,
+            applied_revision=applied_revision,
+            changed_files=[],
+            removed_files=[],
+            msg=f"rendered from revision {revision}, older than the live files' ({applied_revision}): "
+            "not applied",
+        )
+
     changed, stale, current = plan(dest, files, prune)
-    result = dict(changed=bool(changed or stale), changed_files=changed, removed_files=stale)
+    result = dict(
+        changed=bool(changed or stale),
+        changed_files=changed,
+        removed_files=stale,
+        stale=False,
+        applied_revision=applied_revision,
+    )
     result["diff"] = [
         dict(before_header=rel, after_header=rel, before=current[rel] or "", after=files[rel])
         for rel in changed
@@ -201,7 +256,14 @@ def main():
         )
         for rel in stale
     ]
+    record_revision = (
+        revision is not None
+        and not module.check_mode
+        and (applied_revision is None or revision > applied_revision)
+    )
     if not result["changed"]:
+        if record_revision:
+            write_atomic(os.path.join(dest, REVISION_FILE), f"{revision}\n", 0o644)
         module.exit_json(**result)
 
     try:
@@ -223,6 +285,8 @@ def main():
                 write_atomic(os.path.join(dest, rel), files[rel], mode)
             for rel in stale:
                 os.unlink(os.path.join(dest, rel))
+            if record_revision:
+                write_atomic(os.path.join(dest, REVISION_FILE), f"{revision}\n", 0o644)
         except OSError as e:
             module.fail_json(msg=f"dest={dest!r}: cannot apply the checked configuration: {e}", **result)
     module.exit_json(**result)
