@@ -66,12 +66,21 @@ def trial(cluster, inject, recover=None):
     hakit.wait_for("a write after the fault", lambda: writer.first_ack_after(moment), timeout=60)
     if recover:
         recover(old)
-    hakit.wait_for(
-        "the old leader back as a replica",
-        lambda: cluster.roles().get(old) == ("replica", "streaming"),
-        timeout=150,
-        interval=1,
-    )
+    try:
+        hakit.wait_for(
+            "the old leader back as a replica",
+            lambda: cluster.roles().get(old) == ("replica", "streaming"),
+            timeout=150,
+            interval=1,
+        )
+    except AssertionError:
+        print(f"\n{old} did not come back as a streaming replica; members: {cluster.roles()}")
+        print(
+            hakit.sh(
+                old, f"journalctl -u shadowdb-patroni@{cluster.tenant} --no-pager | tail -n 30", check=False
+            )
+        )
+        raise
     writer.stop_event.set()
     writer.join(timeout=30)
     return writer.outage(moment), len(writer.lost()), len(writer.acked)
@@ -96,7 +105,11 @@ def test_failover_times(cluster):
     }
     results = {}
     for fault, (inject, recover) in faults.items():
-        results[fault] = [trial(cluster, inject, recover) for _ in range(TRIALS)]
+        results[fault] = []
+        for _ in range(TRIALS):
+            outage, lost, _ = trial(cluster, inject, recover)
+            results[fault].append((outage, lost, _))
+            print(f"\n{fault}: writes interrupted {outage:.1f}s, {lost} rows lost")
 
     base = statistics.median(t for t, _, _ in results["planned switchover"])
     print(f"\nfailover of an HA tenant (2 replicas, synchronous mode), {TRIALS} trials each,")
