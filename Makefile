@@ -38,10 +38,12 @@ integration: setup
 	pytest tests/routing -q
 	pytest tests/api -m lab -q
 
-# Every scenario: default (one host, three tenants), routing (db host + etcd/HAProxy host).
+# Every scenario: default (one host, three tenants), routing (db host + etcd/HAProxy host),
+# ha (Patroni on 3 db hosts + an etcd/HAProxy host, failover faults; not in `make test` yet).
 molecule: setup
 	@bash scripts/molecule.sh default
 	@bash scripts/molecule.sh routing
+	@bash scripts/molecule.sh ha
 
 test: setup
 	@bash scripts/test.sh
