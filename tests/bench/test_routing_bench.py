@@ -38,7 +38,6 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 
 import pytest
 
@@ -65,12 +64,7 @@ HAPROXY_CPU_NS = (
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     lab = Lab("rtb", hosts=1, inventory_dir=tmp_path_factory.mktemp("routing-bench-inventory"), routing=True)
-    try:
-        lab.up()
-    except subprocess.CalledProcessError as e:
-        # Seen here under load: starting the lab host fails once, then works. Show why, retry once.
-        print(f"lab.yml failed (rc {e.returncode}), retrying once:\n{(e.stdout or '')[-3000:]}")
-        lab.up()
+    lab.up()
     try:
         lab.playbook("routing.yml")
         spec = {"tenant": {"name": TENANT, "tier": "medium"}}

@@ -4,7 +4,6 @@ use names of their own; tests that stop a component start it again.
 """
 
 import json
-import subprocess
 
 import pytest
 
@@ -15,12 +14,7 @@ from tests.routing.client import TENANTS
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory):
     lab = Lab("rt", hosts=1, inventory_dir=tmp_path_factory.mktemp("routing-inventory"), routing=True)
-    try:
-        lab.up()
-    except subprocess.CalledProcessError as e:
-        # Seen here under load: starting the lab host fails once, then works. Show why, retry once.
-        print(f"lab.yml failed (rc {e.returncode}), retrying once:\n{(e.stdout or '')[-3000:]}")
-        lab.up()
+    lab.up()
     try:
         lab.playbook("routing.yml")
         for name in TENANTS:
