@@ -65,8 +65,8 @@ def fsync_dir(directory):
         os.close(dir_fd)
 
 
-def write_atomic(path, text, mode):
-    """Replace path with text (UTF-8) and mode, atomically: a crash leaves the old or the new file."""
+def write_atomic(path, text, mode, uid=-1, gid=-1):
+    """Replace path with text (UTF-8), mode and owner (-1: ours) atomically: old or new file, never a part."""
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
@@ -74,6 +74,7 @@ def write_atomic(path, text, mode):
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chown(tmp, uid, gid)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
