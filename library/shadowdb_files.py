@@ -9,7 +9,7 @@ import pwd
 import stat
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.shadowdb_common import write_atomic
+from ansible.module_utils.shadowdb_common import read_text, write_atomic
 
 DOCUMENTATION = r"""
 ---
@@ -192,14 +192,12 @@ def converge_directory(entry, check_mode):
     return False
 
 
-def read_text(path):
+def current_text(path):
+    """Text of path, None if missing, "" if it is not UTF-8 text (then it is always rewritten)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
+        return read_text(path)
     except UnicodeDecodeError:
-        return ""  # not text: always rewritten
+        return ""
 
 
 def converge_file(entry, check_mode):
@@ -211,7 +209,7 @@ def converge_file(entry, check_mode):
         raise ValueError(f"directory {directory} of {path} does not exist")
     if os.path.isdir(path):
         raise ValueError(f"{path} is a directory")
-    before = read_text(path)
+    before = current_text(path)
     write = before is None or (entry["force"] and before != content)
     if write:
         if not check_mode:

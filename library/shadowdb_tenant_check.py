@@ -15,6 +15,7 @@ from ansible.module_utils.shadowdb_common import (
     fsync_dir,
     parse_listening_ports,  # noqa: F401 (part of this module's tested helpers)
     read_listening_ports,
+    read_text,
     write_atomic,
 )
 
@@ -345,15 +346,6 @@ def parse_record(text):
     if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= PORT_MAX):
         raise RecordError("'port' is not a TCP port or null")
     return dict(files=files, fingerprint=fingerprint, mountpoint=mountpoint, port=port, units=units)
-
-
-def read_text(path):
-    """Return the text of path, or None if it does not exist (other OSErrors propagate)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
 
 
 def load_record(path):

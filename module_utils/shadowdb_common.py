@@ -84,3 +84,12 @@ def write_atomic(path, text, mode, uid=-1, gid=-1):
             pass
         raise
     fsync_dir(directory)
+
+
+def read_text(path):
+    """Return the text (UTF-8) of path, or None if it does not exist (other OSErrors propagate)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None

@@ -2,7 +2,7 @@
 the lab's own network with fixed addresses, so that a host stopped by a fault comes back at the
 same address. Names: sdb-<kind>-<checkout hash>-{db1,db2,db3,px1}; network sdb-<kind>-<hash>.
 
-    lab = HALab("habench")
+    lab = HALab("habench", inventory_dir)
     lab.up()                      # removes a stale lab of the same name first
     lab.converge({"name": "hb", "replicas": 2})
     ...
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.labkit import REPO, checkout_id, lab_env
+from tests.labkit import Lab
 
 IMAGE = "localhost/shadowdb-lab:trixie-1"
 RELEASE_LOOPS = (
@@ -28,19 +28,16 @@ RELEASE_LOOPS = (
 )
 
 
-class HALab:
+class HALab(Lab):
+    """Lab (tests/labkit.py) with its own start and stop: fixed addresses, a proxy host."""
+
     def __init__(self, kind: str, inventory_dir: Path, net: str | None = None):
         assert kind.startswith("ha"), "HA labs are named sdb-ha...-<hash>"
-        self.name = f"sdb-{kind}-{checkout_id()}"
+        super().__init__(kind, hosts=0, inventory_dir=inventory_dir)
         self.net = net or os.environ.get("SHADOWDB_HA_BENCH_NET", "10.89.214")
         self.db = {f"{self.name}-db{i}": f"{self.net}.{10 + i}" for i in (1, 2, 3)}
         self.proxy = (f"{self.name}-px1", f"{self.net}.10")
-        self.inventory_dir = Path(inventory_dir)
-        self.env = lab_env() | {"SHADOWDB_LAB": self.name}
-
-    @property
-    def hosts(self) -> list[str]:
-        return [*self.db, self.proxy[0]]
+        self.hosts = [*self.db, self.proxy[0]]
 
     def _podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(["podman", *args], env=self.env, capture_output=True, text=True, check=check)
@@ -91,18 +88,6 @@ class HALab:
         for host in self.hosts:
             self._podman("rm", "--force", "--ignore", "--time", "10", host, check=False)
         self._podman("network", "rm", "--force", self.name, check=False)
-
-    def playbook(self, name: str, *args: str) -> str:
-        proc = subprocess.run(
-            ["ansible-playbook", "-i", str(self.inventory_dir), str(REPO / "playbooks" / name), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-        )
-        output = proc.stdout + proc.stderr
-        if proc.returncode != 0:
-            raise AssertionError(f"{name} failed (rc {proc.returncode}):\n{output[-6000:]}")
-        return output
 
     def converge(self, tenant: dict) -> None:
         self.playbook("site.yml")

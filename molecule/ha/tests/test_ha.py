@@ -180,3 +180,37 @@ def test_fault_leader_host_stopped(cluster):
         hakit.start_host(leader)
 
     _fault_trial(cluster, inject, recover)
+
+
+def test_fault_leader_partitioned_from_etcd(cluster):
+    """The leader's host loses the etcd host (a "prohibit" route inside its container, on the
+    scenario's network only): it cannot renew the leader lock and demotes itself; a replica
+    takes over once the lock expires. Healing the route brings the old leader back as a replica."""
+    etcd_address = PROXY["ip"]
+
+    def inject(leader):
+        moment = time.time()
+        hakit.sh(leader, f"ip route add prohibit {etcd_address}/32")
+        return moment
+
+    def recover(leader):
+        hakit.sh(leader, f"ip route del prohibit {etcd_address}/32")
+
+    _fault_trial(cluster, inject, recover)
+
+
+def test_fault_etcd_restarted(cluster):
+    """The scenario's one etcd member restarted under a writer: the DCS is gone for the restart,
+    which is shorter than Patroni's retry_timeout, so the leader stays and writes go on."""
+    leader = hakit.wait_for("a healthy cluster", cluster.healthy, timeout=90)
+    writer = hakit.Writer(cluster, duration=60)
+    writer.start()
+    hakit.wait_for("the writer's first rows", lambda: len(writer.acked) >= 20, timeout=15)
+    moment = time.time()
+    hakit.sh(PROXY["name"], "systemctl restart etcd.service")
+    hakit.wait_for("writes after the restart", lambda: writer.first_ack_after(moment + 5), timeout=60)
+    assert hakit.wait_for("a healthy cluster", cluster.healthy, timeout=90) == leader
+    writer.stop_event.set()
+    writer.join(timeout=30)
+    print(f"\netcd restarted: writes interrupted {writer.outage(moment):.1f}s, {len(writer.acked)} rows")
+    assert writer.lost() == []

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.shadowdb_common import ensure_dir, read_text, write_atomic
 
 DOCUMENTATION = r"""
 ---
@@ -128,14 +129,6 @@ def check_relative(path):
     return norm
 
 
-def read_text(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-
-
 def plan(dest, files, prune):
     """Return (changed relative paths, stale relative paths, {path: current content})."""
     current = {rel: read_text(os.path.join(dest, rel)) for rel in files}
@@ -154,20 +147,10 @@ def plan(dest, files, prune):
     return changed, sorted(set(stale)), current
 
 
-def write_atomic(path, content, mode):
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def write_file(path, content, mode):
+    """Write one file of the set atomically, making its directory (conf.d/, maps/) first."""
+    ensure_dir(os.path.dirname(path), 0o755)
+    write_atomic(path, content, mode)
 
 
 def read_revision(dest):
@@ -187,7 +170,7 @@ def validate(dest, files, command, mode, prune=()):
         for pattern in prune:
             os.makedirs(os.path.join(candidate, os.path.dirname(pattern)), mode=0o755, exist_ok=True)
         for rel, content in files.items():
-            write_atomic(os.path.join(candidate, rel), content, mode)
+            write_file(os.path.join(candidate, rel), content, mode)
         argv = [arg.replace("%s", candidate) for arg in command]
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         output = (proc.stdout + proc.stderr).strip()
@@ -282,7 +265,7 @@ def main():
     if not module.check_mode:
         try:
             for rel in sorted(changed, key=lambda r: (os.path.dirname(r) == "", r)):  # main file last
-                write_atomic(os.path.join(dest, rel), files[rel], mode)
+                write_file(os.path.join(dest, rel), files[rel], mode)
             for rel in stale:
                 os.unlink(os.path.join(dest, rel))
             if record_revision:
