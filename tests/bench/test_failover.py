@@ -113,14 +113,6 @@ def test_failover_times(cluster):
 
     etcd_host, etcd_address = cluster.etcd_host
 
-    def partition(leader):
-        moment = time.time()
-        hakit.sh(leader, f"ip route add prohibit {etcd_address}/32")
-        return moment
-
-    def heal(leader):
-        hakit.sh(leader, f"ip route del prohibit {etcd_address}/32")
-
     def restart_etcd(_leader):
         moment = time.time()
         hakit.sh(etcd_host, "systemctl restart etcd.service")
@@ -131,7 +123,11 @@ def test_failover_times(cluster):
         "planned switchover": (lambda leader: switchover(cluster, leader), None, True),
         "leader's postgres killed": (lambda leader: hakit.kill_postgres(cluster, leader), None, True),
         "leader's host stopped": (stop, restart, True),
-        "leader partitioned from etcd": (partition, heal, True),
+        "leader partitioned from etcd": (
+            lambda leader: hakit.partition(leader, etcd_address),
+            lambda leader: hakit.heal(leader, etcd_address),
+            True,
+        ),
         "etcd restarted": (restart_etcd, None, False),
     }
     if ONLY:

@@ -250,6 +250,18 @@ def kill_postgres(cluster: Cluster, member: str) -> float:
     return moment
 
 
+def partition(member: str, address: str) -> float:
+    """Cut the member off from `address` (a "prohibit" route inside its container: the lab
+    network only). Returns the time of the fault."""
+    moment = time.time()
+    sh(member, f"ip route add prohibit {address}/32")
+    return moment
+
+
+def heal(member: str, address: str) -> None:
+    sh(member, f"ip route del prohibit {address}/32")
+
+
 def own_loop_devices(member: str, tenant: str) -> list[tuple[str, str]]:
     """(device, backing inode) of the loop devices this host attached for the tenant's volume."""
     image = f"/var/lib/shadowdb/volumes/{tenant}.img"

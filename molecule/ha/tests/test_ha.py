@@ -186,17 +186,11 @@ def test_fault_leader_partitioned_from_etcd(cluster):
     """The leader's host loses the etcd host (a "prohibit" route inside its container, on the
     scenario's network only): it cannot renew the leader lock and demotes itself; a replica
     takes over once the lock expires. Healing the route brings the old leader back as a replica."""
-    etcd_address = PROXY["ip"]
-
-    def inject(leader):
-        moment = time.time()
-        hakit.sh(leader, f"ip route add prohibit {etcd_address}/32")
-        return moment
-
-    def recover(leader):
-        hakit.sh(leader, f"ip route del prohibit {etcd_address}/32")
-
-    _fault_trial(cluster, inject, recover)
+    _fault_trial(
+        cluster,
+        lambda leader: hakit.partition(leader, PROXY["ip"]),
+        lambda leader: hakit.heal(leader, PROXY["ip"]),
+    )
 
 
 def test_fault_etcd_restarted(cluster):
