@@ -166,10 +166,10 @@ def fix_attributes(path, mode, uid, gid):
     os.chmod(path, mode)
 
 
-def converge_directory(entry, check_mode):
+def converge_directory(entry, attributes, check_mode):
     """True if the directory was (or would be) created or corrected."""
     path = entry["path"]
-    mode, uid, gid = wanted_attributes(entry)
+    mode, uid, gid = attributes
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -200,10 +200,10 @@ def current_text(path):
         return ""
 
 
-def converge_file(entry, check_mode):
+def converge_file(entry, attributes, check_mode):
     """(attributes or content changed, content changed, before) of one file."""
     path, content = entry["path"], entry["content"]
-    mode, uid, gid = wanted_attributes(entry)
+    mode, uid, gid = attributes
     directory = os.path.dirname(path)
     if not os.path.isdir(directory) and not check_mode:
         raise ValueError(f"directory {directory} of {path} does not exist")
@@ -251,20 +251,24 @@ def main():
         supports_check_mode=True,
     )
     changed_paths, content_changed, diffs = [], [], []
-    # Every entry is checked before anything is written: bad input changes nothing.
-    for entry in module.params["directories"] + module.params["files"]:
-        if not os.path.isabs(entry["path"]):
-            module.fail_json(msg=f"shadowdb_files: path '{entry['path']}' is not absolute")
-        try:
-            wanted_attributes(entry)
-        except ValueError as exc:
-            module.fail_json(msg=f"shadowdb_files: {entry['path']}: {exc}")
+    # Every entry is checked (and its mode, owner and group resolved) before anything is
+    # written: bad input changes nothing.
+    attributes = {}
+    for kind in ("directories", "files"):
+        attributes[kind] = []
+        for entry in module.params[kind]:
+            if not os.path.isabs(entry["path"]):
+                module.fail_json(msg=f"shadowdb_files: path '{entry['path']}' is not absolute")
+            try:
+                attributes[kind].append(wanted_attributes(entry))
+            except ValueError as exc:
+                module.fail_json(msg=f"shadowdb_files: {entry['path']}: {exc}")
     try:
-        for entry in module.params["directories"]:
-            if converge_directory(entry, module.check_mode):
+        for entry, wanted in zip(module.params["directories"], attributes["directories"], strict=True):
+            if converge_directory(entry, wanted, module.check_mode):
                 changed_paths.append(entry["path"])
-        for entry in module.params["files"]:
-            changed, written, before = converge_file(entry, module.check_mode)
+        for entry, wanted in zip(module.params["files"], attributes["files"], strict=True):
+            changed, written, before = converge_file(entry, wanted, module.check_mode)
             if changed:
                 changed_paths.append(entry["path"])
             if written:
