@@ -219,6 +219,11 @@ def _summary(job: dict | None) -> JobSummary | None:
     )
 
 
+def _ha_members(tenant: dict) -> list[dict]:
+    """The tenant's Patroni members as the playbook registered them (empty: standalone)."""
+    return [m for m in tenant.get("members") or [] if isinstance(m, dict) and m.get("api_port")]
+
+
 def _endpoints(tenant: dict, settings: Settings) -> Endpoints:
     ep = tenant["endpoint"]
     if not ep:
@@ -228,16 +233,19 @@ def _endpoints(tenant: dict, settings: Settings) -> Endpoints:
     except (ValueError, TypeError):
         hostaddr = None
     base = f"host={ep['host']} port={{port}} dbname={ep['dbname']} user={ep['user']} sslmode=verify-full"
-    direct_info = base.format(port=ep["port"]) + (f" hostaddr={hostaddr}" if hostaddr else "")
-    direct = Endpoint(
-        host=ep["host"],
-        hostaddr=hostaddr or ep["address"],
-        port=ep["port"],
-        dbname=ep["dbname"],
-        user=ep["user"],
-        conninfo=direct_info,
-    )
-    sni = None
+    ha = bool(_ha_members(tenant))
+    direct = None
+    if not ha:  # an HA tenant's members change roles: clients go through HAProxy
+        direct_info = base.format(port=ep["port"]) + (f" hostaddr={hostaddr}" if hostaddr else "")
+        direct = Endpoint(
+            host=ep["host"],
+            hostaddr=hostaddr or ep["address"],
+            port=ep["port"],
+            dbname=ep["dbname"],
+            user=ep["user"],
+            conninfo=direct_info,
+        )
+    sni = sni_ro = None
     if settings.sni_port:
         sni = Endpoint(
             host=ep["host"],
@@ -247,6 +255,16 @@ def _endpoints(tenant: dict, settings: Settings) -> Endpoints:
             sslnegotiation="direct",
             conninfo=base.format(port=settings.sni_port) + " sslnegotiation=direct",
         )
+        if ha and ep.get("ro_host"):
+            sni_ro = Endpoint(
+                host=ep["ro_host"],
+                port=settings.sni_port,
+                dbname=ep["dbname"],
+                user=ep["user"],
+                sslnegotiation="direct",
+                conninfo=f"host={ep['ro_host']} port={settings.sni_port} dbname={ep['dbname']}"
+                f" user={ep['user']} sslmode=verify-full sslnegotiation=direct",
+            )
     proxy = None
     if ep.get("proxy_port"):
         proxy = Endpoint(
@@ -256,7 +274,23 @@ def _endpoints(tenant: dict, settings: Settings) -> Endpoints:
             user=ep["user"],
             conninfo=base.format(port=ep["proxy_port"]),
         )
-    return Endpoints(direct=direct, sni=sni, proxy=proxy)
+    return Endpoints(direct=direct, sni=sni, proxy=proxy, sni_ro=sni_ro)
+
+
+def _members(tenant: dict) -> list[Member]:
+    members = _ha_members(tenant)
+    if not members:
+        return [Member(host=tenant["host"], role="primary")]
+    return [
+        Member(
+            host=m["host"],
+            role="primary" if m.get("role") in ("leader", "primary", "master") else "replica",
+            address=m.get("address"),
+            port=m.get("port"),
+            api_port=m.get("api_port"),
+        )
+        for m in sorted(members, key=lambda m: (m.get("role") != "leader", m["host"]))
+    ]
 
 
 def _tenant(tenant: dict, last_job: dict | None, settings: Settings) -> Tenant:
@@ -264,9 +298,10 @@ def _tenant(tenant: dict, last_job: dict | None, settings: Settings) -> Tenant:
         name=tenant["name"],
         state=tenant["state"],
         host=tenant["host"],
+        ha=bool(tenant.get("ha")),
         spec=tenant["spec"],
         endpoints=_endpoints(tenant, settings),
-        members=[Member(host=tenant["host"], role="primary")],
+        members=_members(tenant),
         readonly_user=(tenant["endpoint"] or {}).get("readonly_user"),
         last_job=_summary(last_job),
         created_at=tenant["created_at"],
@@ -311,12 +346,31 @@ def _keys(who: Principal, job_id: str) -> dict:
 def _v1(settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
-    def check_replicas(replicas: int | None, loc: tuple) -> None:
-        if replicas is not None and replicas > settings.max_replicas:
+    def check_replicas(request: Request, replicas: int | None, loc: tuple) -> None:
+        """Replicas this deployment can serve, checked before any job (422 naming the field)."""
+        if not replicas:
+            return
+        if replicas > settings.max_replicas:
             raise field_error(
                 loc,
-                f"{replicas} replicas asked; this deployment allows at most {settings.max_replicas} "
-                "(high availability is not deployed yet)",
+                f"{replicas} replicas asked; this deployment allows at most {settings.max_replicas}"
+                + (
+                    " (high availability is not enabled: SHADOWDB_API_MAX_REPLICAS)"
+                    if settings.max_replicas == 0
+                    else " (SHADOWDB_API_MAX_REPLICAS)"
+                ),
+            )
+        inventory = request.app.state.inventory
+        if not inventory.routed():
+            raise field_error(
+                loc, "high availability needs a registry (an etcd group) and HAProxy; the inventory has none"
+            )
+        hosts = inventory.hosts()
+        if replicas > len(hosts) - 1:
+            raise field_error(
+                loc,
+                f"{replicas} replicas need {replicas + 1} members on as many different db hosts; "
+                f"the inventory has {len(hosts)} (at most {max(len(hosts) - 1, 0)} replicas)",
             )
 
     @router.post(
@@ -328,7 +382,7 @@ def _v1(settings: Settings) -> APIRouter:
         summary="Create a tenant (202: follow the job)",
     )
     def create_tenant(body: TenantCreate, request: Request, response: Response, who: AdminToken):
-        check_replicas(body.replicas, ("body", "replicas"))
+        check_replicas(request, body.replicas, ("body", "replicas"))
         raw = body.model_dump(exclude_none=True)
         try:
             spec = rules.validate_tenant(raw)
@@ -396,7 +450,7 @@ def _v1(settings: Settings) -> APIRouter:
         changes = body.model_dump(exclude_unset=True)
         if not changes:
             raise field_error(("body",), "nothing to change; give at least one field")
-        check_replicas(changes.get("replicas"), ("body", "replicas"))
+        check_replicas(request, changes.get("replicas"), ("body", "replicas"))
         if "settings" in changes:
             changes["settings"] = body.settings.model_dump(exclude_none=True) if body.settings else {}
         catalog = request.app.state.catalog

@@ -24,6 +24,9 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK = 0x5DB0001
 _ADMISSION_LOCK = 0x5DB0002
 ROUTING_LOCK = 0x5DB0003
+# Claiming a job (a transaction lock): claims are serialized, so the "exclusive job runs alone"
+# rule holds across API processes sharing the catalog (api/jobs.py).
+CLAIM_LOCK = 0x5DB0004
 ACTIVE = ("queued", "running")
 TOKEN_PREFIX = "sdb_"  # noqa: S105 - a prefix, not a secret
 
@@ -159,9 +162,10 @@ class Catalog:
             with conn.transaction():
                 return conn.execute(
                     "INSERT INTO jobs (id, kind, tenant, host, spec, created_by, public_key, wrapped_key,"
-                    " prior_state) VALUES (%(id)s, %(kind)s, %(tenant)s, %(host)s, %(spec)s, %(created_by)s,"
-                    " %(public_key)s, %(wrapped_key)s, %(prior_state)s) RETURNING *",
-                    {"public_key": None, "wrapped_key": None, "prior_state": None}
+                    " prior_state, exclusive) VALUES (%(id)s, %(kind)s, %(tenant)s, %(host)s, %(spec)s,"
+                    " %(created_by)s, %(public_key)s, %(wrapped_key)s, %(prior_state)s, %(exclusive)s)"
+                    " RETURNING *",
+                    {"public_key": None, "wrapped_key": None, "prior_state": None, "exclusive": False}
                     | job
                     | {"spec": Jsonb(job["spec"])},
                 ).fetchone()
@@ -187,11 +191,24 @@ class Catalog:
                 (spec["name"], host, Jsonb(spec), job["id"]),
             )
             return self._insert_job(
-                conn, job | {"kind": "create", "tenant": spec["name"], "host": host, "spec": spec}
+                conn,
+                job
+                | {
+                    "kind": "create",
+                    "tenant": spec["name"],
+                    "host": host,
+                    "spec": spec,
+                    "exclusive": spec.get("replicas", 0) > 0,
+                },
             )
 
     def change_tenant(self, name: str, kind: str, build_spec, job: dict, max_queued: int) -> dict:
-        """Queue an update or delete job for an existing tenant (409 when one is unfinished)."""
+        """Queue an update or delete job for an existing tenant (409 when one is unfinished).
+
+        The job is exclusive (an HA job: tenant_ha.yml) when the tenant is HA or may be (a job of
+        tenant_ha.yml touched it and did not leave it standalone), or the new spec asks for
+        replicas; see :func:`ha_job`.
+        """
         with self.conn() as conn, conn.transaction():
             self._admit(conn, max_queued)
             tenant = conn.execute("SELECT * FROM tenants WHERE name = %s FOR UPDATE", (name,)).fetchone()
@@ -209,6 +226,7 @@ class Catalog:
                     "host": tenant["host"],
                     "spec": spec,
                     "prior_state": tenant["state"],
+                    "exclusive": ha_job(tenant, spec),
                 },
             )
             state = "deleting" if kind == "delete" else "updating"
@@ -297,6 +315,17 @@ def add_event(conn, job_id, type_: str, data: dict) -> int:
     return row["seq"] if isinstance(row, dict) else row[0]
 
 
+def ha_job(tenant: dict, spec: dict) -> bool:
+    """Whether a change of a tenant runs tenant_ha.yml (an exclusive job) rather than the
+    standalone playbooks: the tenant is HA, or an HA job touched it last without leaving it
+    standalone (tenants.ha), or the new spec asks for replicas (a conversion)."""
+    return bool(
+        tenant.get("ha")
+        or (tenant["spec"] or {}).get("replicas", 0) > 0
+        or (spec.get("state") != "absent" and spec.get("replicas", 0) > 0)
+    )
+
+
 def _settle_tenant(conn, job: dict) -> None:
     """Bring a tenant's row in line with a finished job."""
     name, status, kind = job["tenant"], job["status"], job["kind"]
@@ -304,12 +333,25 @@ def _settle_tenant(conn, job: dict) -> None:
         if kind == "delete":
             conn.execute("DELETE FROM tenants WHERE name = %s AND last_job_id = %s", (name, job["id"]))
         else:
-            endpoint = (job["result"] or {}).get("endpoint")
+            result = job["result"] or {}
+            endpoint = result.get("endpoint")
             conn.execute(
                 "UPDATE tenants SET state = 'ready', spec = %s, endpoint = coalesce(%s, endpoint),"
                 " updated_at = now() WHERE name = %s",
                 (Jsonb(job["spec"]), Jsonb(endpoint) if endpoint else None, name),
             )
+            if job.get("exclusive"):
+                # An HA job: where the tenant is now, as the playbook registered it. Back to
+                # standalone (replicas 0), its next jobs take the standalone path again.
+                conn.execute(
+                    "UPDATE tenants SET host = coalesce(%s, host), members = %s, ha = %s WHERE name = %s",
+                    (
+                        result.get("host") or None,
+                        Jsonb(result.get("members") or []),
+                        job["spec"].get("replicas", 0) > 0,
+                        name,
+                    ),
+                )
     elif kind == "create" and status == "cancelled" and job["started_at"] is None:
         # Nothing was touched on the host: the tenant never existed.
         conn.execute("DELETE FROM tenants WHERE name = %s AND last_job_id = %s", (name, job["id"]))

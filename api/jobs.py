@@ -16,6 +16,11 @@
   session advisory lock); a job's routing step no longer holds its host (host_released_at), so
   the host's next job starts meanwhile. Renders never interleave: each one reads the registry
   after every earlier step wrote to it.
+- High availability: a job of an HA tenant (replicas > 0, a conversion either way, or the
+  removal of an HA tenant) is one step, api/playbooks/tenant_ha_job.yml (tenant_ha.yml, which
+  places the members, converges them, registers and routes the tenant itself). It may touch any
+  db host and renders HAProxy, so it is exclusive: claimed only when no job runs, nothing else is
+  claimed while it runs or waits ahead in the queue, and it holds the routing lock for its run.
 - Runs: a fresh private_data_dir per run (under ``work_dir``, removed afterwards unless
   ``keep_artifacts``), extra vars on the command line, ``suppress_env_files``, events filtered
   to a fixed set of fields before they reach the catalog, credentials sealed by the playbook.
@@ -37,7 +42,7 @@ from psycopg import errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from .catalog import ROUTING_LOCK, _settle_tenant, add_event, job_lock_key
+from .catalog import CLAIM_LOCK, ROUTING_LOCK, _settle_tenant, add_event, job_lock_key
 from .settings import Settings
 
 log = logging.getLogger("shadowdb.api.jobs")
@@ -47,13 +52,25 @@ _CANCEL_CHECK_EVERY = 1.0
 _MAX_MSG = 600
 _ROUTING_POLL = 0.2
 
+# A queued job is claimed when nothing it may touch is in use:
+# - an exclusive (HA) job, when no job runs at all (it may touch any db host, and the proxies);
+# - any other job, when its host is free, no exclusive job runs, and no exclusive job waits ahead
+#   of it (FIFO: an HA job is never starved by a stream of standalone jobs).
+# Claims are serialized by CLAIM_LOCK (a transaction lock taken first), so two API processes
+# sharing the catalog see each other's claims; the unique index still guards one job per host.
 _CLAIM = """
 UPDATE jobs SET status = 'running', started_at = now(), attempts = attempts + 1, host_released_at = NULL
 WHERE id = (
     SELECT j.id FROM jobs j
     WHERE j.status = 'queued'
-      AND NOT EXISTS (SELECT 1 FROM jobs r
-                      WHERE r.host = j.host AND r.status = 'running' AND r.host_released_at IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM jobs x WHERE x.status = 'running' AND x.exclusive)
+      AND CASE WHEN j.exclusive
+          THEN NOT EXISTS (SELECT 1 FROM jobs r WHERE r.status = 'running')
+          ELSE NOT EXISTS (SELECT 1 FROM jobs r
+                           WHERE r.host = j.host AND r.status = 'running' AND r.host_released_at IS NULL)
+               AND NOT EXISTS (SELECT 1 FROM jobs q
+                               WHERE q.status = 'queued' AND q.exclusive AND q.created_at < j.created_at)
+          END
     ORDER BY j.created_at
     LIMIT 1
     FOR UPDATE SKIP LOCKED)
@@ -245,6 +262,7 @@ class Engine:
         conn = self._connect()
         try:
             with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (CLAIM_LOCK,))
                 job = conn.execute(_CLAIM).fetchone()
                 if job is None:
                     conn.close()
@@ -271,6 +289,12 @@ class Engine:
         """
         playbooks = self.settings.repo / "api" / "playbooks"
         name = job["tenant"]
+        public_key = base64.b64encode(bytes(job["public_key"])).decode() if job["public_key"] else ""
+        if job.get("exclusive"):
+            extravars = {"tenant": job["spec"], "api_job_public_key": public_key}
+            if job["kind"] == "delete":
+                extravars = {"tenant": {"name": name, "state": "absent"}, "confirm": name}
+            return [("ha", str(playbooks / "tenant_ha_job.yml"), extravars)]
         if job["kind"] == "delete":
             host = (
                 "host",
@@ -278,7 +302,6 @@ class Engine:
                 {"tenant_host": job["host"], "tenant_name": name, "confirm": name},
             )
         else:
-            public_key = base64.b64encode(bytes(job["public_key"])).decode() if job["public_key"] else ""
             host = (
                 "host",
                 str(playbooks / "tenant_job.yml"),
@@ -320,9 +343,13 @@ class Engine:
                 conn, job_id, "job", {"status": "running", "attempt": job["attempts"], "host": job["host"]}
             )
             steps = self._steps(job)
+            if job.get("exclusive"):
+                # From now on the tenant may be HA on the hosts: its next jobs go through
+                # tenant_ha.yml too, until one leaves it standalone (catalog._settle_tenant).
+                conn.execute("UPDATE tenants SET ha = true WHERE name = %s", (job["tenant"],))
             for step, playbook, extravars in steps:
-                if step == "route":
-                    if job["kind"] != "delete":
+                if step in ("route", "ha"):
+                    if step == "route" and job["kind"] != "delete":
                         # The host step is done: the host's next job may start.
                         conn.execute("UPDATE jobs SET host_released_at = now() WHERE id = %s", (job_id,))
                         self._wake.set()
@@ -343,7 +370,7 @@ class Engine:
                         conn, job_id, "step", {"step": step, "state": "finished", "runner": runner.status}
                     )
                 finally:
-                    if step == "route":
+                    if step in ("route", "ha"):
                         conn.execute("SELECT pg_advisory_unlock(%s)", (ROUTING_LOCK,))
                 stats[step] = state["stats"]
                 status, error = self._failure(runner, state)
@@ -465,6 +492,8 @@ class Engine:
         """(status, error, result, sealed) of a job whose steps all succeeded."""
         if job["kind"] == "delete":
             return "succeeded", None, {}, None
+        if job.get("exclusive"):
+            return self._ha_result(job, stats.get("ha") or {})
         host = stats.get("host") or {}
         endpoint = host.get("shadowdb_api_endpoint")
         proxy_port = ((stats.get("route") or {}).get("shadowdb_api_route") or {}).get("proxy_port")
@@ -474,6 +503,21 @@ class Engine:
         if job["kind"] == "create" and job["public_key"] and not sealed:
             return "failed", "the run succeeded but returned no credentials", {"endpoint": endpoint}, None
         return "succeeded", None, {"endpoint": endpoint}, sealed
+
+    def _ha_result(self, job: dict, stats: dict):
+        """(status, error, result, sealed) of a successful tenant_ha_job.yml run: the registry's
+        record as the playbook left it (members with their roles at registration, proxy port)."""
+        ha = stats.get("shadowdb_api_ha") or {}
+        endpoint = ha.get("endpoint") or None
+        if endpoint and endpoint.get("proxy_port") in (None, "", "None"):
+            endpoint = {k: v for k, v in endpoint.items() if k != "proxy_port"}
+        result = {"endpoint": endpoint, "host": ha.get("host") or None, "members": ha.get("members") or []}
+        sealed = stats.get("shadowdb_api_sealed") or None
+        if not endpoint:
+            return "failed", "the run succeeded but the tenant has no registry record", result, None
+        if job["kind"] == "create" and job["public_key"] and not sealed:
+            return "failed", "the run succeeded but returned no credentials", result, None
+        return "succeeded", None, result, sealed
 
     def _finish(self, conn, job_id: str, status: str, error, result, sealed) -> None:
         with conn.transaction():

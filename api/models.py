@@ -110,13 +110,25 @@ class Endpoints(BaseModel):
         None, description="the shared SNI port (libpq 17+), when a router is deployed"
     )
     proxy: Endpoint | None = Field(
-        None, description="the tenant's own port on the proxy (any libpq), when a router is deployed"
+        None,
+        description="the tenant's own port on the proxy (any libpq), when a router is deployed; "
+        "for an HA tenant it goes to the leader",
+    )
+    sni_ro: Endpoint | None = Field(
+        None,
+        description="HA tenants: the read-only name <name>-ro on the shared SNI port, routed to the "
+        "replicas (libpq 17+)",
     )
 
 
 class Member(BaseModel):
-    host: str
-    role: Literal["primary", "replica"]
+    host: str = Field(description="inventory host")
+    role: Literal["primary", "replica"] = Field(
+        description="for HA tenants, the role when the playbook registered it (Patroni may fail over since)"
+    )
+    address: str | None = None
+    port: int | None = Field(None, description="the member's PostgreSQL port on its host")
+    api_port: int | None = Field(None, description="the member's Patroni REST API port (HA only)")
 
 
 class JobSummary(BaseModel):
@@ -131,7 +143,13 @@ class JobSummary(BaseModel):
 class Tenant(BaseModel):
     name: str
     state: Literal["creating", "ready", "updating", "deleting", "failed"]
-    host: str
+    host: str = Field(
+        description="the standalone cluster's host; for an HA tenant, its leader at registration"
+    )
+    ha: bool = Field(
+        False,
+        description="HA (a Patroni cluster), or a conversion was started: its jobs run tenant_ha.yml",
+    )
     spec: dict[str, Any]
     endpoints: Endpoints
     members: list[Member]
