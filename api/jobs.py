@@ -509,8 +509,10 @@ class Engine:
         record as the playbook left it (members with their roles at registration, proxy port)."""
         ha = stats.get("shadowdb_api_ha") or {}
         endpoint = ha.get("endpoint") or None
-        if endpoint and endpoint.get("proxy_port") in (None, "", "None"):
-            endpoint = {k: v for k, v in endpoint.items() if k != "proxy_port"}
+        if endpoint:  # unset values (no proxy, no replica) may come as null, "" or "None"
+            endpoint = {k: (None if v in ("", "None") else v) for k, v in endpoint.items()}
+            if endpoint.get("proxy_port") is None:
+                endpoint.pop("proxy_port", None)
         result = {"endpoint": endpoint, "host": ha.get("host") or None, "members": ha.get("members") or []}
         sealed = stats.get("shadowdb_api_sealed") or None
         if not endpoint:

@@ -308,6 +308,10 @@ def test_the_ha_result_needs_a_record_and_credentials(engine):
         "the run succeeded but returned no credentials",
     )
     assert engine._result(job | {"kind": "update"}, {"ha": {}})[0] == "failed"
+    # Unset values of the playbook's record (a standalone record, no proxy) are dropped.
+    unset = HA_RESULT | {"endpoint": HA_RESULT["endpoint"] | {"ro_host": "None", "proxy_port": ""}}
+    result = engine._result(job | {"kind": "update"}, {"ha": {"shadowdb_api_ha": unset}})[2]
+    assert result["endpoint"]["ro_host"] is None and "proxy_port" not in result["endpoint"]
 
 
 # --- the wrapper playbook, for real ---------------------------------------------------------
