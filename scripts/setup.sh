@@ -53,11 +53,6 @@ else
     step "venv: present"
 fi
 
-# Mitogen's strategy plugins, at a path that does not depend on the venv's Python version
-# (ansible.cfg names it in strategy_plugins).
-strategy_dir=$(.venv/bin/python -c 'import ansible_mitogen, os; print(os.path.dirname(ansible_mitogen.__file__))')/plugins/strategy
-[ "$(readlink .venv/mitogen-strategy 2>/dev/null)" = "$strategy_dir" ] || ln -sfn "$strategy_dir" .venv/mitogen-strategy
-
 # 3. Ansible collections, copied out of PyPI's ansible bundle (there is no Galaxy here)
 need=""
 for c in $COLLECTIONS; do
