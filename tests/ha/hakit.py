@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 import psycopg
@@ -227,11 +228,16 @@ class Writer(threading.Thread):
         later = [t for _, t in self.acked if t > moment]
         return min(later) if later else None
 
-    def outage(self, moment: float) -> float:
+    def outage(self, moment: float, until: float | None = None) -> float:
         """Longest time without an acknowledged write, over the gaps that end after `moment`
-        (the fault): from the last write before the failover to the first one after it."""
+        (the fault): from the last write before the failover to the first one after it. With
+        `until`, only the gaps that start before it (one fault among several in a run)."""
         times = sorted(t for _, t in self.acked)
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False) if b > moment]
+        gaps = [
+            b - a
+            for a, b in zip(times, times[1:], strict=False)
+            if b > moment and (until is None or a < until)
+        ]
         return max(gaps, default=0.0)
 
     def lost(self) -> list[int]:
@@ -250,16 +256,24 @@ def kill_postgres(cluster: Cluster, member: str) -> float:
     return moment
 
 
-def partition(member: str, address: str) -> float:
-    """Cut the member off from `address` (a "prohibit" route inside its container: the lab
-    network only). Returns the time of the fault."""
+def _addresses(address: str | Iterable[str]) -> list[str]:
+    return [address] if isinstance(address, str) else list(address)
+
+
+def partition(member: str, address: str | Iterable[str]) -> float:
+    """Cut the member off from `address`, one address or several (a "prohibit" route to each
+    inside its container: the lab network only), all in one `podman exec`. Returns the time of
+    the fault."""
+    script = " && ".join(f"ip route add prohibit {a}/32" for a in _addresses(address))
     moment = time.time()
-    sh(member, f"ip route add prohibit {address}/32")
+    sh(member, script)
     return moment
 
 
-def heal(member: str, address: str) -> None:
-    sh(member, f"ip route del prohibit {address}/32")
+def heal(member: str, address: str | Iterable[str]) -> None:
+    """Delete the routes partition() added (every one is tried; fails if any was missing)."""
+    script = "rc=0; " + " ".join(f"ip route del prohibit {a}/32 || rc=1;" for a in _addresses(address))
+    sh(member, script + " exit $rc")
 
 
 def own_loop_devices(member: str, tenant: str) -> list[tuple[str, str]]:
