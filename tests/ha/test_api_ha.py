@@ -6,10 +6,14 @@ the leader, `<t>-ro` to the replica) -> rows written -> PATCH replicas 0 (back t
 rows still there -> DELETE -> nothing left on any host, in the registry, the DCS or HAProxy. The
 password is in no runner artifact, catalog row or API log line.
 
-    pytest tests/ha -q -k api   (the lab, site.yml and four jobs: ~15-25 minutes)
+    pytest tests/ha -q -k api   (the lab, site.yml and four jobs: ~12-25 minutes)
+
+SHADOWDB_API_HA_FULL=1 adds a second tenant on the same lab, HA from its creation (credentials
+sealed from tenant_ha.yml's passwords) and removed as HA (tenant_ha.yml, state absent).
 """
 
 import json
+import os
 import time
 
 import httpx
@@ -104,14 +108,14 @@ def query(lab, endpoint: dict, password: str, sql: str):
         return cursor.fetchone() if cursor.description else None
 
 
-def leftovers(host: str) -> str:
+def leftovers(host: str, name: str = TENANT) -> str:
     checks = (
-        f"systemctl list-units --all --plain --no-legend 'shadowdb-*@{TENANT}*' | grep -v not-found;"
-        f"ls -d /etc/systemd/system/shadowdb-*@{TENANT}.service.d /etc/patroni/{TENANT}.yml"
-        f" /etc/shadowdb/tenants/{TENANT} /etc/shadowdb/volumes/{TENANT}.env"
-        f" /var/lib/shadowdb/volumes/{TENANT}.img /var/lib/shadowdb/converged/{TENANT}.json;"
-        f"findmnt -n /mnt/db/{TENANT}; getent passwd pg-{TENANT};"
-        f"grep -h '\"{TENANT}\"' /var/lib/shadowdb/ports/*.json"
+        f"systemctl list-units --all --plain --no-legend 'shadowdb-*@{name}*' | grep -v not-found;"
+        f"ls -d /etc/systemd/system/shadowdb-*@{name}.service.d /etc/patroni/{name}.yml"
+        f" /etc/shadowdb/tenants/{name} /etc/shadowdb/volumes/{name}.env"
+        f" /var/lib/shadowdb/volumes/{name}.img /var/lib/shadowdb/converged/{name}.json;"
+        f"findmnt -n /mnt/db/{name}; getent passwd pg-{name};"
+        f"grep -h '\"{name}\"' /var/lib/shadowdb/ports/*.json"
     )
     return hakit.sh(host, f"{{ {checks}; }} 2>/dev/null; true").strip()
 
@@ -214,3 +218,38 @@ def test_standalone_to_ha_and_back_through_the_api(lab, api, token, catalog_url)
     assert f"{TENANT}." not in hakit.sh(proxy, "cat /etc/haproxy/maps/sni.map")
     assert hakit.sh(proxy, f"grep -h '\"{TENANT}\"' /var/lib/shadowdb/ports/*.json; true").strip() == ""
     print("\nAPI HA round trip (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+
+
+@pytest.mark.skipif(
+    os.environ.get("SHADOWDB_API_HA_FULL") != "1",
+    reason="a second tenant (HA from its creation, removed as HA): SHADOWDB_API_HA_FULL=1",
+)
+def test_ha_create_and_delete_through_the_api(lab, api, token):
+    """Created with replicas 1 (credentials sealed from tenant_ha.yml's passwords, returned once),
+    reachable by <t> and <t>-ro, removed by tenant_ha.yml (state absent + confirm): nothing left."""
+    name, proxy = "hapi2", lab.proxy[0]
+    job = run(api, token, "POST", "/v1/tenants", json={"name": name, "replicas": 1, "readonly_role": True})
+    assert [d["step"] for k, d in job["events"] if k == "step"] == ["ha", "ha"]
+    creds = job["credentials"]
+    assert creds and creds["user"] == name and creds["readonly_user"] == f"{name}_ro", job
+    t = httpx.get(f"{api.url}/v1/tenants/{name}", headers=bearer(token)).json()
+    assert t["ha"] and sorted(m["role"] for m in t["members"]) == ["primary", "replica"], t
+    assert len({m["host"] for m in t["members"]}) == 2
+    eps = t["endpoints"]
+    assert query(lab, eps["sni"], creds["password"], "SELECT pg_is_in_recovery()") == (False,)
+    assert hakit.wait_for(
+        "the -ro route",
+        lambda: query(lab, eps["sni_ro"], creds["password"], "SELECT pg_is_in_recovery()") == (True,),
+        timeout=30,
+    )
+    ro = eps["sni_ro"] | {"user": creds["readonly_user"]}
+    assert query(lab, ro, creds["readonly_password"], "SELECT current_user") == (f"{name}_ro",)
+
+    job = run(api, token, "DELETE", f"/v1/tenants/{name}", params={"confirm": name})
+    assert [d["step"] for k, d in job["events"] if k == "step"] == ["ha", "ha"]
+    assert httpx.get(f"{api.url}/v1/tenants/{name}", headers=bearer(token)).status_code == 404
+    for host in lab.db:
+        assert leftovers(host, name) == "", host
+    assert hakit.sh(proxy, f"{ETCDCTL} get --prefix --keys-only /shadowdb/tenants/{name}").strip() == ""
+    assert hakit.sh(proxy, f"{ETCDCTL} get --prefix --keys-only /shadowdb/patroni/{name}/").strip() == ""
+    assert hakit.sh(proxy, f"ls /etc/haproxy/conf.d/{name}.cfg 2>/dev/null; true").strip() == ""
