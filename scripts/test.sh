@@ -27,6 +27,6 @@ stage "routing on a lab host (SNI and per-tenant ports through HAProxy, registry
 pytest tests/routing -q
 stage "API end to end on a lab host"
 pytest tests/api -m lab -q --durations=5
-stage "HA tenant lifecycle on an HA lab (2 replicas, one removed from the live tenant, then the tenant removed)"
+stage "HA on HA labs: lifecycle (replicas removed, tenant removed), standalone <-> HA conversion, HA through the API"
 pytest tests/ha -q --durations=5
 stage "all stages passed"
