@@ -59,7 +59,8 @@ _ROUTING_POLL = 0.2
 # Claims are serialized by CLAIM_LOCK (a transaction lock taken first), so two API processes
 # sharing the catalog see each other's claims; the unique index still guards one job per host.
 _CLAIM = """
-UPDATE jobs SET status = 'running', started_at = now(), attempts = attempts + 1, host_released_at = NULL
+UPDATE jobs SET status = 'running', started_at = clock_timestamp(), attempts = attempts + 1,
+    host_released_at = NULL
 WHERE id = (
     SELECT j.id FROM jobs j
     WHERE j.status = 'queued'
@@ -262,6 +263,8 @@ class Engine:
         conn = self._connect()
         try:
             with conn.transaction():
+                # started_at is clock_timestamp(), not now(): now() is when this transaction began,
+                # before the wait for CLAIM_LOCK, i.e. before the host's previous job let it go.
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (CLAIM_LOCK,))
                 job = conn.execute(_CLAIM).fetchone()
                 if job is None:
