@@ -260,6 +260,13 @@ def _addresses(address: str | Iterable[str]) -> list[str]:
     return [address] if isinstance(address, str) else list(address)
 
 
+# etcdctl on an etcd host, with the client certificate the etcd role installs there.
+ETCDCTL = (
+    "cd /etc/shadowdb/etcd && ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379"
+    " --cacert=ca.crt --cert=client.crt --key=client.key"
+)
+
+
 def partition(member: str, address: str | Iterable[str]) -> float:
     """Cut the member off from `address`, one address or several (a "prohibit" route to each
     inside its container: the lab network only), all in one `podman exec`. Returns the time of

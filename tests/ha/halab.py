@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -92,3 +94,16 @@ class HALab(Lab):
     def converge(self, tenant: dict) -> None:
         self.playbook("site.yml")
         self.playbook("tenant_ha.yml", "-e", yaml.safe_dump({"tenant": tenant}, default_flow_style=True))
+
+
+@contextmanager
+def converged(kind: str, inventory_dir: Path, net: str) -> Iterator[HALab]:
+    """An HA lab with site.yml converged (etcd, HAProxy, hosts), removed afterwards even when
+    something failed: the shape of every tests/ha module's lab fixture."""
+    lab = HALab(kind, inventory_dir, net=net)
+    lab.up()
+    try:
+        lab.playbook("site.yml")
+        yield lab
+    finally:
+        lab.down()

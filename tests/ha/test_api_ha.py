@@ -24,28 +24,19 @@ from api.catalog import Catalog, migrate
 from api.devdb import DevDB
 from tests.api.conftest import Server, bearer, server_env
 from tests.api.test_e2e_lab import connect, follow, succeeded
-from tests.ha import hakit
-from tests.ha.halab import HALab
+from tests.ha import hakit, halab
+from tests.ha.hakit import ETCDCTL
 
 pytestmark = pytest.mark.lab
 
 TENANT = "hapi"
-ETCDCTL = (
-    "cd /etc/shadowdb/etcd && ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379"
-    " --cacert=ca.crt --cert=client.crt --key=client.key"
-)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     # Its own name and network: the other HA labs are on .213-.216.
-    lab = HALab("haapi", tmp_path_factory.mktemp("haapi"), net="10.89.217")
-    lab.up()
-    try:
-        lab.playbook("site.yml")
+    with halab.converged("haapi", tmp_path_factory.mktemp("haapi"), net="10.89.217") as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 @pytest.fixture(scope="module")

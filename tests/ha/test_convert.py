@@ -15,29 +15,20 @@ import psycopg
 import pytest
 import yaml
 
-from tests.ha import hakit
-from tests.ha.halab import HALab
+from tests.ha import hakit, halab
+from tests.ha.hakit import ETCDCTL
 
 pytestmark = pytest.mark.lab
 
 TENANT = "hconv"
-ETCDCTL = (
-    "cd /etc/shadowdb/etcd && ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379"
-    " --cacert=ca.crt --cert=client.crt --key=client.key"
-)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     # A name and network of its own: the lifecycle test's HA lab is on .215, the failover bench's
     # and molecule's on .214 and .213.
-    lab = HALab("haconv", tmp_path_factory.mktemp("haconv"), net="10.89.216")
-    lab.up()
-    try:
-        lab.playbook("site.yml")
+    with halab.converged("haconv", tmp_path_factory.mktemp("haconv"), net="10.89.216") as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def tenant_ha(lab, spec: dict, check: bool = True) -> str:

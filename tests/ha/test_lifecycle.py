@@ -13,28 +13,19 @@ import re
 import pytest
 import yaml
 
-from tests.ha import hakit
-from tests.ha.halab import HALab
+from tests.ha import hakit, halab
+from tests.ha.hakit import ETCDCTL
 
 pytestmark = pytest.mark.lab
 
 TENANT = "hlife"
-ETCDCTL = (
-    "cd /etc/shadowdb/etcd && ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379"
-    " --cacert=ca.crt --cert=client.crt --key=client.key"
-)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     # A network of its own: the failover bench's and molecule's HA labs use .214 and .213.
-    lab = HALab("halife", tmp_path_factory.mktemp("halife"), net="10.89.215")
-    lab.up()
-    try:
-        lab.playbook("site.yml")
+    with halab.converged("halife", tmp_path_factory.mktemp("halife"), net="10.89.215") as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def tenant_ha(lab, spec: dict, *extra: str, check: bool = True) -> str:
