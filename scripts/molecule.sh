@@ -15,7 +15,7 @@ scenario=${1:-default}
 export CONTAINERS_CONF="$root/lab/containers.conf"
 export ANSIBLE_CONFIG="$root/ansible.cfg"
 export PATH="$root/.venv/bin:$PATH"
-SHADOWDB_MOLECULE_ID="sdb-m-$(printf '%s\n' "$root" | sha1sum | cut -c1-6)"
+SHADOWDB_MOLECULE_ID="sdb-m-${SHADOWDB_LAB_ID:-$(printf '%s\n' "$root" | sha1sum | cut -c1-6)}"
 export SHADOWDB_MOLECULE_ID
 # Downloaded .deb files of the lab (playbooks/lab.yml), mounted read-only as an overlay.
 export SHADOWDB_APT_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/shadowdb/apt-archives"

@@ -25,7 +25,8 @@ def lab_env() -> dict[str, str]:
 
 
 def checkout_id() -> str:
-    return hashlib.sha256(str(REPO).encode()).hexdigest()[:6]
+    """Short id of this checkout; SHADOWDB_LAB_ID overrides it (two suites in one checkout)."""
+    return os.environ.get("SHADOWDB_LAB_ID") or hashlib.sha256(str(REPO).encode()).hexdigest()[:6]
 
 
 class Lab:
