@@ -29,9 +29,8 @@ import psycopg
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-LAB_NAME = "sdb-it-" + (
-    os.environ.get("SHADOWDB_LAB_ID") or hashlib.sha1(str(REPO).encode(), usedforsecurity=False).hexdigest()[:6]
-)
+CHECKOUT_ID = hashlib.sha1(str(REPO).encode(), usedforsecurity=False).hexdigest()[:6]
+LAB_NAME = "sdb-it-" + (os.environ.get("SHADOWDB_LAB_ID") or CHECKOUT_ID)
 LAB_HOSTS = 2
 PSQL = "/usr/lib/postgresql/17/bin/psql"
 DOMAIN = "db.shadowdb.test"
