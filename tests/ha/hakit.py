@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -77,23 +78,49 @@ class Cluster:
         secrets = json.loads(sh(first, f"cat /etc/shadowdb/tenants/{tenant}/passwords.json"))
         self.password = secrets["owner"]
         self.restapi_password = secrets["restapi"]
-        ca = sh(first, f"cat /mnt/db/{tenant}/tls/ca.crt")
-        self._ca = tempfile.NamedTemporaryFile("w", suffix=".crt", delete=False)  # noqa: SIM115
-        self._ca.write(ca)
-        self._ca.close()
-        self.ca_file = self._ca.name
+        self.ca_file = self._copy(first, f"/mnt/db/{tenant}/tls/ca.crt")
+        # The tenant's client certificate (its etcd identity, also what its members present to
+        # each other's REST API): the unsafe endpoints want one of the CA besides the password.
+        self.cert_file = self._copy(first, f"/mnt/db/{tenant}/tls/etcd.crt")
+        self.key_file = self._copy(first, f"/mnt/db/{tenant}/tls/etcd.key")
+
+    @staticmethod
+    def _copy(member: str, path: str) -> str:
+        with tempfile.NamedTemporaryFile("w", suffix=Path(path).suffix, delete=False) as f:
+            f.write(sh(member, f"cat {path}"))
+        return f.name
 
     def close(self) -> None:
-        Path(self.ca_file).unlink(missing_ok=True)
+        for path in (self.ca_file, self.cert_file, self.key_file):
+            Path(path).unlink(missing_ok=True)
+
+    def tls(self, client_cert: bool = True) -> ssl.SSLContext:
+        """TLS to a member's REST API: its certificate verified against the deployment CA (it
+        names the tenant, not the member's address: no host name check), with or without the
+        tenant's client certificate."""
+        context = ssl.create_default_context(cafile=self.ca_file)
+        context.check_hostname = False
+        if client_cert:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
 
     def _lease(self, member: str, pool: str) -> int:
         return json.loads(sh(member, f"cat /var/lib/shadowdb/ports/{pool}.json"))["leases"][self.tenant]
 
     # --- Patroni's REST API ---
-    def api(self, member: str, path: str, timeout: float = 1.0, method: str = "GET", auth=None, body=None):
-        """(status, json body or None) of a request to http://<member>:<api port><path>."""
+    def api(
+        self,
+        member: str,
+        path: str,
+        timeout: float = 1.0,
+        method: str = "GET",
+        auth=None,
+        body=None,
+        client_cert: bool = True,
+    ):
+        """(status, json body or None) of a request to https://<member>:<api port><path>."""
         request = urllib.request.Request(
-            f"http://{self.members[member]}:{self.api_ports[member]}{path}",
+            f"https://{self.members[member]}:{self.api_ports[member]}{path}",
             method=method,
             data=json.dumps(body).encode() if body is not None else None,
             headers={"Content-Type": "application/json"} if body is not None else {},
@@ -104,7 +131,9 @@ class Cluster:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http:// only
+            with urllib.request.urlopen(  # noqa: S310 - https:// only
+                request, timeout=timeout, context=self.tls(client_cert)
+            ) as response:
                 body = response.read()
                 status = response.status
         except urllib.error.HTTPError as err:

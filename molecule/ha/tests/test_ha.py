@@ -92,6 +92,11 @@ def test_rest_api_unsafe_endpoints_need_credentials(cluster):
     assert status == 401
     status, _ = cluster.api(member, "/restart", method="POST", auth=("patroni", "wrong"))
     assert status == 401
+    # TLS: the right password without a client certificate of the deployment CA is refused too.
+    status, _ = cluster.api(
+        member, "/restart", method="POST", auth=("patroni", cluster.restapi_password), client_cert=False
+    )
+    assert status == 403
 
 
 def test_haproxy_routes_rw_and_ro_by_patroni_checks():
