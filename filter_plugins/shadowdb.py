@@ -66,6 +66,106 @@ _NAME_RULE = (
 # Prefix of the per-tenant OS user that owns the cluster and runs its service.
 OS_USER_PREFIX = "pg-"
 
+# Reserved tenant names. A tenant's name is also its owner role and database, its ext4 label
+# and LVM volume name, the suffix of its OS user and units, its TLS/SNI name and the name of
+# its HAProxy backend; so a name that already means something in one of those places is
+# refused when a tenant is created (a tenant being removed may still carry one: it was made
+# before the name was reserved, and must stay removable). Each entry says why, and the error
+# repeats it. Only names the TENANT_NAME_RE regex accepts are listed: everything with an
+# underscore (pg_*, current_user, session_user, _apt, ...) is already impossible.
+# Classes (one reason string each):
+_RESERVED_PG = {
+    # PostgreSQL's own roles and databases, and role names it refuses or treats specially.
+    "postgres": "PostgreSQL's bootstrap superuser role and maintenance database",
+    "template0": "PostgreSQL's template database",
+    "template1": "PostgreSQL's template database",
+    "public": "PostgreSQL's pseudo-role that stands for every role",
+    "none": "a role name PostgreSQL reserves",
+}
+_HBA_KEYWORD = "a pg_hba.conf keyword (a rule naming it would match other databases, roles or hosts)"
+_RESERVED_HBA = dict.fromkeys(
+    ("all", "replication", "samegroup", "samehost", "samenet", "samerole", "sameuser"), _HBA_KEYWORD
+)
+# PostgreSQL's reserved SQL keywords (category "reserved" of the keyword appendix, the ones
+# without '_'): they cannot name a role or database without quotes.
+_SQL_KEYWORD = "a reserved SQL keyword (the owner role and database could not be named without quotes)"
+_RESERVED_SQL = dict.fromkeys(
+    (
+        "analyse analyze and any array as asc asymmetric both case cast check collate column "
+        "constraint create default deferrable desc distinct do else end except false fetch for "
+        "foreign from grant group having in initially intersect into lateral leading limit "
+        "localtime localtimestamp not null offset on only or order placing primary references "
+        "returning select some symmetric table then to trailing true union unique user using "
+        "variadic when where window with"
+    ).split(),
+    _SQL_KEYWORD,
+)
+# Roles, users and names ShadowDB itself uses (roles/patroni/vars/main.yml, the HAProxy health
+# check's startup packet, /etc/shadowdb, the etcd prefix /shadowdb/), and the agents it runs or
+# plans to run next to the tenants (monitoring, backups, pooling).
+_RESERVED_SHADOWDB = {
+    "replicator": "the replication role ShadowDB creates in every HA tenant",
+    "rewind": "the pg_rewind role ShadowDB creates in every HA tenant",
+    "patroni": "the user of Patroni's REST API in every HA tenant",
+    "haproxy": "the role HAProxy's health checks log in as (and HAProxy's OS account)",
+    "shadowdb": "ShadowDB's own name (its directories, units and etcd prefix)",
+    "monitoring": "reserved for ShadowDB's monitoring role",
+    "monitor": "reserved for ShadowDB's monitoring role",
+    "exporter": "reserved for ShadowDB's monitoring role",
+    "pgbouncer": "the connection pooler's role and OS account",
+    "pgbackrest": "the backup tool's role and OS account",
+    "barman": "the backup tool's role and OS account",
+}
+# System accounts on the hosts: Debian's base-passwd list (trixie and bookworm) plus the
+# service users of the packages ShadowDB installs (postgresql, haproxy, etcd-server, patroni,
+# prometheus-postgres-exporter, openssh-server, dbus, polkitd). libpq and the tools on a host
+# take the OS user's name as the default role and database, so a tenant with such a name
+# would be what an account's psql, cron job or agent reaches without asking for it.
+_SYSTEM_ACCOUNT = "a system account on the hosts (its tools would reach this tenant's database by default)"
+_RESERVED_ACCOUNTS = dict.fromkeys(
+    (
+        "root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats "
+        "nobody messagebus polkitd sshd etcd prometheus"
+    ).split(),
+    _SYSTEM_ACCOUNT,
+)
+# Filesystem labels and LVM volume names hosts commonly give their own disks: the tenant's
+# volume is labelled after the tenant (mounted by LABEL=) and, with the lvm backend, is the
+# logical volume /dev/<vg>/<name>.
+_HOST_VOLUME = "a filesystem label or LVM volume name hosts use for their own disks"
+_RESERVED_VOLUMES = dict.fromkeys(
+    "boot efi esp home opt rootfs cloudimg-rootfs srv swap tmp usr var".split(), _HOST_VOLUME
+)
+
+# Every reserved tenant name -> why it is reserved (the error message says it).
+RESERVED_NAMES = dict(
+    sorted(
+        (
+            _RESERVED_VOLUMES
+            | _RESERVED_ACCOUNTS
+            | _RESERVED_SHADOWDB
+            | _RESERVED_SQL
+            | _RESERVED_HBA
+            | _RESERVED_PG  # last: PostgreSQL's own reason wins (postgres is also an OS account)
+        ).items()
+    )
+)
+# Reserved endings and beginnings -> why.
+#   -ro       an HA tenant <t> owns the read-only route <t>-ro (the SNI name <t>-ro.<domain>, the
+#             HAProxy backend t_<t>-ro, the server certificate's second name): a tenant named
+#             <t>-ro would take that route. With the suffix refused, every <t> is free of it.
+#   systemd-  systemd's own service accounts (systemd-network, systemd-timesync, ...).
+#   pvmove, snapshot  LVM refuses logical volume names starting with these.
+RESERVED_SUFFIXES = {
+    "-ro": "a name ending in '-ro' is the read-only route of an HA tenant "
+    "(the HA tenant {base!r} serves reads at '{name}.<domain>')",
+}
+RESERVED_PREFIXES = {
+    "systemd-": "a name starting with 'systemd-' is a systemd service account",
+    "pvmove": "LVM reserves volume names starting with 'pvmove'",
+    "snapshot": "LVM reserves volume names starting with 'snapshot'",
+}
+
 # Keys every tier must define; all are positive integers.
 #   disk_size_mb     size of the tenant's dedicated filesystem image
 #   memory_mb        systemd MemoryMax of the tenant's postgres unit
@@ -150,6 +250,7 @@ TENANT_FIELDS = (
     "replicas",
     "settings",
     "state",
+    "superuser",
     "tier",
 )
 
@@ -282,6 +383,35 @@ MANAGED_SETTINGS = frozenset(
 
 # Longest string value accepted for a string setting.
 MAX_STRING_SETTING_LEN = 1024
+
+# Tier bounds on resource settings. The bounds in OVERRIDABLE_SETTINGS are PostgreSQL's; on
+# top of them a tenant's override may not ask for more of a resource than its tier pays for:
+#   count settings   at most the tier's own figure (max_connections);
+#   memory settings  at most a fixed fraction of the tier's memory_mb (its MemoryMax): half for
+#                    shared_buffers, a quarter for each per-operation area (work_mem,
+#                    maintenance_work_mem), all of it for the planner's effective_cache_size;
+#   disk settings    at most the tier's disk_size_mb for temp_file_limit (-1, no limit, stays
+#                    allowed: temp files live on the tenant's own filesystem, which has that
+#                    size), half of it for the WAL budget (max_wal_size, min_wal_size);
+#   cpu settings     max_parallel_workers_per_gather: one worker per CPU of the tier's CPUQuota,
+#                    and never less than PostgreSQL's default of 2.
+# No sum is checked (work_mem is per sort or hash, per connection): systemd's MemoryMax is the
+# hard limit, these bounds refuse what could only ever fail against it. Settings that a tenant
+# cannot override (temp_buffers, wal_buffers, max_worker_processes, ...) need no bound. The
+# bounds come from the tier in effect, i.e. from the inventory's `tiers` when it replaces ours.
+# setting -> (tier key, numerator, denominator, minimum): limit = max(minimum, key * num // den)
+# in the setting's unit (MB for memory and disk, connections, workers; cpu_quota_pct in %).
+TIER_SETTING_BOUNDS = {
+    "max_connections": ("max_connections", 1, 1, 0),
+    "shared_buffers": ("memory_mb", 1, 2, 0),
+    "effective_cache_size": ("memory_mb", 1, 1, 0),
+    "work_mem": ("memory_mb", 1, 4, 0),
+    "maintenance_work_mem": ("memory_mb", 1, 4, 0),
+    "temp_file_limit": ("disk_size_mb", 1, 1, 0),
+    "max_wal_size": ("disk_size_mb", 1, 2, 0),
+    "min_wal_size": ("disk_size_mb", 1, 2, 0),
+    "max_parallel_workers_per_gather": ("cpu_quota_pct", 1, 100, 2),
+}
 
 _SIZE_UNITS = {"B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
 _SIZE_BASE_BYTES = {"kB": 1024, "8kB": 8192, "MB": 1024**2}
@@ -485,13 +615,16 @@ def _check_setting_value(value, field: str, spec: Mapping) -> str:
     raise AssertionError(f"unknown setting type {kind!r}")  # pragma: no cover - table bug
 
 
-def shadowdb_validate_settings(settings, field: str = "tenant.settings") -> dict:
+def shadowdb_validate_settings(settings, field: str = "tenant.settings", tier=None, tiers=None) -> dict:
     """Validate tenant setting overrides; return them normalized, as a sorted dict of strings.
 
     Setting names are case-insensitive (as in PostgreSQL) and returned lowercase.
     Values contain no quote, backslash or control character, so a template may
     render every one of them as ``name = 'value'`` (PostgreSQL accepts quoted
     values for every type).
+
+    With ``tier`` (a tier name of ``tiers``, or of the default table), resource
+    settings are also bounded by that tier (TIER_SETTING_BOUNDS).
     """
     if settings is None:
         return {}
@@ -520,7 +653,64 @@ def shadowdb_validate_settings(settings, field: str = "tenant.settings") -> dict
             )
         seen[name] = key
         result[name] = _check_setting_value(value, key_field, spec)
+    if tier is not None:
+        table = _resolve_tiers(tiers)
+        tier_name = _tier_name(tier, table)
+        limits = _tier_limits(table[tier_name])
+        for name in sorted(result):
+            if name not in limits:
+                continue
+            limit, limit_text, why = limits[name]
+            amount = _setting_amount(result[name], OVERRIDABLE_SETTINGS[name])
+            if amount > limit:
+                key = seen[name]
+                raise SpecError(
+                    f"{field}.{key}",
+                    f"{_show(settings[key])} is above the {tier_name} tier's limit of {limit_text}{why}",
+                )
     return dict(sorted(result.items()))
+
+
+def _setting_amount(text: str, spec: Mapping) -> int:
+    """A normalized setting value as a number: bytes for sizes, the integer for ints (-1 stays -1)."""
+    if spec["type"] == "int" or text == "-1":
+        return int(text)
+    match = _SIZE_RE.fullmatch(text)
+    unit = match.group(2)
+    return int(match.group(1)) * (_SIZE_UNITS[unit] if unit else _SIZE_BASE_BYTES[spec["unit"]])
+
+
+_FRACTIONS = {(1, 1): "", (1, 2): "half of ", (1, 4): "a quarter of "}
+
+
+def _tier_limits(tier: Mapping) -> dict:
+    """setting -> (limit as _setting_amount compares it, limit as text, why) for one resolved tier."""
+    limits = {}
+    for name, (key, num, den, minimum) in TIER_SETTING_BOUNDS.items():
+        figure = tier[key]
+        value = max(minimum, figure * num // den)
+        if key == "max_connections":
+            limits[name] = (value, str(value), "")
+        elif key == "cpu_quota_pct":
+            why = f" (one per CPU of its {figure}% CPU quota, at least {minimum})"
+            limits[name] = (value, str(value), why)
+        else:
+            fraction = _FRACTIONS.get((num, den), f"{num}/{den} of ")
+            what = "memory" if key == "memory_mb" else "disk"
+            why = f" ({fraction}its {_human_size(figure * 1024**2)} {what})"
+            limits[name] = (value * 1024**2, _human_size(value * 1024**2), why)
+    return limits
+
+
+def shadowdb_tier_limits(tier_name, tiers=None) -> dict:
+    """The largest override a tenant of ``tier_name`` may give each bounded setting, as a sorted
+    dict of postgresql.conf strings (e.g. ``{"max_connections": "50", "shared_buffers": "256MB"}``).
+
+    See TIER_SETTING_BOUNDS for the rule.
+    """
+    table = _resolve_tiers(tiers)
+    name = _tier_name(tier_name, table)
+    return {setting: text for setting, (_, text, _) in sorted(_tier_limits(table[name]).items())}
 
 
 # ---------------------------------------------------------------------------
@@ -695,7 +885,7 @@ def shadowdb_pg_settings(
         "temp_file_limit": f"{sizing['temp_file_limit_mb']}MB",
         "shared_preload_libraries": ",".join(preload),
     }
-    result.update(shadowdb_validate_settings(overrides, "tenant.settings"))
+    result.update(shadowdb_validate_settings(overrides, "tenant.settings", sizing["name"], tiers))
     return dict(sorted(result.items()))
 
 
@@ -726,12 +916,29 @@ def _name_problems(name: str) -> list:
     return problems
 
 
-def _check_name(name, field: str = "tenant.name") -> str:
+def reserved_name_reason(name: str):
+    """Why ``name`` may not name a new tenant (RESERVED_NAMES, _SUFFIXES, _PREFIXES), or None."""
+    if name in RESERVED_NAMES:
+        return RESERVED_NAMES[name]
+    for suffix, reason in RESERVED_SUFFIXES.items():
+        if name.endswith(suffix):
+            return reason.format(name=name, base=name[: -len(suffix)])
+    for prefix, reason in RESERVED_PREFIXES.items():
+        if name.startswith(prefix):
+            return reason
+    return None
+
+
+def _check_name(name, field: str = "tenant.name", reserved_ok: bool = False) -> str:
+    """A valid tenant name; a reserved one (RESERVED_NAMES) only with ``reserved_ok``."""
     if name is None:
         raise SpecError(field, f"missing required field; a tenant name is required ({_NAME_RULE})")
     if not isinstance(name, str):
         raise SpecError(field, f"{_show(name)} is not a valid tenant name: it is not a string; {_NAME_RULE}")
     if _TENANT_NAME.fullmatch(name):
+        reason = None if reserved_ok else reserved_name_reason(name)
+        if reason:
+            raise SpecError(field, f"{_show(name)} is reserved: {reason}; choose another name")
         return str(name)
     problems = _name_problems(name)
     reason = ("; ".join(problems) + "; ") if problems else ""
@@ -774,7 +981,12 @@ def shadowdb_validate_tenant(spec, tiers=None, allowed_extensions=None, pg_versi
     Fields: name (required), tier ("small"), pg_version (17), extensions ([],
     sorted and deduplicated), settings ({}, normalized), hba (["0.0.0.0/0"],
     normalized CIDRs, duplicates dropped, order kept), replicas (0, 0..4), state
-    ("present"), readonly_role (false). A field set to null takes its default.
+    ("present"), readonly_role (false), superuser (false: the key is only returned
+    when true). A field set to null takes its default.
+
+    A new tenant's name may not be reserved (RESERVED_NAMES) and its resource settings
+    are bounded by its tier (TIER_SETTING_BOUNDS); neither applies with state "absent",
+    so that a tenant made before a rule existed can still be removed.
     """
     if not isinstance(spec, Mapping):
         raise SpecError("tenant", f"{_show(spec)} is not a mapping; a tenant spec is a dict with a 'name'")
@@ -794,11 +1006,17 @@ def shadowdb_validate_tenant(spec, tiers=None, allowed_extensions=None, pg_versi
         value = spec.get(key)
         return default if value is None else value
 
-    name = _check_name(spec.get("name"))
+    # A tenant being removed is what it was made as: a name reserved since, or settings above
+    # today's tier bounds, must not make it impossible to remove.
+    state = get("state", "present")
+    absent = state == "absent"
+    name = _check_name(spec.get("name"), reserved_ok=absent)
     tier = _tier_name(get("tier", DEFAULT_TIER), table)
     pg_version = _check_pg_version(get("pg_version", default_version), versions)
     extensions = _check_extensions(spec.get("extensions"), _resolve_extensions(allowed_extensions))
-    settings = shadowdb_validate_settings(spec.get("settings"), "tenant.settings")
+    settings = shadowdb_validate_settings(
+        spec.get("settings"), "tenant.settings", None if absent else tier, table
+    )
     hba = _check_hba(spec.get("hba"))
 
     replicas_hint = f"use an integer from 0 to {MAX_REPLICAS}"
@@ -806,15 +1024,15 @@ def shadowdb_validate_tenant(spec, tiers=None, allowed_extensions=None, pg_versi
     if not 0 <= replicas <= MAX_REPLICAS:
         raise SpecError("tenant.replicas", f"{_show(spec.get('replicas'))} is out of range; {replicas_hint}")
 
-    state = get("state", "present")
     if not isinstance(state, str) or state not in TENANT_STATES:
         raise SpecError(
             "tenant.state", f"{_show(state)} is not a valid state; use one of: {_join(TENANT_STATES)}"
         )
 
     readonly_role = _as_bool(get("readonly_role", False), "tenant.readonly_role")
+    superuser = _as_bool(get("superuser", False), "tenant.superuser")
 
-    return {
+    result = {
         "extensions": extensions,
         "hba": hba,
         "name": name,
@@ -825,6 +1043,11 @@ def shadowdb_validate_tenant(spec, tiers=None, allowed_extensions=None, pg_versi
         "state": str(state),
         "tier": tier,
     }
+    # Only when true: the spec of every tenant made before the field existed stays the same
+    # (and so its fingerprint and its stored copies). Read it as spec.get("superuser", False).
+    if superuser:
+        result["superuser"] = True
+    return dict(sorted(result.items()))
 
 
 def shadowdb_validate_tenants(specs, tiers=None, allowed_extensions=None, pg_versions=None) -> list:
@@ -860,8 +1083,11 @@ def shadowdb_validate_tenants(specs, tiers=None, allowed_extensions=None, pg_ver
 
 
 def shadowdb_os_user(name) -> str:
-    """OS user owning a tenant's cluster: "pg-<name>"."""
-    return OS_USER_PREFIX + _check_name(name)
+    """OS user owning a tenant's cluster: "pg-<name>".
+
+    A reserved name is accepted here (a tenant made before it was reserved has that user).
+    """
+    return OS_USER_PREFIX + _check_name(name, reserved_ok=True)
 
 
 class FilterModule:
@@ -873,6 +1099,7 @@ class FilterModule:
             "shadowdb_os_user": shadowdb_os_user,
             "shadowdb_pg_settings": shadowdb_pg_settings,
             "shadowdb_tier": shadowdb_tier,
+            "shadowdb_tier_limits": shadowdb_tier_limits,
             "shadowdb_validate_settings": shadowdb_validate_settings,
             "shadowdb_validate_tenant": shadowdb_validate_tenant,
             "shadowdb_validate_tenants": shadowdb_validate_tenants,

@@ -96,6 +96,7 @@ def test_filter_module_exposes_all_filters():
         "shadowdb_os_user": sdb.shadowdb_os_user,
         "shadowdb_pg_settings": sdb.shadowdb_pg_settings,
         "shadowdb_tier": sdb.shadowdb_tier,
+        "shadowdb_tier_limits": sdb.shadowdb_tier_limits,
         "shadowdb_validate_settings": sdb.shadowdb_validate_settings,
         "shadowdb_validate_tenant": sdb.shadowdb_validate_tenant,
         "shadowdb_validate_tenants": sdb.shadowdb_validate_tenants,
@@ -146,6 +147,140 @@ def test_name_must_be_a_string(name):
 def test_name_is_required():
     exc = raises_spec_error(sdb.shadowdb_validate_tenant, {"tier": "small"})
     assert_spec_error(exc, "tenant.name", None, "missing required field", NAME_RULE)
+
+
+# ---------------------------------------------------------------------------
+# Reserved names
+# ---------------------------------------------------------------------------
+
+RESERVED_CASES = [
+    # PostgreSQL's own roles and databases
+    ("postgres", "PostgreSQL's bootstrap superuser role and maintenance database"),
+    ("template0", "PostgreSQL's template database"),
+    ("template1", "PostgreSQL's template database"),
+    ("public", "PostgreSQL's pseudo-role"),
+    ("none", "a role name PostgreSQL reserves"),
+    # pg_hba.conf keywords
+    *[(n, "a pg_hba.conf keyword") for n in ("all", "replication", "sameuser", "samerole", "samegroup")],
+    *[(n, "a pg_hba.conf keyword") for n in ("samehost", "samenet")],
+    # reserved SQL keywords
+    *[(n, "a reserved SQL keyword") for n in ("default", "user", "select", "table", "grant", "null")],
+    # ShadowDB's own roles and names
+    ("replicator", "the replication role ShadowDB creates"),
+    ("rewind", "the pg_rewind role ShadowDB creates"),
+    ("patroni", "Patroni's REST API"),
+    ("haproxy", "HAProxy's health checks"),
+    ("shadowdb", "ShadowDB's own name"),
+    ("monitoring", "ShadowDB's monitoring role"),
+    ("pgbackrest", "backup tool"),
+    # system accounts
+    *[(n, "a system account on the hosts") for n in ("root", "daemon", "bin", "sys", "nobody", "www-data")],
+    *[(n, "a system account on the hosts") for n in ("backup", "etcd", "prometheus", "messagebus")],
+    *[(n, "a systemd service account") for n in ("systemd-network", "systemd-timesync", "systemd-x")],
+    # host volumes and LVM
+    *[(n, "a filesystem label or LVM volume name") for n in ("boot", "swap", "home", "cloudimg-rootfs")],
+    ("pvmove0", "LVM reserves volume names starting with 'pvmove'"),
+    ("snapshot-a", "LVM reserves volume names starting with 'snapshot'"),
+    # routes derived from another tenant's name
+    ("acme-ro", "the read-only route of an HA tenant (the HA tenant 'acme' serves reads at 'acme-ro."),
+    ("a-ro", "the HA tenant 'a' serves reads"),
+    ("x-1-ro", "the HA tenant 'x-1' serves reads"),
+]
+
+
+@pytest.mark.parametrize(("name", "reason"), RESERVED_CASES, ids=[case[0] for case in RESERVED_CASES])
+def test_reserved_names_are_refused_with_the_reason(name, reason):
+    exc = raises_spec_error(sdb.shadowdb_validate_tenant, {"name": name})
+    assert_spec_error(exc, "tenant.name", name, f"{name!r} is reserved: ", reason, "choose another name")
+    exc = raises_spec_error(
+        sdb.shadowdb_validate_tenants, [{"name": "acme"}, {"name": name, "tier": "large"}]
+    )
+    assert_spec_error(exc, "tenant.name", name, "is reserved", "(in tenants[1])")
+
+
+def test_reserved_name_messages_are_exact():
+    messages = {}
+    for name in ("postgres", "acme-ro"):
+        messages[name] = str(raises_spec_error(sdb.shadowdb_validate_tenant, {"name": name}))
+    assert messages == {
+        "postgres": "tenant.name: 'postgres' is reserved: PostgreSQL's bootstrap superuser role and "
+        "maintenance database; choose another name",
+        "acme-ro": "tenant.name: 'acme-ro' is reserved: a name ending in '-ro' is the read-only route of "
+        "an HA tenant (the HA tenant 'acme' serves reads at 'acme-ro.<domain>'); choose another name",
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "acme",
+        "acme-rox",
+        "ro",
+        "rob",
+        "acmero",
+        "ro-acme",
+        "postgres2",
+        "pg-acme",
+        "roots",
+        "systemd",
+        "users",
+    ],
+)
+def test_near_misses_are_not_reserved(name):
+    assert sdb.reserved_name_reason(name) is None
+    assert sdb.shadowdb_validate_tenant({"name": name})["name"] == name
+
+
+def test_reserved_table_is_documented_and_reachable():
+    assert list(sdb.RESERVED_NAMES) == sorted(sdb.RESERVED_NAMES)
+    for name, reason in sdb.RESERVED_NAMES.items():
+        # Every entry is a name the regex would otherwise accept: none is dead weight.
+        assert sdb._TENANT_NAME.fullmatch(name), name
+        assert isinstance(reason, str) and reason and not reason.endswith(";"), name
+    for fragment in [*sdb.RESERVED_PREFIXES, *sdb.RESERVED_SUFFIXES]:
+        assert set(fragment) <= set("abcdefghijklmnopqrstuvwxyz0123456789-"), fragment
+
+
+def test_shadowdb_role_names_are_reserved():
+    # The roles the patroni role creates, and the user of HAProxy's PostgreSQL health check
+    # (its startup packet, as hex, in roles/haproxy/vars/main.yml).
+    patroni_vars = (ROOT / "roles" / "patroni" / "vars" / "main.yml").read_text()
+    for var in ("patroni_restapi_user", "patroni_replication_user", "patroni_rewind_user"):
+        line = next(line for line in patroni_vars.splitlines() if line.startswith(f"{var}:"))
+        assert line.split(":", 1)[1].strip() in sdb.RESERVED_NAMES, line
+    haproxy_vars = (ROOT / "roles" / "haproxy" / "vars" / "main.yml").read_text()
+    startup = bytes.fromhex(haproxy_vars.split("haproxy_pg_startup_hex: >-", 1)[1].split()[0])
+    fields = startup[8:].split(b"\0")
+    user = fields[fields.index(b"user") + 1].decode()
+    database = fields[fields.index(b"database") + 1].decode()
+    assert user in sdb.RESERVED_NAMES and database in sdb.RESERVED_NAMES
+
+
+def test_read_only_route_suffix_matches_the_templates():
+    sni_map = (ROOT / "roles" / "haproxy" / "templates" / "sni.map.j2").read_text()
+    assert "{{ record.tenant }}-ro.{{ haproxy_domain }} t_{{ record.tenant }}-ro" in sni_map
+    assert "-ro" in sdb.RESERVED_SUFFIXES
+
+
+@pytest.mark.skipif(not Path("/usr/share/base-passwd/passwd.master").exists(), reason="not Debian")
+def test_debian_base_accounts_are_reserved():
+    accounts = [
+        line.split(":", 1)[0]
+        for line in Path("/usr/share/base-passwd/passwd.master").read_text().splitlines()
+    ]
+    possible = [name for name in accounts if sdb._TENANT_NAME.fullmatch(name)]
+    assert possible and not [name for name in possible if sdb.reserved_name_reason(name) is None]
+
+
+@pytest.mark.parametrize("name", ["postgres", "default", "root", "acme-ro"])
+def test_a_reserved_name_can_still_be_removed_and_named(name):
+    # Tenants made before a name was reserved stay removable (tenant_remove.yml validates
+    # {name, state: absent}), and their OS user can still be named.
+    spec = sdb.shadowdb_validate_tenant({"name": name, "state": "absent"})
+    assert (spec["name"], spec["state"]) == (name, "absent")
+    assert sdb.shadowdb_os_user(name) == f"pg-{name}"
+    exc = raises_spec_error(sdb.shadowdb_validate_tenant, {"name": name, "state": "present"})
+    assert_spec_error(exc, "tenant.name", name, "is reserved")
 
 
 # ---------------------------------------------------------------------------
@@ -506,10 +641,10 @@ def test_pg_settings_from_tier():
 def test_pg_settings_overrides_win_and_output_is_sorted_strings():
     result = sdb.shadowdb_pg_settings(
         "large",
-        overrides={"work_mem": "16MB", "max_connections": 300, "jit": False, "statement_timeout": "30s"},
+        overrides={"work_mem": "16MB", "max_connections": 150, "jit": False, "statement_timeout": "30s"},
     )
     assert result["work_mem"] == "16MB"
-    assert result["max_connections"] == "300"
+    assert result["max_connections"] == "150"
     assert result["jit"] == "off"
     assert result["statement_timeout"] == "30s"
     assert result["shared_buffers"] == "512MB"  # not overridden: from the tier
@@ -544,6 +679,203 @@ def test_pg_settings_with_custom_tiers():
     result = sdb.shadowdb_pg_settings("tiny", tiers=TINY)
     assert result["max_connections"] == "500"
     assert result["work_mem"] == "1024kB"
+
+
+# ---------------------------------------------------------------------------
+# Tier bounds on settings
+# ---------------------------------------------------------------------------
+
+EXPECTED_LIMITS = {
+    "small": {
+        "effective_cache_size": "512MB",
+        "maintenance_work_mem": "128MB",
+        "max_connections": "50",
+        "max_parallel_workers_per_gather": "2",
+        "max_wal_size": "512MB",
+        "min_wal_size": "512MB",
+        "shared_buffers": "256MB",
+        "temp_file_limit": "1GB",
+        "work_mem": "128MB",
+    },
+    "large": {
+        "effective_cache_size": "2GB",
+        "maintenance_work_mem": "512MB",
+        "max_connections": "200",
+        "max_parallel_workers_per_gather": "2",
+        "max_wal_size": "2GB",
+        "min_wal_size": "2GB",
+        "shared_buffers": "1GB",
+        "temp_file_limit": "4GB",
+        "work_mem": "512MB",
+    },
+}
+
+
+@pytest.mark.parametrize("tier", sorted(EXPECTED_LIMITS))
+def test_tier_limits(tier):
+    assert sdb.shadowdb_tier_limits(tier) == EXPECTED_LIMITS[tier]
+
+
+def test_every_resource_setting_has_a_tier_bound():
+    # A memory or disk setting added to OVERRIDABLE_SETTINGS must say how its tier bounds it.
+    sizes = {name for name, spec in sdb.OVERRIDABLE_SETTINGS.items() if spec["type"] == "size"}
+    assert sizes | {"max_connections", "max_parallel_workers_per_gather"} == set(sdb.TIER_SETTING_BOUNDS)
+    for key, num, den, minimum in sdb.TIER_SETTING_BOUNDS.values():
+        assert key in sdb.TIER_KEYS and num > 0 and den > 0 and minimum >= 0
+
+
+@pytest.mark.parametrize(
+    ("tier", "settings", "message"),
+    [
+        (
+            "small",
+            {"max_connections": 10000},
+            "tenant.settings.max_connections: 10000 is above the small tier's limit of 50",
+        ),
+        (
+            "small",
+            {"max_connections": "51"},
+            "tenant.settings.max_connections: '51' is above the small tier's limit of 50",
+        ),
+        (
+            "medium",
+            {"Max_Connections": 101},
+            "tenant.settings.Max_Connections: 101 is above the medium tier's limit of 100",
+        ),
+        (
+            "small",
+            {"shared_buffers": "257MB"},
+            "tenant.settings.shared_buffers: '257MB' is above the small tier's limit of 256MB "
+            "(half of its 512MB memory)",
+        ),
+        (
+            "small",
+            {"shared_buffers": 32769},  # 8kB pages: 256MB + 8kB
+            "tenant.settings.shared_buffers: 32769 is above the small tier's limit of 256MB "
+            "(half of its 512MB memory)",
+        ),
+        (
+            "large",
+            {"shared_buffers": "64GB"},
+            "tenant.settings.shared_buffers: '64GB' is above the large tier's limit of 1GB "
+            "(half of its 2GB memory)",
+        ),
+        (
+            "small",
+            {"work_mem": "129MB"},
+            "tenant.settings.work_mem: '129MB' is above the small tier's limit of 128MB "
+            "(a quarter of its 512MB memory)",
+        ),
+        (
+            "small",
+            {"maintenance_work_mem": "1GB"},
+            "tenant.settings.maintenance_work_mem: '1GB' is above the small tier's limit of 128MB "
+            "(a quarter of its 512MB memory)",
+        ),
+        (
+            "small",
+            {"effective_cache_size": "513MB"},
+            "tenant.settings.effective_cache_size: '513MB' is above the small tier's limit of 512MB "
+            "(its 512MB memory)",
+        ),
+        (
+            "small",
+            {"temp_file_limit": "1025MB"},
+            "tenant.settings.temp_file_limit: '1025MB' is above the small tier's limit of 1GB (its 1GB disk)",
+        ),
+        (
+            "medium",
+            {"max_wal_size": "2GB"},
+            "tenant.settings.max_wal_size: '2GB' is above the medium tier's limit of 1GB "
+            "(half of its 2GB disk)",
+        ),
+        (
+            "small",
+            {"min_wal_size": 513},
+            "tenant.settings.min_wal_size: 513 is above the small tier's limit of 512MB "
+            "(half of its 1GB disk)",
+        ),
+        (
+            "large",
+            {"max_parallel_workers_per_gather": 3},
+            "tenant.settings.max_parallel_workers_per_gather: 3 is above the large tier's limit of 2 "
+            "(one per CPU of its 200% CPU quota, at least 2)",
+        ),
+    ],
+)
+def test_settings_above_the_tier_are_refused(tier, settings, message):
+    exc = raises_spec_error(
+        sdb.shadowdb_validate_tenant, {"name": "acme", "tier": tier, "settings": settings}
+    )
+    assert str(exc) == message
+    assert exc.field == message.split(": ", 1)[0]
+    # The same bound where the roles render postgresql.conf.
+    assert str(raises_spec_error(sdb.shadowdb_pg_settings, tier, settings)) == message
+
+
+@pytest.mark.parametrize("tier", sorted(sdb.DEFAULT_TIERS))
+def test_settings_at_the_tier_limit_and_the_tier_defaults_are_accepted(tier):
+    limits = sdb.shadowdb_tier_limits(tier)
+    spec = sdb.shadowdb_validate_tenant({"name": "acme", "tier": tier, "settings": limits})
+    assert spec["settings"] == limits
+    assert sdb.shadowdb_pg_settings(tier, limits)["shared_buffers"] == limits["shared_buffers"]
+    # What ShadowDB derives from the tier is within the bounds a tenant gets.
+    derived = sdb.shadowdb_pg_settings(tier)
+    bounded = {name: derived[name] for name in limits if name in derived}
+    assert set(bounded) == {
+        "effective_cache_size",
+        "maintenance_work_mem",
+        "max_connections",
+        "shared_buffers",
+        "temp_file_limit",
+        "work_mem",
+    }
+    assert sdb.shadowdb_validate_tenant({"name": "acme", "tier": tier, "settings": bounded})
+
+
+def test_temp_file_limit_may_be_unlimited():
+    # -1: temp files are still bounded by the tenant's own filesystem, which is the tier's disk.
+    spec = sdb.shadowdb_validate_tenant({"name": "acme", "settings": {"temp_file_limit": -1}})
+    assert spec["settings"] == {"temp_file_limit": "-1"}
+
+
+def test_tier_bounds_come_from_the_tiers_in_effect():
+    # The inventory's tier table replaces the default one: its figures bound the settings.
+    spec = {"name": "acme", "tier": "tiny", "settings": {"max_connections": 500, "shared_buffers": "64MB"}}
+    assert sdb.shadowdb_validate_tenant(spec, tiers=TINY)["settings"]["max_connections"] == "500"
+    assert sdb.shadowdb_validate_tenants([spec], tiers=TINY)[0]["settings"]["shared_buffers"] == "64MB"
+    exc = raises_spec_error(
+        sdb.shadowdb_validate_tenant, {**spec, "settings": {"shared_buffers": "65MB"}}, tiers=TINY
+    )
+    assert str(exc) == (
+        "tenant.settings.shared_buffers: '65MB' is above the tiny tier's limit of 64MB "
+        "(half of its 128MB memory)"
+    )
+    exc = raises_spec_error(
+        sdb.shadowdb_validate_tenants, [{**spec, "settings": {"max_connections": 501}}], TINY
+    )
+    assert_spec_error(
+        exc, "tenant.settings.max_connections", 501, "tiny tier's limit of 500", "(in tenants[0]"
+    )
+    # The same 500 connections are refused in the default small tier.
+    exc = raises_spec_error(sdb.shadowdb_validate_tenant, {**spec, "tier": "small"})
+    assert str(exc) == "tenant.settings.max_connections: 500 is above the small tier's limit of 50"
+    assert sdb.shadowdb_tier_limits("tiny", TINY)["max_connections"] == "500"
+
+
+def test_validate_settings_bounds_only_with_a_tier():
+    assert sdb.shadowdb_validate_settings({"max_connections": 10000}) == {"max_connections": "10000"}
+    exc = raises_spec_error(
+        sdb.shadowdb_validate_settings, {"max_connections": 10000}, "tenant.settings", "small"
+    )
+    assert str(exc) == "tenant.settings.max_connections: 10000 is above the small tier's limit of 50"
+    exc = raises_spec_error(sdb.shadowdb_validate_settings, {}, "tenant.settings", "huge")
+    assert exc.field == "tenant.tier"
+
+
+def test_an_absent_tenant_is_not_bounded():
+    spec = {"name": "acme", "state": "absent", "settings": {"max_connections": 10000}}
+    assert sdb.shadowdb_validate_tenant(spec)["settings"] == {"max_connections": "10000"}
 
 
 # ---------------------------------------------------------------------------
@@ -663,6 +995,42 @@ def test_empty_hba_means_socket_only():
     assert sdb.shadowdb_validate_tenant({"name": "acme", "hba": []})["hba"] == []
 
 
+def _load_digest():
+    spec = importlib.util.spec_from_file_location(
+        "_shadowdb_digest_for_filters", PLUGIN.with_name("shadowdb_digest.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("value", [False, "no", "false", None])
+def test_superuser_off_leaves_the_spec_as_before(value):
+    # Off (the default) adds no key: a tenant made before the field existed keeps the same
+    # normalized spec, so the same fingerprint, and converges with nothing to do.
+    spec = sdb.shadowdb_validate_tenant({"name": "acme", "superuser": value})
+    assert spec == sdb.shadowdb_validate_tenant({"name": "acme"})
+    assert "superuser" not in spec
+    digest = _load_digest()
+    assert digest.shadowdb_fingerprint(spec) == digest.shadowdb_fingerprint(
+        sdb.shadowdb_validate_tenant({"name": "acme"})
+    )
+
+
+@pytest.mark.parametrize("value", [True, "yes", "true", "on"])
+def test_superuser_on(value):
+    spec = sdb.shadowdb_validate_tenant({"name": "acme", "superuser": value})
+    assert spec["superuser"] is True
+    assert list(spec) == sorted(spec)
+    assert {k: v for k, v in spec.items() if k != "superuser"} == sdb.shadowdb_validate_tenant(
+        {"name": "acme"}
+    )
+    digest = _load_digest()
+    assert digest.shadowdb_fingerprint(spec) != digest.shadowdb_fingerprint(
+        sdb.shadowdb_validate_tenant({"name": "acme"})
+    )
+
+
 @pytest.mark.parametrize("version", [15, 16, 17, "15", " 16 "])
 def test_supported_pg_versions(version):
     assert sdb.shadowdb_validate_tenant({"name": "acme", "pg_version": version})["pg_version"] == int(version)
@@ -739,6 +1107,8 @@ ALLOWED_EXTENSIONS = "allowed: btree_gist, citext, hstore, pg_stat_statements, p
         ({"replicas": True}, "tenant.replicas", True, ["not an integer"]),
         ({"state": "gone"}, "tenant.state", "gone", ["use one of: absent, present"]),
         ({"readonly_role": "maybe"}, "tenant.readonly_role", "maybe", ["not a boolean"]),
+        ({"superuser": "maybe"}, "tenant.superuser", "maybe", ["not a boolean"]),
+        ({"superuser": 1}, "tenant.superuser", 1, ["not a boolean"]),
     ],
 )
 def test_invalid_tenant_fields(extra, field, value, fragments):
@@ -750,7 +1120,7 @@ def test_unknown_field_message_lists_known_fields():
     exc = raises_spec_error(sdb.shadowdb_validate_tenant, {"name": "acme", "domain": "x"})
     assert str(exc) == (
         "tenant.domain: unknown field; known fields: "
-        "extensions, hba, name, pg_version, readonly_role, replicas, settings, state, tier"
+        "extensions, hba, name, pg_version, readonly_role, replicas, settings, state, superuser, tier"
     )
 
 
