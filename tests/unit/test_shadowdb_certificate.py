@@ -434,3 +434,53 @@ def test_certificates_of_the_old_ownca_task_are_kept(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if "RESULT [" in x)
     assert json.loads(line[line.index("RESULT [") + 7 :].rstrip('"')) == [False, False, False]
+
+
+# --- the other half of item 13: SSH host keys are verified ---
+
+
+def _ansible_env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    return env | {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
+
+
+def test_ssh_runs_verify_host_keys():
+    """The repository's ansible.cfg (used by every run, the API's too) never disables host key checks."""
+    ansible = shutil.which("ansible", path=str(Path(sys.executable).parent))
+    proc = subprocess.run(
+        [
+            ansible,
+            "-i",
+            "127.0.0.1,",
+            "all",
+            "-c",
+            "ssh",
+            "-e",
+            "ansible_port=1",
+            "-m",
+            "ansible.builtin.ping",
+            "-vvvv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=_ansible_env(),
+    )
+    ssh_command = next(line for line in proc.stdout.splitlines() if "SSH: EXEC ssh" in line)
+    assert "StrictHostKeyChecking=no" not in ssh_command
+    assert "UserKnownHostsFile=/dev/null" not in ssh_command
+
+
+def test_lab_and_molecule_hosts_use_the_podman_connection():
+    """Host key checking stays on without breaking the lab: its hosts are reached without SSH."""
+    template = (REPO / "playbooks" / "templates" / "lab_inventory.yml.j2").read_text()
+    assert "ansible_connection: containers.podman.podman" in template
+    for scenario in sorted((REPO / "molecule").glob("*/molecule.yml")):
+        assert "ansible_connection: containers.podman.podman" in scenario.read_text(), scenario
+
+
+def test_the_example_inventory_reads_its_known_hosts():
+    hosts = (REPO / "inventories" / "example" / "hosts.yml").read_text()
+    assert "UserKnownHostsFile={{ inventory_dir }}/known_hosts" in hosts
+    assert "StrictHostKeyChecking=yes" in hosts
