@@ -60,6 +60,39 @@ SPEC_CASES = [
         ["tenant.settings.shared_buffers:", "'1kB'", "minimum"],
         id="setting-below-minimum",
     ),
+    # Reserved names (issue 12 item 1): refused before anything is made, with the reason.
+    pytest.param(
+        {"name": "postgres"},
+        ["tenant.name:", "'postgres' is reserved", "bootstrap superuser role", "choose another name"],
+        id="reserved-postgres",
+    ),
+    pytest.param(
+        {"name": "template1"},
+        ["tenant.name:", "'template1' is reserved", "template database"],
+        id="reserved-template1",
+    ),
+    pytest.param(
+        {"name": "root"},
+        ["tenant.name:", "'root' is reserved", "system account"],
+        id="reserved-root",
+    ),
+    # ita is a session tenant: ita-ro would be its read-only route once it has replicas.
+    pytest.param(
+        {"name": "ita-ro"},
+        ["tenant.name:", "'ita-ro' is reserved", "read-only route", "'ita'"],
+        id="reserved-ro-route",
+    ),
+    # Settings above the tier (issue 12 item 7a).
+    pytest.param(
+        {"name": "itbad", "settings": {"max_connections": 10000}},
+        ["tenant.settings.max_connections:", "10000 is above the small tier's limit of 50"],
+        id="setting-above-tier-connections",
+    ),
+    pytest.param(
+        {"name": "itbad", "tier": "medium", "settings": {"shared_buffers": "4GB"}},
+        ["tenant.settings.shared_buffers:", "'4GB' is above the medium tier's limit of 512MB", "memory"],
+        id="setting-above-tier-memory",
+    ),
 ]
 
 
@@ -175,8 +208,20 @@ def test_name_taken_on_another_host(lab, db1, db2):
     ],
 )
 def test_site_refuses_duplicate_names(lab, tmp_path, layout):
-    # A copy of the lab inventory whose hosts declare the tenants in host_vars (whatever the
-    # structure of the generated hosts.yml); the CA stays the lab's.
+    copy = _inventory_with_tenants(lab, tmp_path, layout)
+    before = {host: lab.snapshot(host) for host in lab.hosts}
+    run = lab.playbook("site.yml", inventory=copy)
+    assert run.rc != 0, run.describe()
+    assert_mentions(run, ["tenants:", "tenant name 'itdup' is declared 2 times", "must be unique"])
+    # Refused in the validation play: no CA, host or tenant play started.
+    assert_only_validation_ran(run)
+    for host in lab.hosts:
+        assert lab.diff(before[host], lab.snapshot(host)) == {}, host
+
+
+def _inventory_with_tenants(lab, tmp_path, layout):
+    """A copy of the lab inventory whose hosts declare the tenants in host_vars (whatever the
+    structure of the generated hosts.yml); the CA stays the lab's. Returns its hosts.yml."""
     shutil.copy(lab.inventory, tmp_path / "hosts.yml")
     (tmp_path / "group_vars").mkdir()
     (tmp_path / "group_vars" / "all.yml").write_text(
@@ -186,13 +231,36 @@ def test_site_refuses_duplicate_names(lab, tmp_path, layout):
     for index, tenants in layout.items():
         host_vars = tmp_path / "host_vars" / f"{lab.hosts[index]}.yml"
         host_vars.write_text(yaml.safe_dump({"shadowdb_tenants": tenants}))
-    copy = tmp_path / "hosts.yml"
+    return tmp_path / "hosts.yml"
 
+
+@pytest.mark.parametrize(
+    ("tenant", "fragments"),
+    [
+        pytest.param(
+            {"name": "template1"},
+            ["tenant.name:", "'template1' is reserved", "template database", "(in tenants[1])"],
+            id="reserved-name",
+        ),
+        pytest.param(
+            {"name": "itsite", "settings": {"max_connections": 51}},
+            [
+                "tenant.settings.max_connections:",
+                "51 is above the small tier's limit of 50",
+                "(in tenants[1]",
+            ],
+            id="setting-above-tier",
+        ),
+    ],
+)
+def test_site_refuses_reserved_names_and_settings_above_the_tier(lab, tmp_path, tenant, fragments):
+    # The same rules in site.yml's validation play, for a tenant declared in the inventory
+    # next to a valid one: nothing starts on any host.
+    copy = _inventory_with_tenants(lab, tmp_path, {0: [{"name": "itok"}, tenant]})
     before = {host: lab.snapshot(host) for host in lab.hosts}
     run = lab.playbook("site.yml", inventory=copy)
     assert run.rc != 0, run.describe()
-    assert_mentions(run, ["tenants:", "tenant name 'itdup' is declared 2 times", "must be unique"])
-    # Refused in the validation play: no CA, host or tenant play started.
+    assert_mentions(run, fragments)
     assert_only_validation_ran(run)
     for host in lab.hosts:
         assert lab.diff(before[host], lab.snapshot(host)) == {}, host
