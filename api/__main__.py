@@ -2,7 +2,7 @@
 
 python -m api serve [--host 127.0.0.1] [--port 8080]   # settings from SHADOWDB_API_*
 python -m api migrate                                   # apply catalog migrations
-python -m api create-token --scope admin [--name ops]   # prints the token, once
+python -m api create-token --scope admin|write|read [--name ops]   # prints the token, once
 python -m api revoke-token ID
 python -m api devdb start --dir DIR                     # local catalog server; prints its URL
 python -m api devdb stop --dir DIR
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-level", default="info")
     sub.add_parser("migrate", help="apply catalog migrations")
     token = sub.add_parser("create-token", help="create a bearer token (printed once)")
-    token.add_argument("--scope", choices=("admin", "read"), required=True)
+    token.add_argument("--scope", choices=("admin", "write", "read"), required=True)
     token.add_argument("--name", default=None)
     revoke = sub.add_parser("revoke-token", help="revoke a token by id")
     revoke.add_argument("id", type=int)

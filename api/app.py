@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from cryptography.exceptions import InvalidTag
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +22,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import __version__, rules, sealing
-from .auth import Principal, admin, reader
+from .auth import Principal, admin, reader, writer
 from .catalog import ACTIVE, Catalog, Conflict, NotFound, QueueFull, migrate
 from .jobs import Engine, new_job_id
 from .metrics import Metrics
@@ -55,15 +55,21 @@ _WRITE_ERRORS = _ERRORS | {
     429: {"model": ErrorBody, "description": "job queue full"},
 }
 _EVENT_POLL = 0.25
+# An open event stream checks its token this often: a revoked token ends the stream.
+_TOKEN_RECHECK = 2.0
+# Dependencies run before the handler looks anything up: a caller without a valid token (401) or
+# with too small a scope (403) learns nothing about which jobs and tenants exist (no 404 first).
 AdminToken = Annotated[Principal, Depends(admin)]
+WriterToken = Annotated[Principal, Depends(writer)]
 ReaderToken = Annotated[Principal, Depends(reader)]
 
 
-def existing_job(request: Request, job_id: uuid.UUID) -> dict:
+def readable_job(request: Request, job_id: uuid.UUID, who: ReaderToken) -> dict:
+    """The job, looked up only once the caller's token is known to be valid (else 401, not 404)."""
     return request.app.state.catalog.job(job_id)
 
 
-ExistingJob = Annotated[dict, Depends(existing_job)]
+ReadableJob = Annotated[dict, Depends(readable_job)]
 
 
 def rules_name_path():
@@ -167,6 +173,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _no_hosts(request: Request, exc: NoHosts):
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        # The traceback stays in the server log; the client gets a reference to find it there.
+        ref = uuid.uuid4().hex[:12]
+        log.error("internal error %s on %s %s", ref, request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": f"internal error (reference {ref} in the API's log)"}, status_code=500)
+
     @app.get("/healthz", response_model=Health, tags=["ops"])
     def healthz(request: Request, response: Response) -> Health:
         try:
@@ -192,11 +205,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The spec, with this deployment's own limits where they are narrower than the rules'."""
         if app.openapi_schema is None:
             spec = FastAPI.openapi(app)
+            inventory = getattr(app.state, "inventory", None)
+            try:
+                tiers = sorted((inventory and inventory.tiers()) or rules.DEFAULT_TIERS)
+                versions = (inventory and inventory.served_pg_versions()) or None
+            except NoHosts:
+                tiers, versions = sorted(rules.DEFAULT_TIERS), None
+            schemas = spec["components"]["schemas"]
             for model in ("TenantCreate", "TenantPatch"):
-                replicas = spec["components"]["schemas"][model]["properties"]["replicas"]
-                for variant in replicas.get("anyOf", [replicas]):
+                props = schemas[model]["properties"]
+                for variant in props["replicas"].get("anyOf", [props["replicas"]]):
                     if variant.get("type") == "integer":
                         variant["maximum"] = settings.max_replicas
+                for variant in props["tier"].get("anyOf", [props["tier"]]):
+                    if variant.get("type") == "string":
+                        variant["enum"] = tiers
+            if versions:
+                schemas["TenantCreate"]["properties"]["pg_version"]["enum"] = versions
         return app.openapi_schema
 
     app.openapi = openapi
@@ -300,6 +325,7 @@ def _tenant(tenant: dict, last_job: dict | None, settings: Settings) -> Tenant:
         host=tenant["host"],
         ha=bool(tenant.get("ha")),
         spec=tenant["spec"],
+        superuser=bool((tenant["spec"] or {}).get("superuser", False)),
         endpoints=_endpoints(tenant, settings),
         members=_members(tenant),
         readonly_user=(tenant["endpoint"] or {}).get("readonly_user"),
@@ -346,8 +372,9 @@ def _keys(who: Principal, job_id: str) -> dict:
 def _v1(settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
-    def check_replicas(request: Request, replicas: int | None, loc: tuple) -> None:
-        """Replicas this deployment can serve, checked before any job (422 naming the field)."""
+    def check_replicas(request: Request, replicas: int | None, loc: tuple, hosts=None) -> None:
+        """Replicas this deployment can serve, checked before any job (422 naming the field).
+        ``hosts``: the db hosts that can serve the tenant (default: all of them)."""
         if not replicas:
             return
         if replicas > settings.max_replicas:
@@ -365,7 +392,7 @@ def _v1(settings: Settings) -> APIRouter:
             raise field_error(
                 loc, "high availability needs a registry (an etcd group) and HAProxy; the inventory has none"
             )
-        hosts = inventory.hosts()
+        hosts = inventory.hosts() if hosts is None else hosts
         if replicas > len(hosts) - 1:
             raise field_error(
                 loc,
@@ -381,14 +408,34 @@ def _v1(settings: Settings) -> APIRouter:
         tags=["tenants"],
         summary="Create a tenant (202: follow the job)",
     )
-    def create_tenant(body: TenantCreate, request: Request, response: Response, who: AdminToken):
-        check_replicas(request, body.replicas, ("body", "replicas"))
+    def create_tenant(body: TenantCreate, request: Request, response: Response, who: WriterToken):
+        if body.superuser and who.scope != "admin":
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"token {who.name!r} has scope {who.scope!r}; a superuser tenant needs an admin token",
+            )
+        inventory = request.app.state.inventory
         raw = body.model_dump(exclude_none=True)
+        if not raw.get("superuser") and "superuser" not in rules.TENANT_FIELDS:
+            raw.pop("superuser", None)  # rules without the field: false is their only meaning
+        served = inventory.served_pg_versions()
         try:
-            spec = rules.validate_tenant(raw)
+            spec = rules.validate_tenant(raw, inventory.tiers(), None, served or None)
         except rules.SpecError as exc:
+            if exc.field == "tenant.pg_version":
+                raise field_error(
+                    ("body", "pg_version"),
+                    f"no db host of this deployment can install PostgreSQL {body.pg_version}; "
+                    f"they serve {', '.join(map(str, served)) or 'none'} (inventory shadowdb_pg_versions)",
+                ) from None
             raise spec_error(exc) from None
-        hosts = request.app.state.inventory.hosts()
+        hosts = [h for h in inventory.hosts() if spec["pg_version"] in inventory.pg_versions(h)]
+        check_replicas(request, body.replicas, ("body", "replicas"), hosts)
+        declared = inventory.declared_tenants().get(spec["name"])
+        if declared:
+            raise Conflict(
+                f"tenant {spec['name']!r} already exists on host {declared} (declared in the inventory)"
+            )
         job_id = new_job_id()
         job = request.app.state.catalog.create_tenant(
             spec,
@@ -445,7 +492,7 @@ def _v1(settings: Settings) -> APIRouter:
         request: Request,
         response: Response,
         name: Annotated[str, rules_name_path()],
-        who: AdminToken,
+        who: WriterToken,
     ):
         changes = body.model_dump(exclude_unset=True)
         if not changes:
@@ -455,15 +502,17 @@ def _v1(settings: Settings) -> APIRouter:
             changes["settings"] = body.settings.model_dump(exclude_none=True) if body.settings else {}
         catalog = request.app.state.catalog
         current = catalog.tenant(name)
+        tiers = request.app.state.inventory.tiers()
+        table = tiers or rules.DEFAULT_TIERS
 
         def build_spec(tenant: dict) -> dict:
             merged = dict(tenant["spec"]) | {k: v for k, v in changes.items() if v is not None}
             try:
-                spec = rules.validate_tenant(merged)
+                spec = rules.validate_tenant(merged, tiers)
             except rules.SpecError as exc:
                 raise spec_error(exc) from None
-            old = rules.DEFAULT_TIERS.get(tenant["spec"].get("tier"), {}).get("disk_size_mb", 0)
-            new = rules.DEFAULT_TIERS.get(spec["tier"], {}).get("disk_size_mb", 0)
+            old = table.get(tenant["spec"].get("tier"), {}).get("disk_size_mb", 0)
+            new = table.get(spec["tier"], {}).get("disk_size_mb", 0)
             if new < old:
                 raise field_error(
                     ("body", "tier"),
@@ -493,7 +542,7 @@ def _v1(settings: Settings) -> APIRouter:
         request: Request,
         response: Response,
         name: Annotated[str, rules_name_path()],
-        who: AdminToken,
+        who: WriterToken,
         confirm: Annotated[str, Query(max_length=64, description="the tenant's name again")],
     ):
         catalog = request.app.state.catalog
@@ -516,7 +565,7 @@ def _v1(settings: Settings) -> APIRouter:
         tags=["jobs"],
         summary="A job; carries the new tenant's credentials once, to its creator",
     )
-    def get_job(request: Request, job: ExistingJob, who: ReaderToken) -> Job:
+    def get_job(request: Request, who: ReaderToken, job: ReadableJob) -> Job:
         if job["sealed_credentials"] is None:
             return _job(job)
         if who.id != job["created_by"]:
@@ -548,14 +597,21 @@ def _v1(settings: Settings) -> APIRouter:
     )
     async def job_events(
         request: Request,
-        job: ExistingJob,
         who: ReaderToken,
+        job: ReadableJob,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     ) -> AsyncIterable[ServerSentEvent]:
         catalog = request.app.state.catalog
         after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
         job_id = job["id"]
+        checked = time.monotonic()
         while True:
+            if time.monotonic() - checked >= _TOKEN_RECHECK:
+                checked = time.monotonic()
+                if not await run_in_threadpool(catalog.token_active, who.id):
+                    log.info("job %s: event stream of token %s ended: token revoked", job_id, who.id)
+                    yield ServerSentEvent(event="error", data={"detail": "token revoked"})
+                    return
             rows = await run_in_threadpool(catalog.events, job_id, after)
             for row in rows:
                 after = row["seq"]
@@ -584,7 +640,7 @@ def _v1(settings: Settings) -> APIRouter:
         tags=["jobs"],
         summary="Cancel a queued job, or stop a running one (409 when it has finished)",
     )
-    def cancel_job(request: Request, response: Response, job_id: uuid.UUID, who: AdminToken) -> Job:
+    def cancel_job(request: Request, response: Response, job_id: uuid.UUID, who: WriterToken) -> Job:
         row = request.app.state.catalog.request_cancel(job_id)
         response.status_code = status.HTTP_202_ACCEPTED
         return _job(row)

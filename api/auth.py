@@ -1,4 +1,6 @@
-"""Bearer tokens with scopes: ``read`` (GET) and ``admin`` (everything)."""
+"""Bearer tokens with scopes: ``read`` (GET), ``write`` (GET, and create, change, remove and
+cancel standalone tenants and their jobs) and ``admin`` (everything, including what widens a
+tenant's powers on its host: ``superuser: true``)."""
 
 from dataclasses import dataclass
 from typing import Annotated
@@ -6,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-SCOPES = ("admin", "read")
+SCOPES = ("admin", "write", "read")
 _bearer = HTTPBearer(auto_error=False, description="API token: `python -m api create-token --scope admin`")
 
 
@@ -37,6 +39,14 @@ def principal(
 
 
 def reader(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    return who
+
+
+def writer(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    if who.scope not in ("admin", "write"):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"token {who.name!r} has scope {who.scope!r}; write or admin required"
+        )
     return who
 
 

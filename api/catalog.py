@@ -122,6 +122,16 @@ class Catalog:
                 (hash_token(token),),
             ).fetchone()
 
+    def token_active(self, token_id: int) -> bool:
+        """Whether a token is still valid (not revoked): read-only, for long requests (SSE)."""
+        with self.conn() as conn:
+            return (
+                conn.execute(
+                    "SELECT 1 FROM api_tokens WHERE id = %s AND revoked_at IS NULL", (token_id,)
+                ).fetchone()
+                is not None
+            )
+
     def revoke_token(self, token_id: int) -> bool:
         with self.conn() as conn:
             cur = conn.execute(
@@ -178,8 +188,9 @@ class Catalog:
         """Record a new tenant (state creating) and its create job, atomically."""
         with self.conn() as conn, conn.transaction():
             self._admit(conn, max_queued)
-            if conn.execute("SELECT 1 FROM tenants WHERE name = %s", (spec["name"],)).fetchone():
-                raise Conflict(f"a tenant named {spec['name']!r} already exists")
+            existing = conn.execute("SELECT host FROM tenants WHERE name = %s", (spec["name"],)).fetchone()
+            if existing:
+                raise Conflict(f"tenant {spec['name']!r} already exists on host {existing['host']}")
             counts = {
                 r["host"]: r["n"]
                 for r in conn.execute("SELECT host, count(*) AS n FROM tenants GROUP BY host").fetchall()
@@ -354,6 +365,10 @@ def _settle_tenant(conn, job: dict) -> None:
                 )
     elif kind == "create" and status == "cancelled" and job["started_at"] is None:
         # Nothing was touched on the host: the tenant never existed.
+        conn.execute("DELETE FROM tenants WHERE name = %s AND last_job_id = %s", (name, job["id"]))
+    elif kind == "create" and status == "failed" and (job["result"] or {}).get("conflict"):
+        # The create found a tenant of that name already on a host (made outside the API) and
+        # touched nothing: that tenant is not the API's to show, change or remove.
         conn.execute("DELETE FROM tenants WHERE name = %s AND last_job_id = %s", (name, job["id"]))
     elif status == "cancelled" and job["started_at"] is None:
         # Nothing was touched on the host: the tenant is as it was before this job.

@@ -49,7 +49,10 @@ log = logging.getLogger("shadowdb.api.jobs")
 
 _SWEEP_EVERY = 10.0
 _CANCEL_CHECK_EVERY = 1.0
-_MAX_MSG = 600
+_MAX_MSG = 300
+# The last task of api/playbooks/create_guard.yml: when an attempt of a create job passed it,
+# later attempts (after a crash) skip the guard, since what is on the host is their own work.
+GUARD_TASK = "No tenant of that name on any db host or in the registry"
 _ROUTING_POLL = 0.2
 
 # A queued job is claimed when nothing it may touch is in use:
@@ -127,14 +130,24 @@ def sanitize_event(event: dict) -> tuple[str, dict] | None:
 
 
 def failure_message(res: dict) -> str:
-    """A failed result's message, with the end of its stderr when the message alone says little."""
+    """A failed result's message for clients: its first line, short, never tool output.
+
+    The task's own message (a failed assert's, a module's ``msg``) says what went wrong; stdout,
+    stderr, module output and tracebacks stay in the server log (:func:`log_failure`).
+    """
     msg = res.get("msg") or res.get("reason") or "failed"
     if not isinstance(msg, str):
-        msg = str(msg)
-    stderr = res.get("stderr")
-    if isinstance(stderr, str) and stderr.strip() and stderr.strip() not in msg:
-        msg = f"{msg.strip()}: {stderr.strip()[-300:]}"
-    return msg.strip()[:_MAX_MSG]
+        msg = "failed"
+    if "Traceback (most recent call last)" in msg or msg.startswith("MODULE FAILURE"):
+        return "the module failed (details in the API's log)"
+    line = next((part.strip() for part in msg.splitlines() if part.strip()), "failed")
+    return line if len(line) <= _MAX_MSG else line[: _MAX_MSG - 3] + "..."
+
+
+def log_failure(job_id: str, data: dict, res: dict) -> None:
+    """The whole failure of a task, for the operator: in the server log only."""
+    detail = {k: res[k] for k in ("msg", "rc", "stderr", "module_stderr", "module_stdout") if res.get(k)}
+    log.warning("job %s: %s on %s failed: %s", job_id, data.get("task"), data.get("host"), detail)
 
 
 class Engine:
@@ -282,7 +295,7 @@ class Engine:
 
     # --- one job: its steps ---------------------------------------------------------------
 
-    def _steps(self, job: dict) -> list[tuple[str, str, dict]]:
+    def _steps(self, job: dict, guard_passed: bool = False) -> list[tuple[str, str, dict]]:
         """(step, playbook, extra vars) of a job, in order.
 
         Without routing (no etcd group) a job is one host step. With routing, a create or update
@@ -293,8 +306,10 @@ class Engine:
         playbooks = self.settings.repo / "api" / "playbooks"
         name = job["tenant"]
         public_key = base64.b64encode(bytes(job["public_key"])).decode() if job["public_key"] else ""
+        # A create runs the create guard first (api/playbooks/create_guard.yml): never adopt.
+        guard = {"api_job_kind": job["kind"], "api_job_guard_passed": guard_passed}
         if job.get("exclusive"):
-            extravars = {"tenant": job["spec"], "api_job_public_key": public_key}
+            extravars = {"tenant": job["spec"], "api_job_public_key": public_key} | guard
             if job["kind"] == "delete":
                 extravars = {"tenant": {"name": name, "state": "absent"}, "confirm": name}
             return [("ha", str(playbooks / "tenant_ha_job.yml"), extravars)]
@@ -308,7 +323,7 @@ class Engine:
             host = (
                 "host",
                 str(playbooks / "tenant_job.yml"),
-                {"tenant_host": job["host"], "tenant": job["spec"], "api_job_public_key": public_key},
+                {"tenant_host": job["host"], "tenant": job["spec"], "api_job_public_key": public_key} | guard,
             )
         if not self.routed():
             return [host]
@@ -340,12 +355,12 @@ class Engine:
             return check["cancel"]
 
         stats: dict[str, dict] = {}
-        status = error = None
+        status = error = conflict = None
         try:
             add_event(
                 conn, job_id, "job", {"status": "running", "attempt": job["attempts"], "host": job["host"]}
             )
-            steps = self._steps(job)
+            steps = self._steps(job, guard_passed=self._guard_passed(conn, job))
             if job.get("exclusive"):
                 # From now on the tenant may be HA on the hosts: its next jobs go through
                 # tenant_ha.yml too, until one leaves it standalone (catalog._settle_tenant).
@@ -377,12 +392,17 @@ class Engine:
                         conn.execute("SELECT pg_advisory_unlock(%s)", (ROUTING_LOCK,))
                 stats[step] = state["stats"]
                 status, error = self._failure(runner, state)
+                conflict = self._conflict(job, state["stats"]) if status == "failed" else None
+                if conflict:
+                    error = conflict["error"]
                 if status:
                     break
-        except Exception as exc:  # the runner itself failed: record it, never leave the job running
+        except Exception:  # the runner itself failed: record it, never leave the job running
             log.exception("job %s: runner error", job_id)
-            status, error = "failed", f"runner error: {exc}"[:_MAX_MSG]
+            status, error = "failed", "internal error while running the job (details in the API's log)"
         result = sealed = None
+        if conflict:
+            result = {"conflict": {"hosts": conflict["hosts"]}}
         if status is None:
             status, error, result, sealed = self._result(job, stats)
         try:
@@ -415,6 +435,30 @@ class Engine:
                 for data_dir in data_dirs:
                     shutil.rmtree(data_dir, ignore_errors=True)
 
+    def _guard_passed(self, conn, job: dict) -> bool:
+        """Whether an earlier attempt of this create job passed the create guard (its events say)."""
+        if job["kind"] != "create" or job["attempts"] <= 1:
+            return False
+        row = conn.execute(
+            "SELECT 1 FROM job_events WHERE job_id = %s AND type = 'result'"
+            " AND data->>'task' = %s AND data->>'status' = 'ok' LIMIT 1",
+            (job["id"], GUARD_TASK),
+        ).fetchone()
+        return row is not None
+
+    @staticmethod
+    def _conflict(job: dict, stats: dict) -> dict | None:
+        """A create refused by the create guard: {error, hosts}, or None."""
+        found = (stats or {}).get("shadowdb_api_conflict")
+        if job["kind"] != "create" or not isinstance(found, dict):
+            return None
+        hosts = [str(h) for h in found.get("hosts") or []] or ["(unknown)"]
+        log.warning("job %s: tenant %s already exists: %s", job["id"], job["tenant"], found)
+        return {
+            "error": f"tenant {job['tenant']} already exists on host {', '.join(hosts)}",
+            "hosts": hosts,
+        }
+
     def _routing_lock(self, conn, cancelled) -> bool:
         """Wait for the deployment's routing lock (False: the job was cancelled or the API stops)."""
         while True:
@@ -446,6 +490,7 @@ class Engine:
                     and not data.get("ignored")
                 ):
                     state["failure"] = data
+                    log_failure(job_id, data, (event.get("event_data") or {}).get("res") or {})
                 add_event(conn, job_id, kind, data)
             return self.settings.keep_artifacts
 
@@ -488,8 +533,13 @@ class Engine:
         if failure:
             error = f"{failure['task']} on {failure['host']}: {failure['msg']}"
         else:
-            error = f"ansible-playbook exited with {runner.rc}"
-        return "failed", error[:_MAX_MSG]
+            error = f"ansible-playbook exited with {runner.rc} (details in the API's log)"
+            try:
+                output = runner.stdout.read()[-3000:]
+            except Exception:  # noqa: BLE001 - the log line is best effort
+                output = "(no output)"
+            log.warning("%s: ansible-playbook exited with %s: %s", runner.config.ident, runner.rc, output)
+        return "failed", error[: 2 * _MAX_MSG]
 
     def _result(self, job: dict, stats: dict[str, dict]):
         """(status, error, result, sealed) of a job whose steps all succeeded."""

@@ -22,7 +22,9 @@ TenantName = Annotated[
         examples=["acme"],
     ),
 ]
-Tier = Literal[tuple(rules.DEFAULT_TIERS)]  # type: ignore[valid-type]
+# A tier name: the deployment's own table (inventory shadowdb_tiers) may replace the default one,
+# so the names are checked by the rules against it (the OpenAPI enum shows the deployment's).
+Tier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", examples=[rules.DEFAULT_TIER])]
 PgVersion = Literal[tuple(rules.SUPPORTED_PG_VERSIONS)]  # type: ignore[valid-type]
 Extension = Literal[tuple(sorted(rules.EXTENSIONS))]  # type: ignore[valid-type]
 Cidr = Annotated[str, Field(min_length=2, max_length=49, pattern=r"^[0-9A-Fa-f.:]+/[0-9]{1,3}$")]
@@ -69,7 +71,7 @@ class TenantCreate(_Strict):
     """A new tenant: the spec of shared/DESIGN.md (state is implied: DELETE removes a tenant)."""
 
     name: TenantName
-    tier: Tier = Field(rules.DEFAULT_TIER, description="size tier")  # type: ignore[valid-type]
+    tier: Tier = Field(rules.DEFAULT_TIER, description="size tier (the deployment's tiers)")
     pg_version: PgVersion = Field(rules.DEFAULT_PG_VERSION, description="PostgreSQL major version")  # type: ignore[valid-type]
     extensions: list[Extension] = Field(  # type: ignore[valid-type]
         default_factory=list, max_length=len(rules.EXTENSIONS), description="allow-listed extensions"
@@ -78,6 +80,9 @@ class TenantCreate(_Strict):
     hba: list[Cidr] | None = Field(None, max_length=64, description="client networks (CIDR); default all")
     readonly_role: bool = Field(False, description="also create <name>_ro with pg_read_all_data")
     replicas: int = Field(0, ge=0, le=rules.MAX_REPLICAS, description="standbys (0: standalone)")
+    superuser: bool = Field(
+        False, description="the owner role is a PostgreSQL superuser (admin tokens only; set at creation)"
+    )
 
 
 class TenantPatch(_Strict):
@@ -85,7 +90,7 @@ class TenantPatch(_Strict):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
-    tier: Tier | None = None  # type: ignore[valid-type]
+    tier: Tier | None = None
     extensions: list[Extension] | None = Field(None, max_length=len(rules.EXTENSIONS))  # type: ignore[valid-type]
     settings: TenantSettings | None = None  # type: ignore[valid-type]
     hba: list[Cidr] | None = Field(None, max_length=64)
@@ -151,6 +156,7 @@ class Tenant(BaseModel):
         description="HA (a Patroni cluster), or a conversion was started: its jobs run tenant_ha.yml",
     )
     spec: dict[str, Any]
+    superuser: bool = Field(False, description="the owner role is a PostgreSQL superuser")
     endpoints: Endpoints
     members: list[Member]
     readonly_user: str | None = None

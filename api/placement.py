@@ -1,10 +1,14 @@
 """Placement: a new tenant goes to the inventory's db host with the fewest tenants.
 
 The inventory also says whether routing is deployed (an etcd group): jobs then end with a
-routing step (api/jobs.py).
+routing step (api/jobs.py); which PostgreSQL majors each db host can install
+(``shadowdb_pg_versions``, default [17]: Debian trixie); the deployment's tier table
+(``shadowdb_tiers``); and the tenants it declares itself (``shadowdb_tenants``, converged by
+site.yml), whose names the API must not hand out again.
 """
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -12,7 +16,10 @@ import threading
 import time
 from pathlib import Path
 
+log = logging.getLogger("shadowdb.api.placement")
 _TTL = 60.0
+# PostgreSQL majors a db host can install when the inventory does not say (Debian trixie: 17).
+DEFAULT_HOST_PG_VERSIONS = (17,)
 
 
 class NoHosts(Exception):
@@ -28,13 +35,56 @@ class Inventory:
         self._read_at = 0.0
         self._lock = threading.Lock()
 
-    def hosts(self, group: str | None = None) -> list[str]:
-        """The hosts of a group (default: the db group) and of its children."""
+    def _current(self) -> dict:
         with self._lock:
             if time.monotonic() - self._read_at > _TTL:
                 self._data = self._read()
                 self._read_at = time.monotonic()
-            data = self._data
+            return self._data
+
+    def hostvars(self, host: str) -> dict:
+        """A host's variables as the inventory resolves them (group_vars included)."""
+        return ((self._current().get("_meta") or {}).get("hostvars") or {}).get(host) or {}
+
+    def pg_versions(self, host: str) -> list[int]:
+        """The PostgreSQL majors a db host can install (inventory ``shadowdb_pg_versions``)."""
+        value = self.hostvars(host).get("shadowdb_pg_versions")
+        if value is None:
+            return list(DEFAULT_HOST_PG_VERSIONS)
+        if not isinstance(value, list):
+            value = [value]
+        versions = set()
+        for v in value:
+            try:
+                versions.add(int(v))
+            except (TypeError, ValueError):
+                log.warning("inventory: %s has a bad shadowdb_pg_versions entry %r (ignored)", host, v)
+        return sorted(versions)
+
+    def served_pg_versions(self) -> list[int]:
+        """The PostgreSQL majors at least one db host can install."""
+        return sorted({v for host in self.hosts() for v in self.pg_versions(host)})
+
+    def tiers(self) -> dict | None:
+        """The deployment's tier table (``shadowdb_tiers`` of the db hosts), None: the defaults."""
+        for host in self.hosts():
+            tiers = self.hostvars(host).get("shadowdb_tiers")
+            if tiers:
+                return tiers
+        return None
+
+    def declared_tenants(self) -> dict[str, str]:
+        """Tenants the inventory itself declares (``shadowdb_tenants`` per db host): name -> host."""
+        declared: dict[str, str] = {}
+        for host in self.hosts():
+            for spec in self.hostvars(host).get("shadowdb_tenants") or []:
+                if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+                    declared.setdefault(spec["name"], host)
+        return declared
+
+    def hosts(self, group: str | None = None) -> list[str]:
+        """The hosts of a group (default: the db group) and of its children."""
+        data = self._current()
         hosts: set[str] = set()
         todo = [group or self.group]
         while todo:  # the group and its children
@@ -59,7 +109,9 @@ class Inventory:
             timeout=60,
         )
         if proc.returncode != 0:
-            raise NoHosts(f"cannot read the inventory {self.inventory}: {proc.stderr.strip()[-300:]}")
+            # The tool's output stays in the server log; the client gets a short reason.
+            log.error("ansible-inventory -i %s failed: %s", self.inventory, proc.stderr.strip()[-2000:])
+            raise NoHosts("cannot read the deployment's inventory (see the API's log)")
         return json.loads(proc.stdout)
 
 

@@ -355,4 +355,4 @@ def test_migrations_are_idempotent(devdb, catalog):
     assert migrate(devdb.url) == []
     with catalog.conn() as conn:
         versions = [r["version"] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
-    assert versions == ["0001_catalog", "0002_routing_step", "0003_ha_jobs"]
+    assert versions == ["0001_catalog", "0002_routing_step", "0003_ha_jobs", "0004_write_scope"]
