@@ -9,7 +9,15 @@ import pwd
 import stat
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.shadowdb_common import read_text, write_atomic
+from ansible.module_utils.shadowdb_common import (
+    UnsafePathError,
+    open_safe_dir,
+    safe_read_bytes,
+    safe_write_atomic,
+    split_path,
+)
+
+READ_LIMIT = 4096
 
 DOCUMENTATION = r"""
 ---
@@ -27,6 +35,13 @@ description:
     new one, never a part. Owner, group and mode alone are corrected in place.
   - Directories are created with their parents (parents get the same owner and mode); an existing
     directory gets its owner, group and mode corrected.
+  - Paths are walked from C(/) one directory at a time, each step relative to the directory opened
+    before it. A symbolic link is followed only while every directory above it belongs to root (or the
+    module's user) and is writable by nobody else; below a directory another user owns (a tenant's
+    C(/mnt/db/<tenant>)) a symbolic link, a hard-linked file or a special file (FIFO, device) is
+    refused and nothing is written, so root never writes, chmods, chowns or reads through a path the
+    tenant planted. Owner and mode are set on open descriptors, never by name.
+  - Error messages name the path and the reason, never a file's content.
   - Supports check mode and diff mode (one diff per changed file).
 options:
   directories:
@@ -79,6 +94,13 @@ options:
             group and mode are still corrected.
         type: bool
         default: true
+  read:
+    description:
+      - Small files to read (first 4096 bytes, UTF-8) under the same rules, returned in RV(contents).
+        A task that reads a file another user controls should be C(no_log) and check the value itself.
+    type: list
+    elements: path
+    default: []
 author:
   - ShadowDB contributors
 """
@@ -118,6 +140,11 @@ content_changed:
   type: list
   elements: str
   sample: [/mnt/db/acme/data/postgresql.conf]
+contents:
+  description: Text of each file of O(read) (at most 4096 bytes), null when the file does not exist.
+  returned: always
+  type: dict
+  sample: {/mnt/db/acme/data/PG_VERSION: "17\n"}
 """
 
 
@@ -161,65 +188,100 @@ def attributes_differ(st, mode, uid, gid):
     )
 
 
-def fix_attributes(path, mode, uid, gid):
-    os.chown(path, uid, gid, follow_symlinks=False)
-    os.chmod(path, mode)
+def fix_attributes(fd, mode, uid, gid):
+    """Owner and mode through the open descriptor: the name may have been swapped since."""
+    os.fchown(fd, uid, gid)
+    os.fchmod(fd, mode)
 
 
 def converge_directory(entry, attributes, check_mode):
-    """True if the directory was (or would be) created or corrected."""
+    """True if the directory was (or would be) created or corrected.
+
+    The path is walked from "/" one directory at a time (see shadowdb_common.SafeDir): a symbolic
+    link planted in a directory another user owns (a tenant's volume) is refused, not followed.
+    """
     path = entry["path"]
     mode, uid, gid = attributes
+    parts = split_path(path)
+    current = open_safe_dir("/")
     try:
-        st = os.stat(path)
+        created = False
+        for part in parts:
+            if current.lstat(part) is None:
+                if check_mode:
+                    return True
+                os.mkdir(part, mode, dir_fd=current.fd)
+                created = True
+            nxt = current.open_dir(part)
+            current.close()
+            current = nxt
+            if created:
+                fix_attributes(current.fd, mode, uid, gid)
+        if created:
+            return True
+        if attributes_differ(os.fstat(current.fd), mode, uid, gid):
+            if not check_mode:
+                fix_attributes(current.fd, mode, uid, gid)
+            return True
+        return False
+    finally:
+        current.close()
+
+
+def read_current(parent, name):
+    """(fd or None, text or None) of name in parent; text "" when not UTF-8 (then it is rewritten)."""
+    try:
+        fd = parent.open_file(name)
     except FileNotFoundError:
-        if not check_mode:
-            missing = []
-            current = path
-            while current and not os.path.exists(current):
-                missing.append(current)
-                current = os.path.dirname(current)
-            for directory in reversed(missing):
-                os.mkdir(directory, mode)
-                fix_attributes(directory, mode, uid, gid)
-        return True
-    if not stat.S_ISDIR(st.st_mode):
-        raise ValueError(f"{path} exists and is not a directory")
-    if attributes_differ(st, mode, uid, gid):
-        if not check_mode:
-            fix_attributes(path, mode, uid, gid)
-        return True
-    return False
-
-
-def current_text(path):
-    """Text of path, None if missing, "" if it is not UTF-8 text (then it is always rewritten)."""
+        return None, None
     try:
-        return read_text(path)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read()
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        return fd, data.decode("utf-8")
     except UnicodeDecodeError:
-        return ""
+        return fd, ""
 
 
 def converge_file(entry, attributes, check_mode):
     """(attributes or content changed, content changed, before) of one file."""
     path, content = entry["path"], entry["content"]
     mode, uid, gid = attributes
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory) and not check_mode:
-        raise ValueError(f"directory {directory} of {path} does not exist")
-    if os.path.isdir(path):
-        raise ValueError(f"{path} is a directory")
-    before = current_text(path)
-    write = before is None or (entry["force"] and before != content)
-    if write:
-        if not check_mode:
-            write_atomic(path, content, mode, uid, gid)
-        return True, True, before
-    if attributes_differ(os.stat(path), mode, uid, gid):
-        if not check_mode:
-            fix_attributes(path, mode, uid, gid)
-        return True, False, before
-    return False, False, before
+    directory, name = os.path.split(os.path.normpath(path))
+    try:
+        parent = open_safe_dir(directory)
+    except FileNotFoundError:
+        if check_mode:
+            return True, True, None
+        raise ValueError(f"directory {directory} of {path} does not exist") from None
+    with parent:
+        st = parent.lstat(name)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise ValueError(f"{path} is a directory")
+        fd, before = read_current(parent, name)
+        try:
+            write = before is None or (entry["force"] and before != content)
+            if write:
+                if not check_mode:
+                    safe_write_atomic(parent, name, content, mode, uid, gid)
+                return True, True, before
+            if attributes_differ(os.fstat(fd), mode, uid, gid):
+                if not check_mode:
+                    fix_attributes(fd, mode, uid, gid)
+                return True, False, before
+            return False, False, before
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+
+def read_small(path):
+    """Text of a small file (at most READ_LIMIT bytes, UTF-8 or replaced), None when missing."""
+    data = safe_read_bytes(path, READ_LIMIT)
+    return None if data is None else data.decode("utf-8", errors="replace")
 
 
 def main():
@@ -247,10 +309,11 @@ def main():
                     force=dict(type="bool", default=True),
                 ),
             ),
+            read=dict(type="list", elements="path", default=[]),
         ),
         supports_check_mode=True,
     )
-    changed_paths, content_changed, diffs = [], [], []
+    changed_paths, content_changed, diffs, contents = [], [], [], {}
     # Every entry is checked (and its mode, owner and group resolved) before anything is
     # written: bad input changes nothing.
     attributes = {}
@@ -263,7 +326,12 @@ def main():
                 attributes[kind].append(wanted_attributes(entry))
             except ValueError as exc:
                 module.fail_json(msg=f"shadowdb_files: {entry['path']}: {exc}")
+    for path in module.params["read"]:
+        if not os.path.isabs(path):
+            module.fail_json(msg=f"shadowdb_files: read: path '{path}' is not absolute")
     try:
+        for path in module.params["read"]:
+            contents[path] = read_small(path)
         for entry, wanted in zip(module.params["directories"], attributes["directories"], strict=True):
             if converge_directory(entry, wanted, module.check_mode):
                 changed_paths.append(entry["path"])
@@ -281,11 +349,21 @@ def main():
                         after=entry["content"],
                     )
                 )
-    except (OSError, ValueError) as exc:
+    except UnsafePathError as exc:
         module.fail_json(
             msg=f"shadowdb_files: {exc}", changed_paths=changed_paths, content_changed=content_changed
         )
-    result = dict(changed=bool(changed_paths), changed_paths=changed_paths, content_changed=content_changed)
+    except (OSError, ValueError) as exc:
+        # str() of an OSError names the error and the path, never a file's content.
+        module.fail_json(
+            msg=f"shadowdb_files: {exc}", changed_paths=changed_paths, content_changed=content_changed
+        )
+    result = dict(
+        changed=bool(changed_paths),
+        changed_paths=changed_paths,
+        content_changed=content_changed,
+        contents=contents,
+    )
     if module._diff:
         result["diff"] = diffs
     module.exit_json(**result)

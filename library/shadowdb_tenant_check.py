@@ -13,6 +13,7 @@ from ansible.module_utils.shadowdb_common import (
     PROC_NET_TCP,
     ensure_dir,
     fsync_dir,
+    open_safe_dir,
     parse_listening_ports,  # noqa: F401 (part of this module's tested helpers)
     read_listening_ports,
     read_text,
@@ -298,8 +299,13 @@ def record_path(state_dir, name):
 
 
 def sha256_file(path):
+    """SHA-256 of a regular file, reached without following a link planted in a tenant's directory
+    (shadowdb_common.SafeDir): a tenant's symlink to a root-only file is refused, not hashed."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    directory, name = os.path.split(os.path.normpath(path))
+    with open_safe_dir(directory) as parent:
+        fd = parent.open_file(name)
+    with os.fdopen(fd, "rb") as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()

@@ -113,3 +113,140 @@ def test_a_bad_entry_stops_the_run_before_any_write(files, tmp_path):
     )
     assert result["failed"] is True and "unknown group 'no-such-group-shadowdb'" in result["msg"]
     assert not (tmp_path / "first").exists()
+
+
+# --- A tenant's directory: root must not follow what the tenant planted there ---------------
+# tmp_path sits under /tmp (writable by everyone), so it stands for a directory another user
+# controls: below it, no symbolic link may be followed, whoever runs the test.
+
+
+@pytest.fixture
+def secret(tmp_path):
+    """A stand-in for /etc/shadow: a file outside the tenant's tree, which must stay untouched."""
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    target = outside / "shadow"
+    target.write_text("root:$y$secret-hash:19000::::::\n")
+    os.chmod(target, 0o640)
+    return target
+
+
+def untouched(target, before):
+    st = os.stat(target)
+    assert target.read_text() == "root:$y$secret-hash:19000::::::\n"
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_ino) == before
+
+
+def snapshot(target):
+    st = os.stat(target)
+    return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_ino
+
+
+def test_a_symlink_planted_where_a_file_is_written_is_refused(files, tmp_path, secret):
+    data = tmp_path / "mnt" / "db" / "acme" / "data"
+    data.mkdir(parents=True)
+    os.symlink(secret, data / "postgresql.conf")
+    before = snapshot(secret)
+    result = files(files=[dict(path=str(data / "postgresql.conf"), content="port = 1\n", mode="0666")])
+    assert result.get("failed") is True, result
+    assert "symbolic link" in result["msg"] and str(data / "postgresql.conf") in result["msg"], result
+    assert "secret-hash" not in json_text(result)
+    untouched(secret, before)
+    assert os.path.islink(data / "postgresql.conf")
+
+
+def test_a_symlink_kept_when_only_attributes_would_change_is_refused(files, tmp_path, secret):
+    """Same content (force false): the module would only chmod/chown; through a link it must not."""
+    data = tmp_path / "t"
+    data.mkdir()
+    os.symlink(secret, data / "passwords.json")
+    before = snapshot(secret)
+    result = files(files=[dict(path=str(data / "passwords.json"), content="x", mode="0644", force=False)])
+    assert result.get("failed") is True and "symbolic link" in result["msg"], result
+    untouched(secret, before)
+
+
+def test_a_symlinked_directory_component_is_refused(files, tmp_path, secret):
+    tenant = tmp_path / "acme"
+    tenant.mkdir()
+    os.symlink(secret.parent, tenant / "tls")  # the tenant replaced its tls directory by a link
+    before = snapshot(secret)
+    result = files(
+        directories=[dict(path=str(tenant / "tls"), mode="0777")],
+        files=[dict(path=str(tenant / "tls" / "shadow"), content="owned\n", mode="0666")],
+    )
+    assert result.get("failed") is True and "symbolic link" in result["msg"], result
+    untouched(secret, before)
+    assert stat.S_IMODE(os.stat(secret.parent).st_mode) != 0o777
+    # The same through a file entry alone (its directory is the link).
+    result = files(files=[dict(path=str(tenant / "tls" / "shadow"), content="owned\n", mode="0666")])
+    assert result.get("failed") is True and "symbolic link" in result["msg"], result
+    untouched(secret, before)
+
+
+def test_a_directory_entry_that_is_a_symlink_is_not_chmodded(files, tmp_path, secret):
+    tenant = tmp_path / "acme"
+    tenant.mkdir()
+    os.symlink(secret, tenant / "run")
+    before = snapshot(secret)
+    result = files(directories=[dict(path=str(tenant / "run"), mode="0700")])
+    assert result.get("failed") is True, result
+    untouched(secret, before)
+
+
+def test_a_hard_link_to_another_file_is_refused(files, tmp_path, secret):
+    tenant = tmp_path / "acme"
+    tenant.mkdir()
+    os.link(secret, tenant / "server.crt")
+    before = snapshot(secret)
+    result = files(files=[dict(path=str(tenant / "server.crt"), content="x\n", mode="0644", force=False)])
+    assert result.get("failed") is True and "hard link" in result["msg"], result
+    untouched(secret, before)
+
+
+def test_a_fifo_is_refused_without_blocking(files, tmp_path):
+    tenant = tmp_path / "acme"
+    tenant.mkdir()
+    os.mkfifo(tenant / "postgresql.conf")
+    result = files(files=[dict(path=str(tenant / "postgresql.conf"), content="x\n", mode="0600")])
+    assert result.get("failed") is True and "not a regular file" in result["msg"], result
+
+
+def test_read_returns_small_files_and_refuses_links_without_showing_content(files, tmp_path, secret):
+    tenant = tmp_path / "acme"
+    tenant.mkdir()
+    (tenant / "PG_VERSION").write_text("17\n")
+    result = files(read=[str(tenant / "PG_VERSION"), str(tenant / "missing")])
+    assert result["contents"] == {str(tenant / "PG_VERSION"): "17\n", str(tenant / "missing"): None}
+    assert result["changed"] is False
+    (tenant / "PG_VERSION").unlink()
+    os.symlink(secret, tenant / "PG_VERSION")
+    result = files(read=[str(tenant / "PG_VERSION")])
+    assert result.get("failed") is True and "symbolic link" in result["msg"], result
+    assert "secret-hash" not in json_text(result)
+
+
+def test_a_link_in_a_trusted_directory_is_still_followed(files, tmp_path):
+    """Root's own links (for example /var/run -> /run) keep working: only untrusted ones are refused."""
+    import tempfile
+
+    base = tempfile.mkdtemp(dir="/root" if os.geteuid() == 0 else os.path.expanduser("~"))
+    try:
+        os.chmod(base, 0o700)
+        real = os.path.join(base, "real")
+        os.mkdir(real)
+        os.symlink(real, os.path.join(base, "alias"))
+        result = files(files=[dict(path=os.path.join(base, "alias", "f.conf"), content="ok\n", mode="0600")])
+        assert result["changed"] is True, result
+        with open(os.path.join(real, "f.conf")) as f:
+            assert f.read() == "ok\n"
+    finally:
+        import shutil
+
+        shutil.rmtree(base)
+
+
+def json_text(result):
+    import json
+
+    return json.dumps(result)

@@ -553,3 +553,35 @@ def test_check_50_tenants_as_a_module_run(tmp_path, state_dir, conf):
     elapsed = time.perf_counter() - start
     assert len(result["converged"]) == 50
     assert elapsed < 3  # mostly interpreter and AnsibleModule start-up; the check itself is tested above
+
+
+# --- Files in a tenant's directory: never hashed through a link the tenant planted ---
+
+
+def test_a_symlinked_file_is_not_hashed_when_recording(record, state_dir, conf, tmp_path):
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$y$secret-hash\n")
+    (conf / "postgresql.conf").unlink()
+    os.symlink(secret, conf / "postgresql.conf")
+    result = record()
+    assert result.get("failed") is True and "symbolic link" in result["msg"], result
+    assert "secret-hash" not in json.dumps(result)
+    assert not (state_dir / "acme.json").exists()
+
+
+def test_a_file_replaced_by_a_symlink_is_stale(record, check, conf, tmp_path):
+    record()
+    secret = tmp_path / "copy"
+    secret.write_text((conf / "postgresql.conf").read_text())  # same content: same hash
+    (conf / "postgresql.conf").unlink()
+    os.symlink(secret, conf / "postgresql.conf")
+    reason = check(["acme"])["stale"]["acme"]
+    assert "symbolic link" in reason and str(conf / "postgresql.conf") in reason, reason
+
+
+def test_a_fifo_is_stale_without_blocking(record, check, conf):
+    record()
+    (conf / "pg_hba.conf").unlink()
+    os.mkfifo(conf / "pg_hba.conf")
+    reason = check(["acme"])["stale"]["acme"]
+    assert "not a regular file" in reason, reason
