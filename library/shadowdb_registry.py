@@ -5,6 +5,7 @@
 
 import base64
 import json
+import os
 import re
 import ssl
 import urllib.error
@@ -46,6 +47,23 @@ options:
     type: path
   client_key:
     description: Private key of O(client_cert).
+    type: path
+  username:
+    description:
+      - etcd user to authenticate as, when etcd's authentication is on (required then: etcd's JSON
+        gateway ignores the common name of client certificates, so gateway clients authenticate
+        with a password and send the token etcd returns).
+      - Given with O(password), or read from O(auth_file).
+    type: str
+  password:
+    description: Password of O(username).
+    type: str
+  auth_file:
+    description:
+      - JSON file C({"username": ..., "password": ...}) with the credentials, on the host that runs the
+        module (root-only).
+      - Defaults to C(auth.json) in the directory of O(client_cert) when that file exists and
+        O(username) is not given (the etcd role's C(client) entry point writes it there).
     type: path
   prefix:
     description:
@@ -197,7 +215,31 @@ def validate_params(params):
         return "record is required with state=present"
     if bool(params.get("client_cert")) != bool(params.get("client_key")):
         return "client_cert and client_key must be given together"
+    if bool(params.get("username")) != bool(params.get("password")):
+        return "username and password must be given together"
+    if params.get("username") and params.get("auth_file"):
+        return "username/password and auth_file are exclusive"
     return None
+
+
+def read_credentials(params):
+    """(username, password) from the arguments or an auth file, or (None, None)."""
+    if params.get("username"):
+        return params["username"], params["password"]
+    path = params.get("auth_file")
+    if not path and params.get("client_cert"):
+        default = os.path.join(os.path.dirname(params["client_cert"]), "auth.json")
+        path = default if os.path.exists(default) else None
+    if not path:
+        return None, None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RegistryError(f"auth_file={path!r}: cannot read it as JSON: {e.__class__.__name__}") from e
+    if not isinstance(data, dict) or not data.get("username") or not data.get("password"):
+        raise RegistryError(f"auth_file={path!r} must hold a JSON object with username and password")
+    return str(data["username"]), str(data["password"])
 
 
 def _as_int(value, field, minimum=None, maximum=None):
@@ -345,9 +387,21 @@ def error_text(body):
 class EtcdClient:
     """Minimal client of etcd's v3 JSON gateway with endpoint failover."""
 
-    def __init__(self, endpoints, ca_cert=None, client_cert=None, client_key=None, timeout=5.0):
+    def __init__(
+        self,
+        endpoints,
+        ca_cert=None,
+        client_cert=None,
+        client_key=None,
+        timeout=5.0,
+        username=None,
+        password=None,
+    ):
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.timeout = timeout
+        self.username, self.password = username, password
+        # Tokens are per member (etcd's simple tokens): one per endpoint, got on first use.
+        self.tokens = {}
         self.context = None
         if any(e.startswith("https://") for e in self.endpoints):
             try:
@@ -363,16 +417,49 @@ class EtcdClient:
                     ) from e
         self.endpoint = None
 
-    def _post(self, endpoint, path, body):
+    def _raw_post(self, endpoint, path, body, token=None):
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = token
         request = urllib.request.Request(  # noqa: S310 (validate_params allows http and https only)
             endpoint + path,
             data=json.dumps(body).encode("utf-8"),
-            headers={"Content-Type": "application/json"},
+            headers=headers,
             method="POST",
         )
         context = self.context if endpoint.startswith("https://") else None
         with urllib.request.urlopen(request, timeout=self.timeout, context=context) as response:  # noqa: S310
             return json.loads(response.read().decode("utf-8") or "{}")
+
+    def _token(self, endpoint, renew=False):
+        """The auth token of this endpoint (None without credentials or with authentication off)."""
+        if not self.username:
+            return None
+        if renew or endpoint not in self.tokens:
+            credentials = {"name": self.username, "password": self.password}
+            try:
+                answer = self._raw_post(endpoint, "/v3/auth/authenticate", credentials)
+            except urllib.error.HTTPError as e:
+                message = error_text(e.read().decode("utf-8", "replace"))
+                if "authentication is not enabled" in message:
+                    answer = {}
+                elif e.code in RETRY_HTTP:
+                    raise
+                else:
+                    raise RegistryError(
+                        f"etcd endpoint {endpoint} refused username={self.username!r}: {message}"
+                    ) from e
+            self.tokens[endpoint] = answer.get("token")
+        return self.tokens[endpoint]
+
+    def _post(self, endpoint, path, body):
+        try:
+            return self._raw_post(endpoint, path, body, self._token(endpoint))
+        except urllib.error.HTTPError as e:
+            if not self.username or e.code != 401:
+                raise
+            # An expired or unknown token (a restarted member): authenticate again, once.
+            return self._raw_post(endpoint, path, body, self._token(endpoint, renew=True))
 
     def call(self, path, body):
         """POST body to path on the first endpoint that answers; return the decoded JSON."""
@@ -451,12 +538,15 @@ def run(params, check_mode, client=None, warn=None):
         raise RegistryError(error)
     state, tenant, prefix = params["state"], params.get("tenant"), params["prefix"]
     if client is None:
+        username, password = read_credentials(params)
         client = EtcdClient(
             params["endpoints"],
             params.get("ca_cert"),
             params.get("client_cert"),
             params.get("client_key"),
             params.get("timeout") or 5.0,
+            username,
+            password,
         )
     desired = normalize_record(params["record"], tenant) if state == "present" else None
     result = {"changed": False}
@@ -512,6 +602,9 @@ def main():
             ca_cert=dict(type="path"),
             client_cert=dict(type="path"),
             client_key=dict(type="path", no_log=False),
+            username=dict(type="str"),
+            password=dict(type="str", no_log=True),
+            auth_file=dict(type="path"),
             prefix=dict(type="str", default="/shadowdb/tenants/"),
             tenant=dict(type="str"),
             record=dict(type="dict"),

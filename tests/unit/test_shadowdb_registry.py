@@ -1,10 +1,12 @@
-"""Tests of library/shadowdb_registry.py: pure helpers, and the module run for real against a local etcd.
+"""Tests of library/shadowdb_registry.py: pure helpers, and the module run for real against a local etcd;
+and of roles/etcd/library/shadowdb_etcd_auth.py (etcd users, roles, permissions) with it.
 
 The etcd tests start a throwaway etcd from the machine's own binary (Debian's etcd-server) on
 127.0.0.1, once without TLS and once with TLS and client certificates from a throwaway CA; they
 are skipped only when no etcd binary is installed.
 """
 
+# ruff: noqa: S105, S106 -- throwaway passwords of a throwaway etcd
 import datetime
 import json
 import shutil
@@ -444,3 +446,155 @@ def test_tls_with_client_certificate(run_module, etcd_tls):
     make_pki(other)
     untrusted, _ = run_module(MODULE, dict(tls, ca_cert=str(other / "ca.crt"), state="query"))
     assert untrusted["failed"] and "CERTIFICATE_VERIFY_FAILED" in untrusted["msg"]
+
+
+# --- etcd authentication (roles/etcd/library/shadowdb_etcd_auth.py) ---
+
+
+def load_auth_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "roles" / "etcd" / "library" / "shadowdb_etcd_auth.py"
+    spec = importlib.util.spec_from_file_location("shadowdb_etcd_auth", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+auth = load_auth_module()
+
+AUTH_SPEC = dict(
+    roles=[
+        dict(name="registry-writer", permissions=[dict(key=PREFIX, type="readwrite")]),
+        dict(name="registry-reader", permissions=[dict(key=PREFIX, type="read")]),
+        dict(name="patroni-a", permissions=[dict(key="/shadowdb/patroni/a/", type="readwrite")]),
+        dict(name="patroni-b", permissions=[dict(key="/shadowdb/patroni/b/", type="readwrite")]),
+    ],
+    users=[
+        dict(name="registry-writer", password="writer-pw", roles=["registry-writer"]),
+        dict(name="registry-reader", password="reader-pw", roles=["registry-reader"]),
+        dict(name="patroni-a", password="a-pw", roles=["patroni-a"]),
+        dict(name="patroni-b", password="b-pw", roles=["patroni-b"]),
+    ],
+)
+
+
+def auth_params(url, pki, **overrides):
+    base = dict(
+        endpoint=url,
+        ca_cert=str(pki / "ca.crt"),
+        client_cert=str(pki / "client.crt"),
+        client_key=str(pki / "client.key"),
+        root_password="root-pw",
+        state="present",
+        enable=True,
+        timeout=10.0,
+    )
+    return base | AUTH_SPEC | overrides
+
+
+def test_wanted_permissions_cover_the_prefix_only():
+    perms = auth.wanted_permissions(dict(name="r", permissions=[dict(key="/p/a/", type="readwrite")]))
+    assert perms == {("READWRITE", reg.b64("/p/a/"), reg.b64("/p/a0"))}
+    with pytest.raises(auth.AuthError, match=r"roles\[r\].permissions\[0\].type='all' is invalid"):
+        auth.wanted_permissions(dict(name="r", permissions=[dict(key="/p/", type="all")]))
+
+
+@pytest.fixture
+def etcd_auth(tmp_path):
+    """etcd as the etcd role runs it with authentication on: TLS, and a client certificate of the CA
+    required by the TLS handshake (a trusted CA file), without --client-cert-auth (which would make
+    etcd take identities from certificate common names and refuse them on its JSON gateway)."""
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    make_pki(pki)
+    tls = [
+        f"--trusted-ca-file={pki / 'ca.crt'}",
+        f"--cert-file={pki / 'server.crt'}",
+        f"--key-file={pki / 'server.key'}",
+    ]
+    proc, log, url = start_etcd(tmp_path, "https", tls)
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    context.load_cert_chain(str(pki / "client.crt"), str(pki / "client.key"))
+    try:
+        wait_healthy(url, context=context)
+        yield url, pki
+    finally:
+        stop_etcd(proc, log)
+
+
+@needs_etcd
+def test_auth_is_converged_idempotently_and_scopes_each_identity(run_module, etcd_auth):
+    url, pki = etcd_auth
+    first = auth.run(auth_params(url, pki), check_mode=False)
+    assert first["changed"] and first["enabled"] and "authentication enabled" in first["actions"]
+    assert auth.run(auth_params(url, pki), check_mode=False) == dict(changed=False, actions=[], enabled=True)
+    # A changed password is found by authenticating as the user, and set again.
+    users = [u | dict(password="a-pw2") if u["name"] == "patroni-a" else u for u in AUTH_SPEC["users"]]
+    changed = auth.run(auth_params(url, pki, users=users), check_mode=False)
+    assert changed["actions"] == ["user patroni-a: password set"]
+    auth.run(auth_params(url, pki), check_mode=False)
+    with pytest.raises(auth.AuthError, match="root_password"):
+        auth.run(auth_params(url, pki, root_password="wrong"), check_mode=True)
+
+    tls = dict(
+        endpoints=[url],
+        ca_cert=str(pki / "ca.crt"),
+        client_cert=str(pki / "client.crt"),
+        client_key=str(pki / "client.key"),
+    )
+    writer = dict(tls, username="registry-writer", password="writer-pw")
+    result, _ = run_module(MODULE, dict(writer, tenant="acme", record=record()))
+    assert result["changed"], result
+    again, _ = run_module(MODULE, dict(writer, tenant="acme", record=record()))
+    assert not again["changed"]
+
+    # The reader reads, and may not write.
+    reader = dict(tls, username="registry-reader", password="reader-pw")
+    query, _ = run_module(MODULE, dict(reader, state="query"))
+    assert [r["tenant"] for r in query["records"]] == ["acme"]
+    refused, _ = run_module(MODULE, dict(reader, tenant="acme", record=record(port=1)))
+    assert refused["failed"] and "permission denied" in refused["msg"], refused
+
+    # A tenant's Patroni identity: its own prefix only, not the registry nor another tenant.
+    a = reg.EtcdClient([url], tls["ca_cert"], tls["client_cert"], tls["client_key"], 5.0, "patroni-a", "a-pw")
+    assert a.txn(reg.put_txn("/shadowdb/patroni/a/leader", "a", 0))[0]
+    assert a.get("/shadowdb/patroni/a/leader")[0] == "a"
+    for attempt in (
+        lambda: a.get("/shadowdb/patroni/b/leader"),
+        lambda: a.txn(reg.put_txn("/shadowdb/patroni/b/config", "{}", 0)),
+        lambda: a.get_prefix("/shadowdb/patroni/"),
+        lambda: a.txn(reg.put_txn(PREFIX + "evil", "{}", 0)),
+        lambda: a.get_prefix(PREFIX),
+    ):
+        with pytest.raises(reg.RegistryError, match="permission denied"):
+            attempt()
+    refused, _ = run_module(
+        MODULE, dict(tls, username="patroni-a", password="a-pw", tenant="evil", record=record(tenant="evil"))
+    )
+    assert refused["failed"] and "permission denied" in refused["msg"]
+
+    # A certificate alone is no identity on the gateway; a wrong password names the user.
+    anonymous, _ = run_module(MODULE, dict(tls, state="query"))
+    assert anonymous["failed"] and "user name is empty" in anonymous["msg"], anonymous
+    wrong, _ = run_module(MODULE, dict(tls, username="registry-reader", password="nope", state="query"))
+    assert wrong["failed"] and "username='registry-reader'" in wrong["msg"], wrong
+
+    # auth.json next to the client certificate is read when no credentials are given.
+    (pki / "auth.json").write_text(json.dumps({"username": "registry-reader", "password": "reader-pw"}))
+    query, _ = run_module(MODULE, dict(tls, state="query"))
+    assert [r["tenant"] for r in query["records"]] == ["acme"], query
+
+    # Removing a tenant's identity deletes its user and role.
+    gone = auth.run(
+        auth_params(url, pki, state="absent", roles=[dict(name="patroni-b")], users=[dict(name="patroni-b")]),
+        check_mode=False,
+    )
+    assert gone["actions"] == ["user patroni-b deleted", "role patroni-b deleted"]
+    assert not auth.run(
+        auth_params(url, pki, state="absent", roles=[dict(name="patroni-b")], users=[dict(name="patroni-b")]),
+        check_mode=False,
+    )["changed"]
