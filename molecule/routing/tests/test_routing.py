@@ -137,12 +137,20 @@ def test_a_tenant_name_on_another_tenants_port_fails_verification():
 
 
 def test_backends_are_up_in_haproxy():
-    with urllib.request.urlopen(f"http://{PROXY_ADDRESS}:8404/stats;csv", timeout=10) as answer:  # noqa: S310
-        out = answer.read().decode()
+    # The statistics page answers on the proxy host's loopback only (haproxy_admin_bind is empty).
+    out = proxy.check_output(
+        "python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8404/stats;csv').read().decode())\""
+    )
     rows = [row.split(",") for row in out.splitlines() if row and not row.startswith("#")]
     status = {row[0]: row[17] for row in rows if row[1] == "BACKEND"}
     for tenant in TENANTS:
         assert status.get(f"t_{tenant}") == "UP", out
+
+
+def test_admin_endpoints_are_not_on_the_network():
+    for path in ("/stats", "/metrics"):
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://{PROXY_ADDRESS}:8404{path}", timeout=5)  # noqa: S310
 
 
 def test_adding_a_fourth_tenant_keeps_open_sessions():
