@@ -13,7 +13,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 try:
     from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
@@ -230,9 +230,13 @@ def load_csr(pem):
         csr = x509.load_pem_x509_csr(pem.encode() if isinstance(pem, str) else pem)
     except ValueError as e:
         raise SignError("csr: not a PEM certificate signing request") from e
-    if not csr.is_signature_valid:
+    try:
+        valid = csr.is_signature_valid
+        key = csr.public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise SignError(f"csr: its key or signature algorithm is not supported ({e})") from None
+    if not valid:
         raise SignError("csr: its signature does not verify with its own public key")
-    key = csr.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
             raise SignError(f"csr: an RSA key of {key.key_size} bits is too small (at least {MIN_RSA_BITS})")
@@ -419,6 +423,13 @@ def describe(cert):
     if cert is None:
         return {}
     try:
+        return _describe(cert)
+    except ValueError:  # an extension that cannot be parsed
+        return {"serial_number": format(cert.serial_number, "x"), "unreadable": True}
+
+
+def _describe(cert):
+    try:
         sans = list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
     except x509.ExtensionNotFound:
         sans = []
@@ -462,9 +473,12 @@ def run(params, check_mode):
         except ValueError:
             reasons = ["the existing certificate is not a PEM certificate"]
     if reasons is None:
-        reasons = reasons_to_issue(
-            existing, ca_cert, public_key, common_name, sans, ekus, params["renew_days"]
-        )
+        try:
+            reasons = reasons_to_issue(
+                existing, ca_cert, public_key, common_name, sans, ekus, params["renew_days"]
+            )
+        except ValueError:  # an extension that cannot be parsed
+            reasons = ["the existing certificate cannot be read"]
 
     cert = existing
     if reasons and not check_mode:
