@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -381,35 +382,69 @@ def pytest_collection_modifyitems(config, items):
         items[slot] = item
 
 
+def _lab_running(lab: Lab) -> bool:
+    """All of the lab's hosts are up (a kept lab, see SHADOWDB_LAB_KEEP)."""
+    running = subprocess.run(
+        ["podman", "ps", "--filter", f"label=shadowdb.lab={lab.name}", "--format", "{{.Names}}"],
+        env=lab.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout.split()
+    return lab.inventory.exists() and set(lab.hosts) <= set(running)
+
+
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory):
-    """The session's lab: 2 hosts, the session tenants onboarded, always torn down."""
+    """The session's lab: 2 hosts, the session tenants onboarded, always torn down.
+
+    SHADOWDB_LAB_KEEP=1 (for working on a few tests): the lab lives in a fixed directory, is reused
+    when it is already up with its session tenants, and is left up at the end. Remove it with a
+    run without SHADOWDB_LAB_KEEP (which starts by removing a stale lab of the same name) or
+    `ansible-playbook playbooks/lab.yml -e lab_state=absent -e lab_inventory_dir=<dir>/inventory`.
+    """
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed: integration tests need lab hosts")
-    base = tmp_path_factory.mktemp("lab")
-    (base / "inventory").mkdir()
-    (base / "logs").mkdir()
+    keep = os.environ.get("SHADOWDB_LAB_KEEP", "") not in ("", "0")
+    if keep:
+        base = Path(tempfile.gettempdir()) / "shadowdb-lab-keep" / LAB_NAME
+    else:
+        base = tmp_path_factory.mktemp("lab")
+    (base / "inventory").mkdir(parents=True, exist_ok=True)
+    (base / "logs").mkdir(exist_ok=True)
     lab = Lab(
         name=LAB_NAME,
         hosts=[f"{LAB_NAME}-db{i}" for i in range(1, LAB_HOSTS + 1)],
         inventory_dir=base / "inventory",
         log_dir=base / "logs",
     )
+    if keep:
+        lab._runs = itertools.count(len(list(lab.log_dir.iterdir())) + 1)
+    ready_mark = base / "ready"
     try:
         try:
-            stale = lab.lab_playbook("absent")
-            assert stale.rc == 0, f"removing a stale lab failed: {stale.describe()}"
-            up = lab.lab_playbook("present")
-            assert up.rc == 0, f"lab did not start: {up.describe()}"
-            _onboard_session_tenants(lab)
-            lab.remember_loops()
-            lab.ready = True
+            if keep and ready_mark.exists() and _lab_running(lab):
+                lab.remember_loops()
+                lab.ready = True
+            else:
+                ready_mark.unlink(missing_ok=True)
+                stale = lab.lab_playbook("absent")
+                assert stale.rc == 0, f"removing a stale lab failed: {stale.describe()}"
+                up = lab.lab_playbook("present")
+                assert up.rc == 0, f"lab did not start: {up.describe()}"
+                _onboard_session_tenants(lab)
+                lab.remember_loops()
+                lab.ready = True
+                if keep:
+                    ready_mark.write_text("session tenants onboarded\n")
         except (AssertionError, subprocess.SubprocessError) as exc:
             # Every test needs the lab: stop the session with one message rather than one per test.
             pytest.exit(f"lab setup failed (logs in {lab.log_dir}): {exc}", returncode=1)
         yield lab
     finally:
-        _teardown(lab)
+        if not keep:
+            _teardown(lab)
 
 
 def _onboard_session_tenants(lab: Lab) -> None:
