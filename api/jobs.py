@@ -136,6 +136,15 @@ def failure_message(res: dict) -> str:
     stderr, module output and tracebacks stay in the server log (:func:`log_failure`).
     """
     msg = res.get("msg") or res.get("reason") or "failed"
+    items = res.get("results")
+    if msg == "All items completed" and isinstance(items, list):  # a loop: its first bad item
+        bad = [i for i in items if isinstance(i, dict) and (i.get("failed") or i.get("unreachable"))]
+        if bad:
+            item = bad[0].get("item")
+            prefix = f"{item}: " if isinstance(item, str | int) else ""
+            msg = prefix + (
+                str(bad[0].get("msg") or "failed") if not bad[0].get("_ansible_no_log") else "failed"
+            )
     if not isinstance(msg, str):
         msg = "failed"
     if "Traceback (most recent call last)" in msg or msg.startswith("MODULE FAILURE"):
