@@ -12,6 +12,11 @@ looked for in the runner artifacts, the catalog and the API log: it must be in n
 Concurrency: SHADOWDB_API_CONCURRENT tenants (default 10) requested at once: all healthy and
 routable, spread over both hosts, no port or name collision, never two host steps on one host
 at the same time, never two routing steps at the same time (they share the proxy).
+
+Never adopt: a tenant made with playbooks/tenant.yml directly (not in the catalog) on the host
+the API would pick; a create of the same name through the API fails at the create guard with
+"already exists on host <host>", returns no credentials, forgets the name, and leaves the
+tenant as it was (its secrets file, its server's start time, its registry record).
 """
 
 import json
@@ -307,3 +312,41 @@ def test_concurrent_onboardings(lab, api, token, devdb):
         f"\n{n} concurrent onboardings over {len(by_host)} hosts (request -> all routable): {elapsed:.1f} s"
     )
     # The lab is removed with its tenants (lab.down); removal through the API is checked above.
+
+
+def test_create_never_adopts_an_operator_tenant(lab, api, token, devdb):
+    h = bearer(token)
+    host = lab.hosts[0]  # the host the API places the next tenant on (fewest tenants, then name)
+    assert httpx.get(f"{api.url}/v1/tenants", headers=h).json()["tenants"] == []
+    lab.playbook("tenant.yml", "-e", f"tenant_host={host}", "-e", json.dumps({"tenant": {"name": "opsmade"}}))
+    state = (
+        "sha256sum /etc/shadowdb/tenants/opsmade/owner.env;"
+        " systemctl show -p ActiveEnterTimestamp -p MainPID shadowdb-postgres@opsmade;"
+        f" {ETCDCTL} get /shadowdb/tenants/opsmade --print-value-only"
+    )
+    before = lab.sh(host, state)
+    assert "ActiveEnterTimestamp=" in before and "opsmade" in before
+
+    r = httpx.post(f"{api.url}/v1/tenants", json={"name": "opsmade"}, headers=h)
+    assert r.status_code == 202, r.text  # the API cannot see it: the hosts can
+    job_id = r.json()["id"]
+    assert r.json()["host"] == host
+    events = follow(api, token, job_id)
+    end = events[-1][1]
+    assert end["status"] == "failed", events[-5:]
+    assert end["error"] == f"tenant opsmade already exists on host {host}", end
+    plays = [d["play"] for k, d in events if k == "play"]
+    assert plays == ["Refuse to create a tenant that already exists"], plays  # tenant.yml never ran
+
+    job = httpx.get(f"{api.url}/v1/jobs/{job_id}", headers=h).json()
+    assert job["status"] == "failed" and job["credentials"] is None and not job["credentials_pending"]
+    assert httpx.get(f"{api.url}/v1/tenants/opsmade", headers=h).status_code == 404
+    assert lab.sh(host, state) == before, "the existing tenant was touched"
+
+    password = lab.sh(host, "sed -n 's/^[A-Z_]*PASSWORD=//p' /etc/shadowdb/tenants/opsmade/owner.env").strip()
+    assert len(password) >= 16
+    with psycopg.connect(devdb.url) as conn:
+        for table in ("jobs", "job_events", "tenants"):
+            dump = json.dumps(conn.execute(f"SELECT * FROM {table}").fetchall(), default=str)  # noqa: S608
+            assert password not in dump, f"the existing tenant's password is in the catalog table {table}"
+    assert password not in api.log.read_text()
