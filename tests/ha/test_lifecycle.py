@@ -8,7 +8,10 @@ DCS keys or in HAProxy).
 """
 
 import json
+import os
 import re
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -19,13 +22,40 @@ from tests.ha.hakit import ETCDCTL
 pytestmark = pytest.mark.lab
 
 TENANT = "hlife"
+# A second HA tenant on the same hosts: the failsafe test's cluster and the target of the
+# isolation attacks made from TENANT's OS user.
+OTHER = "hatk"
+ATTACK_SCRIPT = Path(__file__).with_name("tenant_attack.py")
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    # A network of its own: the failover bench's and molecule's HA labs use .214 and .213.
-    with halab.converged("halife", tmp_path_factory.mktemp("halife"), net="10.89.215") as lab:
+    # A network of its own: the failover bench's and molecule's HA labs use .214 and .213
+    # (SHADOWDB_HA_LIFECYCLE_NET moves it, for labs run side by side).
+    net = os.environ.get("SHADOWDB_HA_LIFECYCLE_NET", "10.89.215")
+    with halab.converged("halife", tmp_path_factory.mktemp("halife"), net=net) as lab:
         yield lab
+
+
+def members_of(lab, tenant: str) -> dict[str, str]:
+    """{db host: address} of the hosts that hold a member of the tenant."""
+    return {
+        h: a
+        for h, a in lab.db.items()
+        if hakit.sh(h, f"test -e /etc/shadowdb/volumes/{tenant}.env && echo yes; true").strip() == "yes"
+    }
+
+
+@pytest.fixture(scope="module")
+def other(lab):
+    """HA tenant OTHER with one replica; yields its hakit.Cluster."""
+    tenant_ha(lab, {"name": OTHER, "replicas": 1})
+    cluster = hakit.Cluster(OTHER, members_of(lab, OTHER), lab.proxy[1])
+    try:
+        hakit.wait_for(f"a healthy cluster of 2 ({OTHER})", cluster.healthy, timeout=120)
+        yield cluster
+    finally:
+        cluster.close()
 
 
 def tenant_ha(lab, spec: dict, *extra: str, check: bool = True) -> str:
@@ -52,7 +82,69 @@ def leftovers(host: str) -> dict[str, str]:
     return {what: hakit.sh(host, f"{cmd} 2>/dev/null; true").strip() for what, cmd in checks.items()}
 
 
-def test_replica_removed_from_a_live_tenant_then_the_tenant(lab):
+def test_failsafe_keeps_the_leader_through_an_etcd_outage(lab, other):
+    """Issue 12 item 10: every etcd member stopped for 60 s; a writer through HAProxy keeps writing
+    to the leader, which is never demoted; no acknowledged row is lost."""
+    cluster = other
+    leader = hakit.wait_for("a healthy cluster", cluster.healthy, timeout=60)
+    config = cluster.api(leader, "/config")[1]
+    assert config["failsafe_mode"] is True, config
+    hakit.Writer.prepare(cluster)
+    writer = hakit.Writer(cluster, duration=150)
+    writer.start()
+    proxy = lab.proxy[0]
+    roles: list[tuple[float, str]] = []
+    try:
+        hakit.wait_for("first writes", lambda: len(writer.acked) > 20, timeout=30)
+        stopped = time.time()
+        hakit.sh(proxy, "systemctl stop etcd.service")
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                role = cluster.roles().get(leader, ("unreachable", ""))[0]
+                roles.append((time.time() - stopped, role))
+                time.sleep(1)
+            assert hakit.sh(proxy, "systemctl is-active etcd.service; true").strip() != "active"
+        finally:
+            hakit.sh(proxy, "systemctl start etcd.service")
+        restarted = time.time()
+        assert hakit.wait_for("the cluster healthy again", cluster.healthy, timeout=90) == leader
+        time.sleep(3)
+    finally:
+        writer.stop_event.set()
+        writer.join(timeout=30)
+    during = [n for n, t in writer.acked if stopped < t < restarted]
+    gap = writer.outage(stopped, until=restarted)
+    print(
+        f"\netcd down {restarted - stopped:.0f} s: {len(during)} rows acknowledged meanwhile, longest "
+        f"write gap {gap:.1f} s, {len(writer.errors)} failed attempts, leader {leader} kept"
+    )
+    assert len(roles) >= 50 and all(role == "primary" for _, role in roles), roles
+    assert len(during) > 100 and gap < 5, (len(during), gap)
+    assert writer.lost() == []
+
+
+def attack(lab, attacker: str, host: str, victim: hakit.Cluster, victim_member: str) -> dict[str, str]:
+    """Run tests/ha/tenant_attack.py as the attacker tenant's OS user from its own PostgreSQL on
+    host (COPY ... FROM PROGRAM as its superuser, as a superuser tenant can); {attempt: outcome}."""
+    script = "/usr/local/share/shadowdb-tenant-attack.py"
+    hakit.podman("cp", str(ATTACK_SCRIPT), f"{host}:{script}")
+    hakit.sh(host, f"chmod 0644 {script}")
+    port = json.loads(hakit.sh(host, "cat /var/lib/shadowdb/ports/ha_postgres.json"))["leases"][attacker]
+    etcd = f"https://{lab.proxy[1]}:2379"
+    rest = f"https://{victim.members[victim_member]}:{victim.api_ports[victim_member]}"
+    program = f"python3 {script} {attacker} {victim.tenant} {etcd} {rest}"
+    sql = (
+        f"CREATE TEMP TABLE attack (line text); COPY attack FROM PROGRAM '{program}'; SELECT line FROM attack"  # noqa: S608
+    )
+    try:
+        out = hakit.sh(host, f'psql -h /mnt/db/{attacker}/run -p {port} -U postgres -d postgres -Atc "{sql}"')
+    finally:
+        hakit.sh(host, f"rm -f {script}")
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def test_replica_removed_from_a_live_tenant_then_the_tenant(lab, other):
     tenant_ha(lab, {"name": TENANT, "replicas": 2})
     cluster = hakit.Cluster(TENANT, lab.db, lab.proxy[1])
     try:
@@ -61,6 +153,72 @@ def test_replica_removed_from_a_live_tenant_then_the_tenant(lab):
         execute(cluster, "INSERT INTO ha_writes (run, n) SELECT 1, g FROM generate_series(1, 100) g")
     finally:
         cluster.close()
+
+    # Issue 12 items 4 and 6, the HA capstone: etcd authentication is on, each tenant's Patroni
+    # has its own etcd user, and TENANT's OS user (a superuser's COPY ... PROGRAM) reaches etcd
+    # only as itself (its own prefix) and none of OTHER's unsafe REST API endpoints.
+    proxy = lab.proxy[0]
+    assert "Authentication Status: true" in hakit.sh(proxy, f"{ETCDCTL} auth status")
+    users = hakit.sh(proxy, f"{ETCDCTL} user list").split()
+    assert {f"patroni-{TENANT}", f"patroni-{OTHER}", "registry-writer", "registry-reader", "root"} <= set(
+        users
+    )
+    assert f"/shadowdb/patroni/{TENANT}/" in hakit.sh(proxy, f"{ETCDCTL} role get patroni-{TENANT}")
+    for host in lab.db:  # the registry writer's credentials are the controller's only
+        assert hakit.sh(host, "grep -rl registry-writer /etc/shadowdb/etcd 2>/dev/null; true").strip() == ""
+    # Patroni's REST API: TLS on the member's address only.
+    api_port = json.loads(hakit.sh(leader, "cat /var/lib/shadowdb/ports/patroni_api.json"))["leases"][TENANT]
+    listening = hakit.sh(leader, f"ss -Hltn 'sport = :{api_port}'")
+    assert f"{lab.db[leader]}:{api_port}" in listening and "0.0.0.0" not in listening, listening  # noqa: S104
+    victim_member = next(iter(other.members))
+    outcomes = attack(lab, TENANT, leader, other, victim_member)
+    print(f"\nattack from {TENANT}'s OS user: {outcomes}")
+    expected = {
+        "login": "ok",
+        "own_read": "ok",
+        "own_write": "ok",
+        "own_delete": "ok",
+        "other_read": "denied",
+        "other_write": "denied",
+        "other_delete": "denied",
+        "all_read": "denied",
+        "registry_read": "denied",
+        "registry_write": "denied",
+        "user_list": "denied",
+        "grant_root": "denied",
+        "cert_only": "anonymous",
+        "other_login": "badpassword",
+        "rest_restart": "401",
+        "rest_config": "401",
+        "rest_switchover": "401",
+        "rest_reinitialize": "401",
+        "rest_restart_nocert": "403",
+    }
+    assert outcomes == expected
+    # etcdctl (gRPC) with TENANT's certificate: no identity from the certificate, its own
+    # password reaches its own prefix only.
+    hakit.sh(proxy, "mkdir -p -m 0700 /tmp/attack")
+    for name in ("etcd.crt", "etcd.key"):
+        local = Path(hakit.Cluster._copy(leader, f"/mnt/db/{TENANT}/tls/{name}"))
+        try:
+            hakit.podman("cp", str(local), f"{proxy}:/tmp/attack/{name}")
+        finally:
+            local.unlink()
+    etcd_password = yaml.safe_load(hakit.sh(leader, f"cat /etc/patroni/{TENANT}.yml"))["etcd3"]["password"]
+    grpc = (
+        "/usr/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/etcd/pki/ca.crt"
+        " --cert=/tmp/attack/etcd.crt --key=/tmp/attack/etcd.key --command-timeout=5s"
+    )
+    try:
+        as_cert = hakit.sh(proxy, f"{grpc} get --prefix /shadowdb/patroni/{OTHER}/ 2>&1; true")
+        as_tenant = f"{grpc} --user=patroni-{TENANT}:{etcd_password}"
+        own = hakit.sh(proxy, f"{as_tenant} get --prefix --keys-only /shadowdb/patroni/{TENANT}/ 2>&1; true")
+        theirs = hakit.sh(proxy, f"{as_tenant} put /shadowdb/patroni/{OTHER}/config x 2>&1; true")
+    finally:
+        hakit.sh(proxy, "rm -rf /tmp/attack")
+    assert "user name is empty" in as_cert, as_cert
+    assert f"/shadowdb/patroni/{TENANT}/leader" in own, own
+    assert "permission denied" in theirs, theirs
 
     # One replica fewer: the leader stays where it is, one replica's host is emptied.
     output = tenant_ha(lab, {"name": TENANT, "replicas": 1})
@@ -108,5 +266,9 @@ def test_replica_removed_from_a_live_tenant_then_the_tenant(lab):
         assert leftovers(host) == dict.fromkeys(leftovers(host), ""), (host, leftovers(host))
     assert hakit.sh(proxy, f"{ETCDCTL} get --prefix --keys-only /shadowdb/patroni/{TENANT}/").strip() == ""
     assert hakit.sh(proxy, f"{ETCDCTL} get --keys-only /shadowdb/tenants/{TENANT}").strip() == ""
+    # Its etcd identity went with it; the other tenant's stays.
+    users = hakit.sh(proxy, f"{ETCDCTL} user list").split()
+    assert f"patroni-{TENANT}" not in users and f"patroni-{OTHER}" in users, users
+    assert f"patroni-{TENANT}" not in hakit.sh(proxy, f"{ETCDCTL} role list").split()
     assert hakit.sh(proxy, f"ls /etc/haproxy/conf.d/{TENANT}.cfg 2>/dev/null; true").strip() == ""
     assert f"{TENANT}." not in hakit.sh(proxy, "cat /etc/haproxy/maps/sni.map")
