@@ -5,6 +5,7 @@ on the same host (a query every 0.2 s on a kept connection, and a fresh TLS conn
 fifth tick). Neither onboarding nor removal may fail a single one of those queries.
 """
 
+import re
 import threading
 import time
 
@@ -82,6 +83,12 @@ def test_remove_leaves_nothing_and_neighbours_keep_serving(lab, db1):
     finally:
         prober.stop()
 
+    # The OS user goes last: its UID is freed only once no file of the tenant is left.
+    tasks = re.findall(r"^TASK \[(.*)\] \**$", remove.output, re.M)
+    user_step = tasks.index("tenant_cluster : Remove the tenant's OS user")
+    assert user_step > tasks.index("tenant_volume : Delete the loop image (its label proven above)"), tasks
+    assert user_step > tasks.index("tenant_cluster : Stop and disable the tenant's cluster"), tasks
+
     # The neighbour never noticed.
     assert failures_onboarding == [], f"itb failed while {NAME} was onboarded: {failures_onboarding}"
     assert prober.failures == [], f"itb failed while {NAME} was removed: {prober.failures}"
@@ -115,3 +122,39 @@ def test_remove_leaves_nothing_and_neighbours_keep_serving(lab, db1):
     again = lab.remove(db1, NAME, confirm=NAME)
     assert again.rc == 0, again.describe()
     assert lab.diff(before, lab.snapshot(db1)) == {}
+
+
+def test_a_volume_that_does_not_carry_the_tenants_label_is_not_removed(lab, db2):
+    """A volume whose filesystem label is not the tenant's name cannot be proven to be its own:
+    removal refuses it before anything is stopped, with a message naming the label."""
+    name = "itlbl"
+    image = f"/var/lib/shadowdb/volumes/{name}.img"
+    before = lab.snapshot(db2)
+    onboard = lab.onboard(db2, {"name": name, "tier": "small"})
+    assert onboard.rc == 0, onboard.describe()
+    lab.image_keys(db2)
+    loop = lab.sh(db2, f"losetup -j {image} | cut -d: -f1").strip()
+    try:
+        lab.sh(db2, f"e2label {loop} someone-else")
+        refused = lab.remove(db2, name, confirm=name)
+        assert refused.rc != 0, refused.describe()
+        assert f"refusing to destroy {image}: its filesystem label is 'someone-else', not '{name}'" in (
+            refused.text
+        ), refused.describe()
+        # Nothing was touched: the image, the user, the running cluster, its secrets.
+        assert lab.exists(db2, image)
+        assert lab.exec(db2, "getent", "passwd", f"pg-{name}").returncode == 0
+        assert lab.sh(db2, f"systemctl is-active shadowdb-postgres@{name}.service").strip() == "active"
+        assert lab.exists(db2, f"/etc/shadowdb/tenants/{name}/owner.env")
+        lab.wait_serving(db2, name, timeout=30)
+
+        # An image without any filesystem label is refused too.
+        lab.sh(db2, f"e2label {loop} ''")
+        refused = lab.remove(db2, name, confirm=name)
+        assert refused.rc != 0 and "label is missing" in refused.text, refused.describe()
+        assert lab.exists(db2, image)
+    finally:
+        lab.sh(db2, f"e2label {loop} {name}", check=False)
+    removed = lab.remove(db2, name, confirm=name)
+    assert removed.rc == 0, removed.describe()
+    assert lab.diff(before, lab.snapshot(db2)) == {}
