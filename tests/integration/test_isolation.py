@@ -34,14 +34,21 @@ SECURITY_THRESHOLD = 5.0  # systemd-analyze security: below 5.0 is rated "OK" or
 
 # --- helpers ---------------------------------------------------------------------------------
 def run_program(conn: psycopg.Connection, command: str) -> tuple[int, str]:
-    """Run a shell command as the tenant's server (COPY FROM PROGRAM): (exit code, stdout+stderr)."""
+    """Run a shell command as the tenant's server (COPY FROM PROGRAM): (exit code, stdout+stderr).
+
+    Read as CSV with control characters as delimiter and quote: every line is one value, tabs
+    and backslashes included."""
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS it_os_out (n serial, line text)")
     conn.execute("TRUNCATE it_os_out")
-    program = f'({command}) 2>&1; echo "exit=$?"'
-    conn.execute(sql.SQL("COPY it_os_out (line) FROM PROGRAM {}").format(sql.Literal(program)))
-    lines = [row[0] for row in conn.execute("SELECT line FROM it_os_out ORDER BY n").fetchall()]
+    program = f'({command}) 2>&1; rc=$?; echo; echo "exit=$rc"'
+    conn.execute(
+        sql.SQL(
+            "COPY it_os_out (line) FROM PROGRAM {} WITH (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02')"
+        ).format(sql.Literal(program))
+    )
+    lines = [row[0] or "" for row in conn.execute("SELECT line FROM it_os_out ORDER BY n").fetchall()]
     code = int(lines[-1].removeprefix("exit="))
-    return code, "\n".join(lines[:-1])
+    return code, "\n".join(lines[:-1]).strip("\n")
 
 
 def refused(conn: psycopg.Connection, query: sql.Composable | str) -> str:
