@@ -64,7 +64,7 @@ except (ConnectionError, ssl.SSLError, socket.timeout, OSError) as e:
     print("refused" if not isinstance(e, ConnectionRefusedError) else "error: " + str(e))
 """
 
-# Run in two client containers at once: python3 - <role> <address> <port> <limit> <start>. At the
+# Run in two client containers at once: python3 -c <this> <role> <address> <port> <limit> <start>. At the
 # wall-clock time <start> (containers share the machine's clock), "hog" opens <limit> connections
 # to the SNI port and checks that one more is closed at once; "other" then connects once while the
 # hog is still at its limit; "hog" checks again. All within HAProxy's inspect delay (5 s), after
@@ -226,6 +226,7 @@ def test_one_client_cannot_take_every_slot(lab, clients):
     host = lab.hosts[0]
     config = lab.sh(host, "cat /etc/haproxy/haproxy.cfg")
     limit = int(config.split("sc0_conn_cur gt ", 1)[1].split()[0])
+    address = lab.address(host)
     for attempt in range(3):
         start = time.time() + 8
         runs = {
@@ -233,27 +234,26 @@ def test_one_client_cannot_take_every_slot(lab, clients):
                 [
                     "podman",
                     "exec",
-                    "-i",
                     clients[key][0],
                     "python3",
-                    "-",
+                    "-c",
+                    PER_SOURCE,
                     role,
-                    lab.address(host),
+                    address,
                     str(SNI_PORT),
                     str(limit),
                     str(start),
                 ],
-                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
                 env=lab.env,
-            )  # fmt: skip
+            )
             for role, key in (("hog", "in"), ("other", "out"))
         }
         reports = {}
         for role, run in runs.items():
-            out, err = run.communicate(PER_SOURCE, timeout=60)
+            out, err = run.communicate(timeout=60)
             assert run.returncode == 0, err
             reports[role] = json.loads(out)
         if max(r["late"] for r in reports.values()) < 0:
