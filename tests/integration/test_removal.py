@@ -135,7 +135,8 @@ def test_a_volume_that_does_not_carry_the_tenants_label_is_not_removed(lab, db2)
     lab.image_keys(db2)
     loop = lab.sh(db2, f"losetup -j {image} | cut -d: -f1").strip()
     try:
-        lab.sh(db2, f"e2label {loop} someone-else")
+        # sync: ext4 writes its new superblock, and the loop device its blocks to the image file.
+        lab.sh(db2, f"e2label {loop} someone-else && sync")
         refused = lab.remove(db2, name, confirm=name)
         assert refused.rc != 0, refused.describe()
         assert f"refusing to destroy {image}: its filesystem label is 'someone-else', not '{name}'" in (
@@ -149,7 +150,7 @@ def test_a_volume_that_does_not_carry_the_tenants_label_is_not_removed(lab, db2)
         lab.wait_serving(db2, name, timeout=30)
 
     finally:
-        lab.sh(db2, f"e2label {loop} {name}", check=False)
+        lab.sh(db2, f"e2label {loop} {name} && sync", check=False)
     removed = lab.remove(db2, name, confirm=name)
     assert removed.rc == 0, removed.describe()
     assert lab.diff(before, lab.snapshot(db2)) == {}
