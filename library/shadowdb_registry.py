@@ -4,6 +4,7 @@
 """Ansible module: the ShadowDB tenant registry, one JSON record per tenant in etcd."""
 
 import base64
+import ipaddress
 import json
 import os
 import re
@@ -80,8 +81,9 @@ options:
       - The tenant's record, required with O(state=present).
       - Keys C(tenant) (must equal O(tenant)), C(host) and C(address) (strings) and C(port) (1-65535)
         are required; C(proxy_port) (1-65535 or null), C(pg_version) (int), C(tier) (string),
-        C(state) (C(active), C(maintenance) or C(disabled); default C(active)) and C(members) (list
-        of dicts) are optional. Other keys are refused.
+        C(state) (C(active), C(maintenance) or C(disabled); default C(active)), C(members) (list
+        of dicts) and C(hba) (the tenant's client networks: a non-empty list of CIDRs, stored in
+        canonical form) are optional. Other keys are refused.
       - Integers given as strings of digits are converted.
     type: dict
   state:
@@ -183,7 +185,7 @@ diff:
 TENANT_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}[a-z0-9]$")
 RECORD_STATES = ("active", "maintenance", "disabled")
 REQUIRED_KEYS = ("tenant", "host", "address", "port")
-OPTIONAL_KEYS = ("proxy_port", "pg_version", "tier", "state", "members")
+OPTIONAL_KEYS = ("proxy_port", "pg_version", "tier", "state", "members", "hba")
 # Errors worth trying the next endpoint for (the member is down, has no leader, is overloaded).
 RETRY_HTTP = (500, 502, 503, 504)
 
@@ -274,6 +276,22 @@ def normalize_member(member, field):
     return out
 
 
+def normalize_hba(hba):
+    """The tenant's client networks: a non-empty list of CIDRs, each written canonically."""
+    if not isinstance(hba, list) or not hba:
+        raise RegistryError(f"record.hba={hba!r} is invalid: it must be a non-empty list of CIDRs")
+    out = []
+    for i, cidr in enumerate(hba):
+        try:
+            network = ipaddress.ip_network(str(cidr).strip(), strict=False)
+        except ValueError as e:
+            raise RegistryError(f"record.hba[{i}]={cidr!r} is invalid: {e}") from e
+        if not isinstance(cidr, str):
+            raise RegistryError(f"record.hba[{i}]={cidr!r} is invalid: it must be a CIDR string")
+        out.append(str(network))
+    return out
+
+
 def normalize_record(record, tenant):
     """Validate a record for tenant and return it with types fixed and defaults filled.
 
@@ -309,6 +327,8 @@ def normalize_record(record, tenant):
         out["pg_version"] = _as_int(record["pg_version"], "record.pg_version", 9, 99)
     if record.get("tier") is not None:
         out["tier"] = _as_str(record["tier"], "record.tier")
+    if record.get("hba") is not None:
+        out["hba"] = normalize_hba(record["hba"])
     members = record.get("members")
     if members is None:
         members = []
