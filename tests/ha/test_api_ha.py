@@ -35,7 +35,9 @@ TENANT = "hapi"
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     # Its own name and network: the other HA labs are on .213-.216.
-    with halab.converged("haapi", tmp_path_factory.mktemp("haapi"), net="10.89.217") as lab:
+    with halab.converged(
+        "haapi", tmp_path_factory.mktemp("haapi"), net=os.environ.get("SHADOWDB_HA_API_NET", "10.89.217")
+    ) as lab:
         yield lab
 
 

@@ -9,6 +9,7 @@ step changes nothing.
 """
 
 import json
+import os
 import re
 
 import psycopg
@@ -27,7 +28,11 @@ TENANT = "hconv"
 def lab(tmp_path_factory):
     # A name and network of its own: the lifecycle test's HA lab is on .215, the failover bench's
     # and molecule's on .214 and .213.
-    with halab.converged("haconv", tmp_path_factory.mktemp("haconv"), net="10.89.216") as lab:
+    with halab.converged(
+        "haconv",
+        tmp_path_factory.mktemp("haconv"),
+        net=os.environ.get("SHADOWDB_HA_CONVERT_NET", "10.89.216"),
+    ) as lab:
         yield lab
 
 
