@@ -12,6 +12,21 @@ SNI_PORT = 5432
 TENANTS = ["rta", "rtb"]
 
 
+# HAProxy's statistics and metrics listen on a root-only unix socket on the proxy host (and on the
+# admin addresses of haproxy_admin_bind, none in the lab). This command, run on the proxy host,
+# prints the HTTP status of GET <path> there, then the body.
+HAPROXY_STATS_SOCKET = "/run/haproxy/stats.sock"
+
+
+def haproxy_stats_command(path: str) -> str:
+    return (
+        "python3 -c \"import http.client, socket; c = http.client.HTTPConnection('haproxy'); "
+        "c.sock = socket.socket(socket.AF_UNIX); "
+        f"c.sock.connect('{HAPROXY_STATS_SOCKET}'); c.request('GET', '{path}'); "
+        'r = c.getresponse(); print(r.status); print(r.read().decode())"'
+    )
+
+
 def owner_password(lab: Lab, name: str) -> str:
     env = lab.sh(lab.hosts[0], f"cat /etc/shadowdb/tenants/{name}/owner.env")
     return dict(line.split("=", 1) for line in env.splitlines() if "=" in line and not line.startswith("#"))[

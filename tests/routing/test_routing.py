@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from tests.routing.client import TENANTS, connect, proxy_port
+from tests.routing.client import TENANTS, connect, haproxy_stats_command, proxy_port
 
 pytestmark = pytest.mark.lab
 
@@ -69,10 +69,7 @@ def test_health_checks_pass_and_leave_the_tenant_log_quiet(lab, name):
     # check status INI until its first check: wait up to three check intervals for one to run.
     deadline = time.monotonic() + 35
     while True:
-        stats = lab.sh(
-            lab.hosts[0],
-            "python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8404/stats;csv').read().decode())\"",
-        )
+        stats = lab.sh(lab.hosts[0], haproxy_stats_command("/stats;csv"))
         rows = [row.split(",") for row in stats.splitlines() if row.startswith(f"t_{name},")]
         server = next(row for row in rows if row[1] not in ("BACKEND", "FRONTEND"))
         if server[36] != "INI" or time.monotonic() > deadline:

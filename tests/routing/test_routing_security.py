@@ -23,7 +23,15 @@ import psycopg
 import pytest
 import yaml
 
-from tests.routing.client import DOMAIN, SNI_PORT, conninfo, postgres_port, proxy_port
+from tests.routing.client import (
+    DOMAIN,
+    HAPROXY_STATS_SOCKET,
+    SNI_PORT,
+    conninfo,
+    haproxy_stats_command,
+    postgres_port,
+    proxy_port,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -202,24 +210,34 @@ def test_a_client_inside_the_networks_logs_in(lab, hba_tenant, path):
         assert conn.execute("SELECT current_setting('cluster_name')").fetchone() == (HBA_TENANT,)
 
 
-def test_admin_endpoints_answer_on_loopback_only(lab, clients):
+def test_admin_endpoints_answer_to_root_on_the_proxy_host_only(lab, clients):
+    """Statistics and metrics (they list every tenant) answer on a root-only unix socket: not on
+    the network, not on loopback TCP (a tenant's server on the proxy host could reach that), and
+    not to another OS user of the proxy host (a tenant's server runs as one)."""
     host = lab.hosts[0]
     for path in ("/stats;csv", "/metrics"):
-        out = lab.sh(
-            host,
-            f"python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8404{path}').status)\"",
-        )
-        assert out.strip() == "200", path
-    script = (
+        assert lab.sh(host, haproxy_stats_command(path)).splitlines()[0] == "200", path
+    probe = (
         "import socket, sys\n"
         "try:\n    socket.create_connection((sys.argv[1], 8404), timeout=5); print('open')\n"
         "except OSError as e:\n    print(type(e).__name__)\n"
     )
-    out = subprocess.run(
-        ["podman", "exec", "-i", clients["out"][0], "python3", "-", lab.address(host)],
-        input=script, env=lab.env, check=True, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert out.stdout.strip() == "ConnectionRefusedError"
+    for client, address in ((clients["out"][0], lab.address(host)), (None, "127.0.0.1")):
+        command = ["podman", "exec", "-i", client or host, "python3", "-", address]
+        out = subprocess.run(
+            command, input=probe, env=lab.env, check=True, capture_output=True, text=True, timeout=60
+        )
+        assert out.stdout.strip() == "ConnectionRefusedError", (client or host, address)
+    # Another OS user of the proxy host (as a tenant's server is) cannot open the socket.
+    as_nobody = lab.sh(
+        host,
+        f"setpriv --reuid=nobody --regid=nogroup --clear-groups python3 -c "
+        f'"import socket; s = socket.socket(socket.AF_UNIX)\n'
+        f"try:\n    s.connect('{HAPROXY_STATS_SOCKET}'); print('open')\n"
+        f'except OSError as e:\n    print(type(e).__name__)"'
+        f" || true",
+    )
+    assert as_nobody.strip() == "PermissionError", as_nobody
 
 
 def test_one_client_cannot_take_every_slot(lab, clients):

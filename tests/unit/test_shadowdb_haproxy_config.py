@@ -255,10 +255,10 @@ def test_client_networks_and_per_source_limit_are_rendered(tmp_path):
     ]
     files, _ = render(tmp_path, records, haproxy_max_conn_per_source=7, haproxy_admin_bind=["10.10.0.5"])
     main = files["haproxy.cfg"]
-    # Admin endpoints: loopback and the admin address only.
+    # Admin endpoints: the root-only socket and the admin address only.
     stats = main[main.index("frontend stats") : main.index("frontend pg_sni")]
     assert [line.split()[1] for line in stats.splitlines() if line.strip().startswith("bind ")] == [
-        "127.0.0.1:8404",
+        "/run/haproxy/stats.sock",
         "10.10.0.5:8404",
     ]
     # SNI route: each restricted tenant's routes are refused from outside its networks.
@@ -281,10 +281,9 @@ def test_client_networks_and_per_source_limit_are_rendered(tmp_path):
     assert "stick-table type ipv6" in main
 
 
-def test_admin_endpoints_default_to_loopback_only(tmp_path):
+def test_admin_endpoints_default_to_a_root_only_socket(tmp_path):
     files, _ = render(tmp_path, [GOOD])
     main = files["haproxy.cfg"]
     stats = main[main.index("frontend stats") : main.index("frontend pg_sni")]
-    assert [line.split()[1] for line in stats.splitlines() if line.strip().startswith("bind ")] == [
-        "127.0.0.1:8404"
-    ]
+    binds = [line.split() for line in stats.splitlines() if line.strip().startswith("bind ")]
+    assert binds == [["bind", "/run/haproxy/stats.sock", "mode", "600", "user", "root", "group", "root"]]

@@ -137,9 +137,11 @@ def test_a_tenant_name_on_another_tenants_port_fails_verification():
 
 
 def test_backends_are_up_in_haproxy():
-    # The statistics page answers on the proxy host's loopback only (haproxy_admin_bind is empty).
+    # The statistics page answers on a root-only unix socket (haproxy_admin_bind is empty).
     out = proxy.check_output(
-        "python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8404/stats;csv').read().decode())\""
+        "python3 -c \"import http.client, socket; c = http.client.HTTPConnection('haproxy'); "
+        "c.sock = socket.socket(socket.AF_UNIX); c.sock.connect('/run/haproxy/stats.sock'); "
+        "c.request('GET', '/stats;csv'); print(c.getresponse().read().decode())\""
     )
     rows = [row.split(",") for row in out.splitlines() if row and not row.startswith("#")]
     status = {row[0]: row[17] for row in rows if row[1] == "BACKEND"}
