@@ -82,8 +82,8 @@ options:
       - Keys C(tenant) (must equal O(tenant)), C(host) and C(address) (strings) and C(port) (1-65535)
         are required; C(proxy_port) (1-65535 or null), C(pg_version) (int), C(tier) (string),
         C(state) (C(active), C(maintenance) or C(disabled); default C(active)), C(members) (list
-        of dicts) and C(hba) (the tenant's client networks: a non-empty list of CIDRs, stored in
-        canonical form) are optional. Other keys are refused.
+        of dicts) and C(hba) (the tenant's client networks: a list of CIDRs, stored in canonical
+        form; empty closes the tenant to every client) are optional. Other keys are refused.
       - Integers given as strings of digits are converted.
     type: dict
   state:
@@ -277,9 +277,12 @@ def normalize_member(member, field):
 
 
 def normalize_hba(hba):
-    """The tenant's client networks: a non-empty list of CIDRs, each written canonically."""
-    if not isinstance(hba, list) or not hba:
-        raise RegistryError(f"record.hba={hba!r} is invalid: it must be a non-empty list of CIDRs")
+    """The tenant's client networks: a list of CIDRs, each written canonically.
+
+    An empty list is valid, as in the tenant spec: no client network may connect (HAProxy
+    refuses every client of that tenant)."""
+    if not isinstance(hba, list):
+        raise RegistryError(f"record.hba={hba!r} is invalid: it must be a list of CIDRs")
     out = []
     for i, cidr in enumerate(hba):
         try:
