@@ -316,8 +316,9 @@ def test_concurrent_onboardings(lab, api, token, devdb):
 
 def test_create_never_adopts_an_operator_tenant(lab, api, token, devdb):
     h = bearer(token)
-    host = lab.hosts[0]  # the host the API places the next tenant on (fewest tenants, then name)
-    assert httpx.get(f"{api.url}/v1/tenants", headers=h).json()["tenants"] == []
+    # The operator's tenant is on one host; the create job looks on every db host, so it is refused
+    # wherever the API places it (earlier tests of this module leave tenants on both hosts).
+    host = lab.hosts[0]
     lab.playbook("tenant.yml", "-e", f"tenant_host={host}", "-e", json.dumps({"tenant": {"name": "opsmade"}}))
     state = (
         "sha256sum /etc/shadowdb/tenants/opsmade/owner.env;"
@@ -330,7 +331,6 @@ def test_create_never_adopts_an_operator_tenant(lab, api, token, devdb):
     r = httpx.post(f"{api.url}/v1/tenants", json={"name": "opsmade"}, headers=h)
     assert r.status_code == 202, r.text  # the API cannot see it: the hosts can
     job_id = r.json()["id"]
-    assert r.json()["host"] == host
     events = follow(api, token, job_id)
     end = events[-1][1]
     assert end["status"] == "failed", events[-5:]
