@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from tests.ha import hakit, halab
-from tests.ha.hakit import ETCDCTL
+from tests.ha.hakit import DOMAIN, ETCDCTL, SNI_PORT
+from tests.routing.client import PROBE
 
 pytestmark = pytest.mark.lab
 
@@ -26,6 +27,9 @@ TENANT = "hlife"
 # isolation attacks made from TENANT's OS user.
 OTHER = "hatk"
 ATTACK_SCRIPT = Path(__file__).with_name("tenant_attack.py")
+# An HA tenant restricted to one client network (the first db host's address).
+NET_TENANT = "hnet"
+SECURITY_THRESHOLD = 5.0  # systemd-analyze security: below 5.0 is rated "OK" or better
 
 
 @pytest.fixture(scope="module")
@@ -277,3 +281,55 @@ def test_replica_removed_from_a_live_tenant_then_the_tenant(lab, other):
     assert f"patroni-{TENANT}" not in hakit.sh(proxy, f"{ETCDCTL} role list").split()
     assert hakit.sh(proxy, f"ls /etc/haproxy/conf.d/{TENANT}.cfg 2>/dev/null; true").strip() == ""
     assert f"{TENANT}." not in hakit.sh(proxy, "cat /etc/haproxy/maps/sni.map")
+
+
+def probe(host: str, mode: str, tenant: str, address: str, port: int) -> str:
+    """tests/routing/client.py's PROBE run on a lab host: admitted, refused, nohba or error: ..."""
+    script = f"python3 - {mode} {tenant} {address} {port} {DOMAIN} <<'EOF'\n{PROBE}\nEOF"
+    return hakit.sh(host, script).strip()
+
+
+def test_client_networks_of_an_ha_tenant_hold_on_every_path(lab):
+    """Issue 12 items 3 and 8 on the HA path: a tenant's client networks (hba) are in its registry
+    record, HAProxy enforces them on the SNI route and on the tenant's own port, the members'
+    pg_hba admits the proxy host, and a client outside the networks is refused on all three paths
+    (direct to the leader too). The Patroni unit's sandbox is rated OK by systemd-analyze."""
+    inside, outside = sorted(lab.db)[:2]
+    hba = [f"{lab.db[inside]}/32"]
+    tenant_ha(lab, {"name": NET_TENANT, "replicas": 1, "hba": hba})
+    cluster = hakit.Cluster(NET_TENANT, members_of(lab, NET_TENANT), lab.proxy[1])
+    try:
+        leader = hakit.wait_for("a healthy cluster of 2", cluster.healthy, timeout=120)
+        record = json.loads(
+            hakit.sh(lab.proxy[0], f"{ETCDCTL} get --print-value-only /shadowdb/tenants/{NET_TENANT}")
+        )
+        assert record["hba"] == hba, record
+        paths = {
+            "sni": ("sni", lab.proxy[1], SNI_PORT),
+            "own port": ("port", lab.proxy[1], record["proxy_port"]),
+            "direct": ("port", lab.db[leader], cluster._lease(leader, "ha_postgres")),
+        }
+        seen = {
+            (client, path): probe(host, mode, NET_TENANT, address, port)
+            for client, host in (("inside", inside), ("outside", outside))
+            for path, (mode, address, port) in paths.items()
+        }
+        unit = f"shadowdb-patroni@{NET_TENANT}.service"
+        security = hakit.sh(leader, f"systemd-analyze security --no-pager {unit}")
+    finally:
+        cluster.close()
+    print(f"\nclients of HA tenant {NET_TENANT} (hba {hba}): {seen}")
+    assert seen == {
+        ("inside", "sni"): "admitted",
+        ("inside", "own port"): "admitted",
+        ("inside", "direct"): "admitted",
+        ("outside", "sni"): "refused",
+        ("outside", "own port"): "refused",
+        ("outside", "direct"): "nohba",
+    }, seen
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\S+)", security)
+    assert match, security[-3000:]
+    print(f"systemd-analyze security {unit}: {match.group(1)} {match.group(2)}")
+    assert float(match.group(1)) < SECURITY_THRESHOLD, security[-3000:]
+
+    tenant_ha(lab, {"name": NET_TENANT, "state": "absent"}, "-e", f"confirm={NET_TENANT}")

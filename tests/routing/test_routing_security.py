@@ -26,6 +26,7 @@ import yaml
 from tests.routing.client import (
     DOMAIN,
     HAPROXY_STATS_SOCKET,
+    PROBE,
     SNI_PORT,
     conninfo,
     haproxy_stats_command,
@@ -37,40 +38,6 @@ pytestmark = pytest.mark.lab
 
 HBA_TENANT = "rth"
 LAB_IMAGE = "localhost/shadowdb-lab:trixie-1"
-
-# Run inside a client container: python3 - <mode> <tenant> <address> <port> <domain>; prints one word:
-# "admitted" (the server asked for authentication), "refused" (closed before any answer),
-# "nohba" (PostgreSQL refused: no pg_hba.conf entry) or "error: <message>".
-PROBE = r"""
-import socket, ssl, struct, sys
-mode, tenant, address, port, domain = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
-context = ssl.create_default_context()
-context.check_hostname = False
-context.verify_mode = ssl.CERT_NONE
-try:
-    sock = socket.create_connection((address, port), timeout=5)
-    if mode == "sni":
-        context.set_alpn_protocols(["postgresql"])
-    else:
-        sock.sendall(struct.pack("!ii", 8, 80877103))
-        if sock.recv(1) != b"S":
-            raise ConnectionResetError("no TLS")
-    tls = context.wrap_socket(sock, server_hostname=f"{tenant}.{domain}")
-    params = b"user\0" + tenant.encode() + b"\0database\0" + tenant.encode() + b"\0\0"
-    tls.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
-    kind = tls.recv(1)
-    if kind == b"R":
-        print("admitted")
-    elif kind == b"E":
-        body = tls.recv(4096).decode("utf-8", "replace")
-        print("nohba" if "no pg_hba.conf entry" in body else "error: " + body.replace("\0", " ")[:200])
-    elif not kind:
-        print("refused")
-    else:
-        print("error: answer " + repr(kind))
-except (ConnectionError, ssl.SSLError, socket.timeout, OSError) as e:
-    print("refused" if not isinstance(e, ConnectionRefusedError) else "error: " + str(e))
-"""
 
 # Run in two client containers at once: python3 -c <this> <role> <address> <port> <limit> <start>. At the
 # wall-clock time <start> (containers share the machine's clock), "hog" opens <limit> connections
