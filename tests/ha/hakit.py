@@ -95,11 +95,9 @@ class Cluster:
             Path(path).unlink(missing_ok=True)
 
     def tls(self, client_cert: bool = True) -> ssl.SSLContext:
-        """TLS to a member's REST API: its certificate verified against the deployment CA (it
-        names the tenant, not the member's address: no host name check), with or without the
-        tenant's client certificate."""
+        """TLS to a member's REST API: its certificate verified against the deployment CA and by
+        the member's address (which it names), with or without the tenant's client certificate."""
         context = ssl.create_default_context(cafile=self.ca_file)
-        context.check_hostname = False
         if client_cert:
             context.load_cert_chain(self.cert_file, self.key_file)
         return context

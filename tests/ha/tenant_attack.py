@@ -26,7 +26,6 @@ rest_password = config["restapi"]["authentication"]["password"]
 
 def context(client_cert=True):
     ctx = ssl.create_default_context(cafile=f"{tls}/ca.crt")
-    ctx.check_hostname = False  # the REST API's certificate names the tenant, not the address
     if client_cert:
         ctx.load_cert_chain(f"{tls}/etcd.crt", f"{tls}/etcd.key")
     return ctx
