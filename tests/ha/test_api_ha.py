@@ -1,10 +1,10 @@
-"""High availability through the API, end to end on its own HA lab (3 db hosts + an etcd/HAProxy
-host, `haapi`, network 10.89.217): the API as a real process with a real catalog runs the real
-playbooks. One tenant: created standalone -> PATCH replicas 1 (converted in place by
-tenant_ha.yml) -> connected through HAProxy by SNI with the credentials returned once (`<t>` to
-the leader, `<t>-ro` to the replica) -> rows written -> PATCH replicas 0 (back to standalone) ->
-rows still there -> DELETE -> nothing left on any host, in the registry, the DCS or HAProxy. The
-password is in no runner artifact, catalog row or API log line.
+"""High availability through the API, end to end on the HA lab of tests/ha/conftest.py (3 db hosts
++ an etcd/HAProxy host, shared with the other tests/ha modules): the API as a real process with a
+real catalog runs the real playbooks. One tenant: created standalone -> PATCH replicas 1
+(converted in place by tenant_ha.yml) -> connected through HAProxy by SNI with the credentials
+returned once (`<t>` to the leader, `<t>-ro` to the replica) -> rows written -> PATCH replicas 0
+(back to standalone) -> rows still there -> DELETE -> nothing left on any host, in the registry,
+the DCS or HAProxy. The password is in no runner artifact, catalog row or API log line.
 
     pytest tests/ha -q -k api   (the lab, site.yml and four jobs: ~12-25 minutes)
 
@@ -24,21 +24,12 @@ from api.catalog import Catalog, migrate
 from api.devdb import DevDB
 from tests.api.conftest import Server, bearer, server_env
 from tests.api.test_e2e_lab import connect, follow, succeeded
-from tests.ha import hakit, halab
+from tests.ha import hakit
 from tests.ha.hakit import ETCDCTL
 
 pytestmark = pytest.mark.lab
 
 TENANT = "hapi"
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    # Its own name and network: the other HA labs are on .213-.216.
-    with halab.converged(
-        "haapi", tmp_path_factory.mktemp("haapi"), net=os.environ.get("SHADOWDB_HA_API_NET", "10.89.217")
-    ) as lab:
-        yield lab
 
 
 @pytest.fixture(scope="module")

@@ -9,31 +9,18 @@ step changes nothing.
 """
 
 import json
-import os
 import re
 
 import psycopg
 import pytest
 import yaml
 
-from tests.ha import hakit, halab
+from tests.ha import hakit
 from tests.ha.hakit import ETCDCTL
 
 pytestmark = pytest.mark.lab
 
 TENANT = "hconv"
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    # A name and network of its own: the lifecycle test's HA lab is on .215, the failover bench's
-    # and molecule's on .214 and .213.
-    with halab.converged(
-        "haconv",
-        tmp_path_factory.mktemp("haconv"),
-        net=os.environ.get("SHADOWDB_HA_CONVERT_NET", "10.89.216"),
-    ) as lab:
-        yield lab
 
 
 def tenant_ha(lab, spec: dict, check: bool = True) -> str:

@@ -4,11 +4,10 @@ leader; rows written before are still there, writes go on through the same HAPro
 then the whole tenant removed (nothing of it left on any host, in the registry, in Patroni's
 DCS keys or in HAProxy).
 
-    pytest tests/ha -q   (about 10 minutes on a quiet machine)
+    pytest tests/ha -q -k lifecycle   (the lab is shared by tests/ha: conftest.py)
 """
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.ha import hakit, halab
+from tests.ha import hakit
 from tests.ha.hakit import DOMAIN, ETCDCTL, SNI_PORT
 from tests.routing.client import PROBE
 
@@ -30,15 +29,6 @@ ATTACK_SCRIPT = Path(__file__).with_name("tenant_attack.py")
 # An HA tenant restricted to one client network (the first db host's address).
 NET_TENANT = "hnet"
 SECURITY_THRESHOLD = 5.0  # systemd-analyze security: below 5.0 is rated "OK" or better
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    # A network of its own: the failover bench's and molecule's HA labs use .214 and .213
-    # (SHADOWDB_HA_LIFECYCLE_NET moves it, for labs run side by side).
-    net = os.environ.get("SHADOWDB_HA_LIFECYCLE_NET", "10.89.215")
-    with halab.converged("halife", tmp_path_factory.mktemp("halife"), net=net) as lab:
-        yield lab
 
 
 def members_of(lab, tenant: str) -> dict[str, str]:
