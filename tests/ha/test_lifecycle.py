@@ -273,6 +273,34 @@ def test_replica_removed_from_a_live_tenant_then_the_tenant(lab, other):
     assert f"{TENANT}." not in hakit.sh(proxy, "cat /etc/haproxy/maps/sni.map")
 
 
+def test_a_config_that_does_not_start_is_rolled_back_on_every_member(lab, other):
+    """Issue 12 item 7 on the HA path: huge_pages=on (valid, but the lab reserves no huge pages)
+    waits for a restart; the replica is restarted first, does not come up, and every member gets
+    the last good configuration back while the leader keeps serving. The run fails naming
+    PostgreSQL's error; the old spec then converges with no change."""
+    leader = other.leader()
+    assert leader, other.roles()
+    if hakit.sh(leader, "cat /proc/sys/vm/nr_hugepages").strip() != "0":
+        pytest.skip("the host reserves huge pages: huge_pages=on would start")
+    execute(other, "CREATE TABLE IF NOT EXISTS rollback_rows (n int)")
+    execute(other, "INSERT INTO rollback_rows VALUES (1)")
+
+    bad = tenant_ha(lab, {"name": OTHER, "replicas": 1, "settings": {"huge_pages": "on"}}, check=False)
+    assert f"tenant {OTHER}: the new configuration did not come up on" in bad, bad[-3000:]
+    assert "could not map anonymous shared memory" in bad, bad[-3000:]
+    assert "The last good configuration was put back and every member serves it again" in bad, bad[-3000:]
+
+    # Both members run on the old settings, with the same leader and the rows written before.
+    assert hakit.wait_for("a healthy cluster of 2", other.healthy, timeout=120) == leader
+    assert other.query("SHOW huge_pages") == [("try",)]
+    assert other.query("SELECT count(*) FROM rollback_rows") == [(1,)]
+    execute(other, "INSERT INTO rollback_rows VALUES (2)")
+
+    again = tenant_ha(lab, {"name": OTHER, "replicas": 1})
+    recap = dict(re.findall(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)", again, re.M))
+    assert recap and set(recap.values()) == {"0"}, recap
+
+
 def probe(host: str, mode: str, tenant: str, address: str, port: int) -> str:
     """tests/routing/client.py's PROBE run on a lab host: admitted, refused, nohba or error: ..."""
     script = f"python3 - {mode} {tenant} {address} {port} {DOMAIN} <<'EOF'\n{PROBE}\nEOF"
