@@ -111,6 +111,20 @@ def test_standalone_to_ha_and_back(lab):
     sni(lab, password, "INSERT INTO conv_rows SELECT 'standalone', g FROM generate_series(1, 100) g")
     assert count(lab, password) == 100
 
+    # The name is taken: tenant.yml on another db host is refused from the registry (one read on
+    # the controller), before anything changes there.
+    elsewhere = sorted(set(lab.db) - {host})[0]
+    dupe = lab.playbook(
+        "tenant.yml",
+        "-e",
+        f"tenant_host={elsewhere}",
+        "-e",
+        json.dumps({"tenant": {"name": TENANT}}),
+        check=False,
+    )
+    assert f"a tenant named '{TENANT}' already exists on {host}" in dupe, dupe[-3000:]
+    assert leftovers(elsewhere) == dict.fromkeys(leftovers(elsewhere), ""), leftovers(elsewhere)
+
     # Asking for more members than there are db hosts is refused before anything changes.
     refused = tenant_ha(lab, {"name": TENANT, "replicas": 3}, check=False)
     assert "needs 4 members on 4 different db hosts" in refused, refused[-3000:]
@@ -152,6 +166,11 @@ def test_standalone_to_ha_and_back(lab):
 
     again = tenant_ha(lab, {"name": TENANT, "replicas": 1})
     assert recap(again) and set(recap(again).values()) == {0}, recap(again)
+    # An HA tenant is not converged by tenant.yml, even on its leader's host.
+    ha_dupe = lab.playbook(
+        "tenant.yml", "-e", f"tenant_host={host}", "-e", json.dumps({"tenant": {"name": TENANT}}), check=False
+    )
+    assert "(an HA tenant: converge it with playbooks/tenant_ha.yml)" in ha_dupe, ha_dupe[-3000:]
 
     # --- HA -> standalone (replicas 0): the replica goes, the leader's data is served standalone ---
     proxy_port = record["proxy_port"]
