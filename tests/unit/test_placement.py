@@ -1,26 +1,12 @@
-"""Unit tests for filter_plugins/shadowdb_placement.py: members of a tenant on distinct hosts."""
+"""Unit tests for shadowdb/placement.py: a new tenant's host, members of a tenant on distinct hosts."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PLUGIN = ROOT / "filter_plugins" / "shadowdb_placement.py"
+from shadowdb import placement as pl
+from shadowdb.errors import SpecError
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("_shadowdb_placement_under_test", PLUGIN)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pl = _load()
 HOSTS = ["db1", "db2", "db3", "db4"]
 
 
@@ -93,7 +79,7 @@ def test_members_on_hosts_no_longer_available_are_replaced():
 
 
 def test_fewer_hosts_than_members_is_a_clear_error():
-    with pytest.raises(pl.AnsibleFilterError) as err:
+    with pytest.raises(SpecError) as err:
         pl.shadowdb_placement(["db1", "db2"], 3, "acme")
     message = str(err.value)
     assert message.startswith("tenant.replicas:")
@@ -103,17 +89,21 @@ def test_fewer_hosts_than_members_is_a_clear_error():
 
 
 def test_duplicate_host_names_do_not_count_twice():
-    with pytest.raises(pl.AnsibleFilterError):
+    with pytest.raises(SpecError):
         pl.shadowdb_placement(["db1", "db1"], 2, "acme")
 
 
 @pytest.mark.parametrize("members", [0, -1, "x", None])
 def test_member_count_is_checked(members):
-    with pytest.raises(pl.AnsibleFilterError, match="tenant.replicas"):
+    with pytest.raises(SpecError, match="tenant.replicas"):
         pl.shadowdb_placement(HOSTS, members, "acme")
 
 
-def test_registered_through_ansible():
-    filters = pl.FilterModule().filters()
-    assert filters["shadowdb_placement"] is pl.shadowdb_placement
-    assert filters["shadowdb_host_load"] is pl.shadowdb_host_load
+def test_pick_host_takes_the_fewest_tenants_then_the_first_name():
+    assert pl.pick_host(["db2", "db1"], {}) == "db1"
+    assert pl.pick_host(["db1", "db2", "db3"], {"db1": 3, "db2": 1, "db3": 1}) == "db2"
+
+
+def test_pick_host_without_hosts_is_no_hosts():
+    with pytest.raises(pl.NoHosts, match="no db host"):
+        pl.pick_host([], {})

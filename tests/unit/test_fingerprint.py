@@ -1,35 +1,20 @@
-"""Unit tests for filter_plugins/shadowdb_digest.py: tenant fingerprints and code tree digests."""
+"""Unit tests for shadowdb/fingerprint.py: tenant fingerprints and code tree digests."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from shadowdb import fingerprint as dg
+from shadowdb.fingerprint import FingerprintError
+
 ROOT = Path(__file__).resolve().parents[2]
-PLUGIN = ROOT / "filter_plugins" / "shadowdb_digest.py"
-MODULE_NAME = "_shadowdb_digest_plugin_under_test"
-
-
-def _load_plugin():
-    # filter_plugins/ is not a package: load the file by path, as Ansible does.
-    spec = importlib.util.spec_from_file_location(MODULE_NAME, PLUGIN)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[MODULE_NAME] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-dg = _load_plugin()
 SPEC = {
     "name": "acme",
     "tier": "small",
@@ -100,7 +85,7 @@ def test_fingerprint_non_ascii_is_stable():
     ],
 )
 def test_fingerprint_refuses_non_canonical_values(value, message):
-    with pytest.raises(dg.AnsibleFilterError, match="^shadowdb_fingerprint: ") as exc:
+    with pytest.raises(FingerprintError, match="^shadowdb_fingerprint: ") as exc:
         dg.shadowdb_fingerprint(value)
     assert message in str(exc.value)
 
@@ -214,14 +199,14 @@ def test_tree_digest_follows_symlinked_files(tree):
 
 def test_tree_digest_missing_path_fails_naming_it(tree):
     missing = str(tree / "playbooks")
-    with pytest.raises(dg.AnsibleFilterError, match=r"^shadowdb_tree_digest: paths\[1\]=") as exc:
+    with pytest.raises(FingerprintError, match=r"^shadowdb_tree_digest: paths\[1\]=") as exc:
         dg.shadowdb_tree_digest([str(tree / "roles"), missing])
     assert missing in str(exc.value) and "not a directory or a regular file" in str(exc.value)
 
 
 @pytest.mark.parametrize("paths", [None, 42, {"roles": 1}, [None], [["roles"]]])
 def test_tree_digest_rejects_non_paths(paths):
-    with pytest.raises(dg.AnsibleFilterError, match="^shadowdb_tree_digest: "):
+    with pytest.raises(FingerprintError, match="^shadowdb_tree_digest: "):
         dg.shadowdb_tree_digest(paths)
 
 
@@ -230,57 +215,10 @@ def test_tree_digest_unreadable_file_fails_naming_it(tree):
     secret = tree / "library/secret.py"
     secret.write_text("x")
     secret.chmod(0)
-    with pytest.raises(dg.AnsibleFilterError, match="cannot read .*secret.py"):
+    with pytest.raises(FingerprintError, match="cannot read .*secret.py"):
         digest(tree, "library")
 
 
 def test_tree_digest_of_this_repository_code():
-    dirs = [str(ROOT / d) for d in ("roles", "library", "filter_plugins", "playbooks")]
+    dirs = [str(ROOT / d) for d in ("roles", "library", "filter_plugins", "playbooks", "shadowdb")]
     assert dg.shadowdb_tree_digest(dirs) == dg.shadowdb_tree_digest(dirs)
-
-
-# --- plugin entry point, and import without Ansible ---
-
-
-def test_filter_module_exposes_filters():
-    filters = dg.FilterModule().filters()
-    assert filters == {
-        "shadowdb_fingerprint": dg.shadowdb_fingerprint,
-        "shadowdb_tree_digest": dg.shadowdb_tree_digest,
-    }
-
-
-def test_importable_without_ansible(tmp_path):
-    # A sitecustomize that makes 'import ansible' fail, as in an environment without Ansible.
-    (tmp_path / "sitecustomize.py").write_text(
-        textwrap.dedent(
-            """
-            import sys
-            class _NoAnsible:
-                def find_spec(self, name, path=None, target=None):
-                    if name == "ansible" or name.startswith("ansible."):
-                        raise ImportError("no ansible here")
-                    return None
-            sys.meta_path.insert(0, _NoAnsible())
-            """
-        )
-    )
-    code = textwrap.dedent(
-        f"""
-        import importlib.util
-        spec = importlib.util.spec_from_file_location("d", {str(PLUGIN)!r})
-        d = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(d)
-        assert issubclass(d.AnsibleFilterError, ValueError)
-        try:
-            d.shadowdb_fingerprint({{1}})
-        except d.AnsibleFilterError as e:
-            print("refused:", e)
-        print(d.shadowdb_fingerprint({{"a": 1}}))
-        """
-    )
-    env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1] == dg.shadowdb_fingerprint({"a": 1})
-    assert proc.stdout.startswith("refused: shadowdb_fingerprint: ")
