@@ -21,9 +21,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import __version__, rules, sealing
+import shadowdb
+from shadowdb import NoHosts, SpecError, pick_host
+
+from . import __version__, sealing
 from .auth import Principal, admin, reader, writer
 from .catalog import ACTIVE, Catalog, Conflict, NotFound, QueueFull, migrate
+from .inventory import Inventory
 from .jobs import Engine, new_job_id
 from .metrics import Metrics
 from .models import (
@@ -40,7 +44,6 @@ from .models import (
     TenantList,
     TenantPatch,
 )
-from .placement import Inventory, NoHosts, pick_host
 from .settings import Settings
 
 log = logging.getLogger("shadowdb.api")
@@ -74,15 +77,15 @@ ReadableJob = Annotated[dict, Depends(readable_job)]
 
 def rules_name_path():
     return PathParam(
-        pattern=rules.TENANT_NAME_RE,
-        min_length=rules.TENANT_NAME_MIN_LEN,
-        max_length=rules.TENANT_NAME_MAX_LEN,
+        pattern=shadowdb.TENANT_NAME_RE,
+        min_length=shadowdb.TENANT_NAME_MIN_LEN,
+        max_length=shadowdb.TENANT_NAME_MAX_LEN,
         description="tenant name",
     )
 
 
-def spec_error(exc: "rules.SpecError") -> RequestValidationError:
-    """A SpecError from the filter as a 422 naming the field in the request body."""
+def spec_error(exc: SpecError) -> RequestValidationError:
+    """A SpecError of the tenant rules as a 422 naming the field in the request body."""
     parts = exc.field.split(".")
     loc = ("body", *parts[1:]) if parts[0] == "tenant" else ("body", *parts)
     return RequestValidationError(
@@ -207,10 +210,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spec = FastAPI.openapi(app)
             inventory = getattr(app.state, "inventory", None)
             try:
-                tiers = sorted((inventory and inventory.tiers()) or rules.DEFAULT_TIERS)
+                tiers = sorted((inventory and inventory.tiers()) or shadowdb.DEFAULT_TIERS)
                 versions = (inventory and inventory.served_pg_versions()) or None
             except NoHosts:
-                tiers, versions = sorted(rules.DEFAULT_TIERS), None
+                tiers, versions = sorted(shadowdb.DEFAULT_TIERS), None
             schemas = spec["components"]["schemas"]
             for model in ("TenantCreate", "TenantPatch"):
                 props = schemas[model]["properties"]
@@ -416,12 +419,10 @@ def _v1(settings: Settings) -> APIRouter:
             )
         inventory = request.app.state.inventory
         raw = body.model_dump(exclude_none=True)
-        if not raw.get("superuser") and "superuser" not in rules.TENANT_FIELDS:
-            raw.pop("superuser", None)  # rules without the field: false is their only meaning
         served = inventory.served_pg_versions()
         try:
-            spec = rules.validate_tenant(raw, inventory.tiers(), None, served or None)
-        except rules.SpecError as exc:
+            spec = shadowdb.shadowdb_validate_tenant(raw, inventory.tiers(), None, served or None)
+        except SpecError as exc:
             if exc.field == "tenant.pg_version":
                 raise field_error(
                     ("body", "pg_version"),
@@ -503,13 +504,13 @@ def _v1(settings: Settings) -> APIRouter:
         catalog = request.app.state.catalog
         current = catalog.tenant(name)
         tiers = request.app.state.inventory.tiers()
-        table = tiers or rules.DEFAULT_TIERS
+        table = tiers or shadowdb.DEFAULT_TIERS
 
         def build_spec(tenant: dict) -> dict:
             merged = dict(tenant["spec"]) | {k: v for k, v in changes.items() if v is not None}
             try:
-                spec = rules.validate_tenant(merged, tiers)
-            except rules.SpecError as exc:
+                spec = shadowdb.shadowdb_validate_tenant(merged, tiers)
+            except SpecError as exc:
                 raise spec_error(exc) from None
             old = table.get(tenant["spec"].get("tier"), {}).get("disk_size_mb", 0)
             new = table.get(spec["tier"], {}).get("disk_size_mb", 0)

@@ -1,4 +1,5 @@
-"""Placement: a new tenant goes to the inventory's db host with the fewest tenants.
+"""The deployment's inventory, as the API reads it: its db hosts (a new tenant goes to the one
+with the fewest tenants: ``shadowdb.pick_host``).
 
 The inventory also says whether routing is deployed (an etcd group): jobs then end with a
 routing step (api/jobs.py); which PostgreSQL majors each db host can install
@@ -11,19 +12,18 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-log = logging.getLogger("shadowdb.api.placement")
+from shadowdb import NoHosts, SpecError, resolve_tiers
+
+from .settings import ansible_env
+
+log = logging.getLogger("shadowdb.api.inventory")
 _TTL = 60.0
 # PostgreSQL majors a db host can install when the inventory does not say (Debian trixie: 17).
 DEFAULT_HOST_PG_VERSIONS = (17,)
-
-
-class NoHosts(Exception):
-    """The inventory has no host to place a tenant on (HTTP 503)."""
 
 
 class Inventory:
@@ -66,11 +66,22 @@ class Inventory:
         return sorted({v for host in self.hosts() for v in self.pg_versions(host)})
 
     def tiers(self) -> dict | None:
-        """The deployment's tier table (``shadowdb_tiers`` of the db hosts), None: the defaults."""
+        """The deployment's tier table, validated; None: the package's defaults.
+
+        It is ``shadowdb_tiers`` as the db hosts see it: the inventory's group_vars/all.yml, its
+        all/db group vars or host vars, the first db host defining it. As in the playbooks
+        (``shadowdb.resolve_tiers``), a non-empty table replaces the defaults whole: a tier it
+        does not define is refused. A table the rules refuse is the deployment's fault, not the
+        client's: 503, the reason in the API's log.
+        """
         for host in self.hosts():
             tiers = self.hostvars(host).get("shadowdb_tiers")
             if tiers:
-                return tiers
+                try:
+                    return resolve_tiers(tiers)
+                except SpecError as exc:
+                    log.error("inventory: %s has an invalid shadowdb_tiers: %s", host, exc)
+                    raise NoHosts("the deployment's tier table is invalid (see the API's log)") from None
         return None
 
     def declared_tenants(self) -> dict[str, str]:
@@ -98,9 +109,7 @@ class Inventory:
         return bool(self.hosts("etcd"))
 
     def _read(self) -> dict:
-        bin_dir = os.path.dirname(os.path.abspath(sys.executable))
-        env = dict(os.environ, ANSIBLE_CONFIG=str(self.repo / "ansible.cfg"))
-        env["PATH"] = f"{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"
+        env = dict(os.environ) | ansible_env(self.repo)
         proc = subprocess.run(
             ["ansible-inventory", "-i", str(self.inventory), "--list"],
             capture_output=True,
@@ -113,10 +122,3 @@ class Inventory:
             log.error("ansible-inventory -i %s failed: %s", self.inventory, proc.stderr.strip()[-2000:])
             raise NoHosts("cannot read the deployment's inventory (see the API's log)")
         return json.loads(proc.stdout)
-
-
-def pick_host(hosts: list[str], counts: dict[str, int]) -> str:
-    """The host with the fewest tenants; ties go to the first name."""
-    if not hosts:
-        raise NoHosts("the inventory has no db host")
-    return min(hosts, key=lambda h: (counts.get(h, 0), h))

@@ -28,9 +28,7 @@
 
 import base64
 import logging
-import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -43,7 +41,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from .catalog import CLAIM_LOCK, ROUTING_LOCK, _settle_tenant, add_event, job_lock_key
-from .settings import Settings
+from .settings import Settings, ansible_env
 
 log = logging.getLogger("shadowdb.api.jobs")
 
@@ -522,13 +520,7 @@ class Engine:
         return runner, state
 
     def _envvars(self) -> dict:
-        bin_dir = os.path.dirname(os.path.abspath(sys.executable))
-        return {
-            "ANSIBLE_CONFIG": str(self.settings.repo / "ansible.cfg"),
-            "ANSIBLE_FORCE_COLOR": "0",
-            "ANSIBLE_NOCOLOR": "1",
-            "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        }
+        return ansible_env(self.settings.repo) | {"ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
 
     def _failure(self, runner, state: dict) -> tuple[str | None, str | None]:
         """(status, error) of a run that did not succeed, (None, None) for a successful one."""

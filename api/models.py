@@ -1,8 +1,8 @@
-"""Request and response models. The tenant fields are built from filter_plugins/shadowdb.py.
+"""Request and response models. The tenant fields are built from the ``shadowdb`` package.
 
-Types, enums and bounds come from the filter's constants (so the OpenAPI schema documents them),
-and every spec is then passed through ``shadowdb_validate_tenant`` itself, the function the
-playbooks run, so the API can never accept what the playbooks would refuse.
+Types, enums and bounds come from its constants (so the OpenAPI schema documents them), and
+every spec is then passed through ``shadowdb_validate_tenant`` itself, the function the
+playbooks' filter runs, so the API can never accept what the playbooks would refuse.
 """
 
 from datetime import datetime
@@ -10,23 +10,23 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from . import rules
+import shadowdb
 
 TenantName = Annotated[
     str,
     Field(
-        pattern=rules.TENANT_NAME_RE,
-        min_length=rules.TENANT_NAME_MIN_LEN,
-        max_length=rules.TENANT_NAME_MAX_LEN,
+        pattern=shadowdb.TENANT_NAME_RE,
+        min_length=shadowdb.TENANT_NAME_MIN_LEN,
+        max_length=shadowdb.TENANT_NAME_MAX_LEN,
         description="DNS label: also the ext4 label, the OS user pg-<name>, the database and the owner role",
         examples=["acme"],
     ),
 ]
 # A tier name: the deployment's own table (inventory shadowdb_tiers) may replace the default one,
 # so the names are checked by the rules against it (the OpenAPI enum shows the deployment's).
-Tier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", examples=[rules.DEFAULT_TIER])]
-PgVersion = Literal[tuple(rules.SUPPORTED_PG_VERSIONS)]  # type: ignore[valid-type]
-Extension = Literal[tuple(sorted(rules.EXTENSIONS))]  # type: ignore[valid-type]
+Tier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", examples=[shadowdb.DEFAULT_TIER])]
+PgVersion = Literal[tuple(shadowdb.SUPPORTED_PG_VERSIONS)]  # type: ignore[valid-type]
+Extension = Literal[tuple(sorted(shadowdb.EXTENSIONS))]  # type: ignore[valid-type]
 Cidr = Annotated[str, Field(min_length=2, max_length=49, pattern=r"^[0-9A-Fa-f.:]+/[0-9]{1,3}$")]
 
 _SIZE_PATTERN = r"^[0-9]{1,10}\s?(B|kB|MB|GB|TB)?$"
@@ -59,7 +59,10 @@ TenantSettings = create_model(
     "TenantSettings",
     __config__=ConfigDict(extra="forbid"),
     __doc__="postgresql.conf overrides (allow-listed and type-checked; ShadowDB's own settings are refused)",
-    **{name: (_setting_type(spec) | None, None) for name, spec in sorted(rules.OVERRIDABLE_SETTINGS.items())},
+    **{
+        name: (_setting_type(spec) | None, None)
+        for name, spec in sorted(shadowdb.OVERRIDABLE_SETTINGS.items())
+    },
 )
 
 
@@ -71,15 +74,15 @@ class TenantCreate(_Strict):
     """A new tenant: the spec of shared/DESIGN.md (state is implied: DELETE removes a tenant)."""
 
     name: TenantName
-    tier: Tier = Field(rules.DEFAULT_TIER, description="size tier (the deployment's tiers)")
-    pg_version: PgVersion = Field(rules.DEFAULT_PG_VERSION, description="PostgreSQL major version")  # type: ignore[valid-type]
+    tier: Tier = Field(shadowdb.DEFAULT_TIER, description="size tier (the deployment's tiers)")
+    pg_version: PgVersion = Field(shadowdb.DEFAULT_PG_VERSION, description="PostgreSQL major version")  # type: ignore[valid-type]
     extensions: list[Extension] = Field(  # type: ignore[valid-type]
-        default_factory=list, max_length=len(rules.EXTENSIONS), description="allow-listed extensions"
+        default_factory=list, max_length=len(shadowdb.EXTENSIONS), description="allow-listed extensions"
     )
     settings: TenantSettings | None = None  # type: ignore[valid-type]
     hba: list[Cidr] | None = Field(None, max_length=64, description="client networks (CIDR); default all")
     readonly_role: bool = Field(False, description="also create <name>_ro with pg_read_all_data")
-    replicas: int = Field(0, ge=0, le=rules.MAX_REPLICAS, description="standbys (0: standalone)")
+    replicas: int = Field(0, ge=0, le=shadowdb.MAX_REPLICAS, description="standbys (0: standalone)")
     superuser: bool = Field(
         False, description="the owner role is a PostgreSQL superuser (admin tokens only; set at creation)"
     )
@@ -91,11 +94,11 @@ class TenantPatch(_Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     tier: Tier | None = None
-    extensions: list[Extension] | None = Field(None, max_length=len(rules.EXTENSIONS))  # type: ignore[valid-type]
+    extensions: list[Extension] | None = Field(None, max_length=len(shadowdb.EXTENSIONS))  # type: ignore[valid-type]
     settings: TenantSettings | None = None  # type: ignore[valid-type]
     hba: list[Cidr] | None = Field(None, max_length=64)
     readonly_role: bool | None = None
-    replicas: int | None = Field(None, ge=0, le=rules.MAX_REPLICAS)
+    replicas: int | None = Field(None, ge=0, le=shadowdb.MAX_REPLICAS)
 
 
 class Endpoint(BaseModel):

@@ -1,5 +1,7 @@
 """API settings, from SHADOWDB_API_* environment variables (pydantic-settings)."""
 
+import os
+import sys
 from pathlib import Path
 
 from pydantic import Field
@@ -37,3 +39,16 @@ class Settings(BaseSettings):
     engine: bool = Field(True, description="run jobs in this process (false: only queue them)")
     poll_interval: float = Field(1.0, gt=0, description="seconds between queue polls when idle")
     pool_max: int = Field(16, ge=2, description="catalog connections for requests")
+
+
+def ansible_env(repo: Path) -> dict[str, str]:
+    """Environment of the Ansible tools the API runs on the checkout ``repo``: its ansible.cfg,
+    this venv's bin/ first on PATH, and ``repo`` first on PYTHONPATH, so that its filter plugins
+    import its own ``shadowdb`` package (also when the venv was installed from another checkout)."""
+    bin_dir = os.path.dirname(os.path.abspath(sys.executable))
+    pythonpath = [str(repo), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {
+        "ANSIBLE_CONFIG": str(repo / "ansible.cfg"),
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PYTHONPATH": os.pathsep.join(pythonpath),
+    }
