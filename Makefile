@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# The shadowdb package of this checkout, also when .venv is another checkout's (a symlink).
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 # Lab name: containers, network and inventory are all named after it.

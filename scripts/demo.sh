@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export CONTAINERS_CONF="$PWD/lab/containers.conf" ANSIBLE_CONFIG="$PWD/ansible.cfg"
+# The filter plugins import this checkout's shadowdb package (also when .venv is another's).
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 lab=${SHADOWDB_LAB:-sdb-lab}
 export SHADOWDB_LAB=$lab
 inventory=inventories/lab

@@ -14,6 +14,8 @@ scenario=${1:-default}
 
 export CONTAINERS_CONF="$root/lab/containers.conf"
 export ANSIBLE_CONFIG="$root/ansible.cfg"
+# The filter plugins import this checkout's shadowdb package (also when .venv is another's).
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$root/.venv/bin:$PATH"
 SHADOWDB_MOLECULE_ID="sdb-m-${SHADOWDB_LAB_ID:-$(printf '%s\n' "$root" | sha1sum | cut -c1-6)}"
 export SHADOWDB_MOLECULE_ID
