@@ -17,29 +17,25 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 import shadowdb
-from shadowdb import fingerprint, layout, placement, postgres, spec, tiers
+from shadowdb import spec, tiers
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / "filter_plugins"
+# The filter names the playbooks and roles use, per plugin file: each is the package's function
+# of the same name.
 FILTERS = {
-    "shadowdb.py": {
-        "shadowdb_extension_packages": postgres.shadowdb_extension_packages,
-        "shadowdb_os_user": layout.shadowdb_os_user,
-        "shadowdb_pg_settings": tiers.shadowdb_pg_settings,
-        "shadowdb_tier": tiers.shadowdb_tier,
-        "shadowdb_tier_limits": tiers.shadowdb_tier_limits,
-        "shadowdb_validate_settings": tiers.shadowdb_validate_settings,
-        "shadowdb_validate_tenant": spec.shadowdb_validate_tenant,
-        "shadowdb_validate_tenants": spec.shadowdb_validate_tenants,
-    },
-    "shadowdb_placement.py": {
-        "shadowdb_host_load": placement.shadowdb_host_load,
-        "shadowdb_placement": placement.shadowdb_placement,
-    },
-    "shadowdb_digest.py": {
-        "shadowdb_fingerprint": fingerprint.shadowdb_fingerprint,
-        "shadowdb_tree_digest": fingerprint.shadowdb_tree_digest,
-    },
+    "shadowdb.py": [
+        "shadowdb_extension_packages",
+        "shadowdb_os_user",
+        "shadowdb_pg_settings",
+        "shadowdb_tier",
+        "shadowdb_tier_limits",
+        "shadowdb_validate_settings",
+        "shadowdb_validate_tenant",
+        "shadowdb_validate_tenants",
+    ],
+    "shadowdb_placement.py": ["shadowdb_host_load", "shadowdb_placement"],
+    "shadowdb_digest.py": ["shadowdb_fingerprint", "shadowdb_tree_digest"],
 }
 
 
@@ -54,9 +50,9 @@ def plugin_filters(filename: str) -> dict:
 @pytest.mark.parametrize("filename", sorted(FILTERS))
 def test_each_filter_is_the_package_function(filename):
     filters = plugin_filters(filename)
-    assert sorted(filters) == sorted(FILTERS[filename])
+    assert sorted(filters) == FILTERS[filename]
     for name, func in filters.items():
-        assert func.__wrapped__ is FILTERS[filename][name], name
+        assert func.__wrapped__ is getattr(shadowdb, name), name
 
 
 @pytest.mark.parametrize(
@@ -75,7 +71,7 @@ def test_each_filter_is_the_package_function(filename):
 )
 def test_errors_are_ansible_filter_errors_with_the_package_message(filename, name, args):
     with pytest.raises(ValueError) as package:
-        FILTERS[filename][name](*args)
+        getattr(shadowdb, name)(*args)
     with pytest.raises(AnsibleFilterError) as adapter:
         plugin_filters(filename)[name](*args)
     assert str(adapter.value) == str(package.value)

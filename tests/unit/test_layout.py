@@ -71,48 +71,66 @@ def test_a_reserved_name_has_a_layout_a_bad_one_has_not():
         tenant_layout("Bad_Name")
 
 
-def test_same_layout_as_the_tenant_cluster_role():
-    role = role_vars("tenant_cluster", tenant_cluster_name="acme")
-    layout = tenant_layout("acme")
-    assert role["tenant_cluster_mount_root"] == MOUNT_ROOT
-    assert role["tenant_cluster_secrets_dir"] == SECRETS_ROOT
-    assert role["tenant_cluster_os_user"] == layout.os_user
-    assert role["tenant_cluster_owner"] == role["tenant_cluster_dbname"] == layout.owner
-    assert role["tenant_cluster_readonly_user"] == layout.readonly_user
-    assert role["tenant_cluster_home"] == layout.home
-    assert role["tenant_cluster_data_dir"] == layout.data_dir
-    assert role["tenant_cluster_socket_dir"] == layout.socket_dir
-    assert role["tenant_cluster_tls_dir"] == layout.tls_dir
-    assert role["tenant_cluster_tenant_secrets"] == layout.secrets_dir
-    assert role["tenant_cluster_unit"] == layout.postgres_unit
-    ports = (role["tenant_cluster_port_range_start"], role["tenant_cluster_port_range_end"])
-    assert ports == PORT_RANGES["postgres"]
+# role -> (the variables a play gives it, {role variable: what it must equal}).
+ROLES = {
+    "tenant_cluster": (
+        {"tenant_cluster_name": "acme"},
+        {
+            "tenant_cluster_mount_root": MOUNT_ROOT,
+            "tenant_cluster_secrets_dir": SECRETS_ROOT,
+            "tenant_cluster_os_user": "os_user",
+            "tenant_cluster_owner": "owner",
+            "tenant_cluster_dbname": "owner",
+            "tenant_cluster_readonly_user": "readonly_user",
+            "tenant_cluster_home": "home",
+            "tenant_cluster_data_dir": "data_dir",
+            "tenant_cluster_socket_dir": "socket_dir",
+            "tenant_cluster_tls_dir": "tls_dir",
+            "tenant_cluster_tenant_secrets": "secrets_dir",
+            "tenant_cluster_unit": "postgres_unit",
+            "tenant_cluster_port_range_start": PORT_RANGES["postgres"][0],
+            "tenant_cluster_port_range_end": PORT_RANGES["postgres"][1],
+        },
+    ),
+    "tenant_volume": (
+        {"tenant_volume_name": "acme", "tenant_volume_backend": "loop"},
+        {
+            "tenant_volume_mount_root": MOUNT_ROOT,
+            "tenant_volume_mountpoint": "home",
+            "tenant_volume_unit": "volume_unit",
+            "tenant_volume_env_file": "volume_env_file",
+            "tenant_volume_source": "loop_image",
+        },
+    ),
+    "patroni": (
+        {"patroni_tenant": "acme", "patroni_pg_version": 17},
+        {
+            "patroni_mount_root": MOUNT_ROOT,
+            "patroni_secrets_dir": SECRETS_ROOT,
+            "patroni_os_user": "os_user",
+            "patroni_home": "home",
+            "patroni_data_dir": "data_dir",
+            "patroni_tls_dir": "tls_dir",
+            "patroni_unit": "patroni_unit",
+            "patroni_config_file": "patroni_config",
+            "patroni_port_range_start": PORT_RANGES["ha_postgres"][0],
+            "patroni_port_range_end": PORT_RANGES["ha_postgres"][1],
+            "patroni_api_port_range_start": PORT_RANGES["patroni_api"][0],
+            "patroni_api_port_range_end": PORT_RANGES["patroni_api"][1],
+        },
+    ),
+}
 
 
-def test_same_layout_as_the_tenant_volume_role():
-    role = role_vars("tenant_volume", tenant_volume_name="acme", tenant_volume_backend="loop")
-    layout = tenant_layout("acme")
-    assert role["tenant_volume_mount_root"] == MOUNT_ROOT
-    assert role["tenant_volume_mountpoint"] == layout.home
-    assert role["tenant_volume_unit"] == layout.volume_unit
-    assert role["tenant_volume_env_file"] == layout.volume_env_file
-    assert role["tenant_volume_source"].strip() == layout.loop_image
-
-
-def test_same_layout_as_the_patroni_role():
-    role = role_vars("patroni", patroni_tenant="acme", patroni_pg_version=17)
-    layout = tenant_layout("acme")
-    assert role["patroni_mount_root"] == MOUNT_ROOT
-    assert role["patroni_secrets_dir"] == SECRETS_ROOT
-    assert role["patroni_os_user"] == layout.os_user
-    assert role["patroni_home"] == layout.home
-    assert role["patroni_data_dir"] == layout.data_dir
-    assert role["patroni_tls_dir"] == layout.tls_dir
-    assert role["patroni_unit"] == layout.patroni_unit
-    assert role["patroni_config_file"] == layout.patroni_config
-    assert (role["patroni_port_range_start"], role["patroni_port_range_end"]) == PORT_RANGES["ha_postgres"]
-    api_ports = (role["patroni_api_port_range_start"], role["patroni_api_port_range_end"])
-    assert api_ports == PORT_RANGES["patroni_api"]
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_same_layout_as_the_role(role):
+    given, expected = ROLES[role]
+    values = role_vars(role, **given)
+    layout = tenant_layout("acme").as_dict()
+    for var, want in expected.items():
+        want = layout[want] if isinstance(want, str) and want in layout else want
+        got = values[var].strip() if isinstance(values[var], str) else values[var]
+        assert got == want, var
 
 
 def test_port_pools_do_not_overlap_and_avoid_the_ephemeral_range():
