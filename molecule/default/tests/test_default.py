@@ -19,7 +19,7 @@ _SCENARIO = yaml.safe_load(Path(_MOLECULE_FILE).read_text())
 _HOST = _SCENARIO["platforms"][0]["name"]
 TENANTS = _SCENARIO["provisioner"]["inventory"]["host_vars"][_HOST]["shadowdb_tenants"]
 
-# What each tier must produce, written out here rather than read from filter_plugins/shadowdb.py
+# What each tier must produce, written out here rather than read from shadowdb/tiers.py
 # so that a wrong tier table or a wrong rendering is caught. systemd reports MemoryMax in bytes
 # and CPUQuota as CPU time per second.
 TIERS = {
