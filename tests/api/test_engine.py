@@ -182,3 +182,14 @@ def test_a_real_run_against_a_missing_host_fails_cleanly(devdb, fake_inventory, 
     assert catalog.tenant("ghost")["state"] == "failed"
     assert row["wrapped_key"] is None  # no credentials will come: the key is forgotten
     assert list(tmp_path.iterdir()) == []  # runner directories removed
+
+
+def test_ansible_runs_import_the_checkouts_own_package(engine, monkeypatch):
+    """ansible-runner gets the checkout first on PYTHONPATH: its filter plugins import its
+    shadowdb package, also when the venv was installed from another checkout."""
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = engine._envvars()
+    repo = str(engine.settings.repo)
+    assert env["PYTHONPATH"].split(":") == [repo, "/elsewhere"]
+    assert env["ANSIBLE_CONFIG"] == f"{repo}/ansible.cfg"
+    assert env["ANSIBLE_NOCOLOR"] == "1"
