@@ -5,6 +5,7 @@
 - ``postgres``: supported PostgreSQL versions, allow-listed extensions and their packages;
 - ``layout``: a tenant's OS user, paths, systemd units and port pools on its host;
 - ``placement``: which db hosts a tenant (or its HA members) goes to;
+- ``network``: the proxy networks a restricted tenant's pg_hba admits;
 - ``fingerprint``: digests of a tenant's desired state and of the code, for the no-op fast path;
 - ``errors``: SpecError (a ValueError naming the offending field), ``values``: input helpers.
 

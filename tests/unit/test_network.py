@@ -1,15 +1,9 @@
-"""The proxy networks a tenant's pg_hba admits (filter_plugins/shadowdb_network.py)."""
-
-import importlib.util
-from pathlib import Path
+"""The proxy networks a tenant's pg_hba admits (shadowdb/network.py)."""
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "filter_plugins" / "shadowdb_network.py"
-_SPEC = importlib.util.spec_from_file_location("shadowdb_network_filter", _PATH)
-network = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(network)
-cidrs = network.shadowdb_proxy_cidrs
+from shadowdb.errors import SpecError
+from shadowdb.network import shadowdb_proxy_cidrs as cidrs
 
 PROXIES = [{"host": "px1", "address": "10.0.5.10"}, {"host": "px2", "address": "10.0.5.11"}]
 
@@ -37,12 +31,10 @@ def test_given_networks_and_ipv6_addresses_are_kept_as_networks():
 def test_an_unknown_proxy_address_is_an_error_only_for_a_restricted_tenant():
     unknown = [{"host": "px1", "address": None}]
     assert cidrs({"name": "acme", "hba": ["0.0.0.0/0"]}, unknown) == []
-    with pytest.raises(
-        network.AnsibleFilterError, match="tenant.hba: tenant acme .* proxy host px1 is unknown"
-    ):
+    with pytest.raises(SpecError, match="tenant.hba: tenant acme .* proxy host px1 is unknown"):
         cidrs({"name": "acme", "hba": ["192.168.1.0/24"]}, unknown)
 
 
 def test_a_bad_proxy_address_names_the_host():
-    with pytest.raises(network.AnsibleFilterError, match="address of proxy host px1: 'nope'"):
+    with pytest.raises(SpecError, match="address of proxy host px1: 'nope'"):
         cidrs({"name": "acme", "hba": ["192.168.1.0/24"]}, [{"host": "px1", "address": "nope"}])
