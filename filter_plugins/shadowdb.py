@@ -11,6 +11,7 @@ from shadowdb import layout, postgres, spec, tiers
 from shadowdb.errors import raising
 
 FILTERS = {
+    "shadowdb_check_tenants": spec.shadowdb_check_tenants,
     "shadowdb_extension_packages": postgres.shadowdb_extension_packages,
     "shadowdb_os_user": layout.shadowdb_os_user,
     "shadowdb_pg_settings": tiers.shadowdb_pg_settings,

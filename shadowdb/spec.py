@@ -357,3 +357,50 @@ def shadowdb_validate_tenants(specs, tiers=None, allowed_extensions=None, pg_ver
             + "; tenant names must be unique",
         )
     return result
+
+
+STANDALONE_ONLY = (
+    "{replicas} replica(s) asked; this playbook converges standalone tenants (replicas 0): onboard an "
+    "HA tenant with playbooks/tenant_ha.yml (Patroni, see docs/ha.md)"
+)
+
+
+def shadowdb_check_tenants(
+    specs, tiers=None, allowed_extensions=None, pg_versions=None, standalone=False
+) -> list:
+    """Validate each spec of a batch on its own: one bad spec does not refuse the others.
+
+    Returns, in input order, ``{"name", "spec", "error"}`` per entry: ``spec`` the normalized spec
+    (None when refused), ``error`` the message naming the field (None when valid), ``name`` the
+    spec's name when it has a string one. A name given twice refuses every entry of it;
+    ``standalone`` refuses specs that ask for replicas.
+    """
+    if specs is None:
+        specs = []
+    if not is_list(specs):
+        raise SpecError("tenants", f"{show(specs)} is not a list of tenant specs")
+    out = []
+    for spec in specs:
+        name = spec.get("name") if isinstance(spec, Mapping) and isinstance(spec.get("name"), str) else None
+        try:
+            valid = shadowdb_validate_tenant(spec, tiers, allowed_extensions, pg_versions)
+        except SpecError as exc:
+            out.append({"name": name, "spec": None, "error": str(exc)})
+            continue
+        if standalone and valid["replicas"] > 0:
+            error = str(SpecError("tenant.replicas", STANDALONE_ONLY.format(replicas=valid["replicas"])))
+            out.append({"name": name, "spec": None, "error": error})
+            continue
+        out.append({"name": valid["name"], "spec": valid, "error": None})
+    counts: dict = {}
+    for entry in out:
+        counts[entry["name"]] = counts.get(entry["name"], 0) + 1
+    for entry in out:
+        if entry["name"] is not None and counts[entry["name"]] > 1:
+            entry["spec"] = None
+            entry["error"] = str(
+                SpecError(
+                    "tenant.name", f"tenant name {entry['name']!r} is given {counts[entry['name']]} times"
+                )
+            )
+    return out

@@ -20,6 +20,7 @@ from shadowdb.spec import (
     TENANT_FIELDS,
     TENANT_NAME_RE,
     reserved_name_reason,
+    shadowdb_check_tenants,
     shadowdb_validate_tenant,
     shadowdb_validate_tenants,
 )
@@ -486,3 +487,44 @@ def test_validate_tenants_passes_options_through():
 def test_validate_tenants_needs_a_list(specs):
     exc = raises_spec_error(shadowdb_validate_tenants, specs)
     assert_spec_error(exc, "tenants", specs, "is not a list")
+
+
+# --- shadowdb_check_tenants: a batch, each spec on its own ---
+
+
+def test_a_batch_keeps_the_valid_specs_and_names_each_refusal():
+    checked = shadowdb_check_tenants(
+        [
+            {"name": "acme"},
+            {"name": "postgres"},
+            {"name": "globex", "replicas": 1},
+            "nope",
+            {"name": "initech"},
+        ],
+        standalone=True,
+    )
+    assert [entry["name"] for entry in checked] == ["acme", "postgres", "globex", None, "initech"]
+    assert [entry["spec"]["name"] if entry["spec"] else None for entry in checked] == [
+        "acme", None, None, None, "initech"
+    ]  # fmt: skip
+    assert checked[1]["error"].startswith("tenant.name: ")
+    assert checked[2]["error"].startswith(
+        "tenant.replicas: 1 replica(s) asked; this playbook converges standalone"
+    )
+    assert checked[3]["error"].startswith("tenant: ")
+    assert checked[0]["error"] is None and checked[0]["spec"] == shadowdb_validate_tenant({"name": "acme"})
+
+
+def test_a_name_given_twice_in_a_batch_refuses_both():
+    checked = shadowdb_check_tenants([{"name": "acme"}, {"name": "acme", "tier": "medium"}, {"name": "b2"}])
+    assert [entry["spec"] is None for entry in checked] == [True, True, False]
+    assert checked[0]["error"] == "tenant.name: tenant name 'acme' is given 2 times"
+
+
+def test_replicas_are_refused_only_for_standalone_batches():
+    assert shadowdb_check_tenants([{"name": "acme", "replicas": 2}])[0]["spec"]["replicas"] == 2
+
+
+def test_a_batch_that_is_not_a_list_is_refused():
+    error = raises_spec_error(shadowdb_check_tenants, {"name": "acme"})
+    assert error.field == "tenants" and "is not a list of tenant specs" in str(error)
