@@ -366,14 +366,15 @@ STANDALONE_ONLY = (
 
 
 def shadowdb_check_tenants(
-    specs, tiers=None, allowed_extensions=None, pg_versions=None, standalone=False
+    specs, tiers=None, allowed_extensions=None, pg_versions=None, standalone=False, strict=False
 ) -> list:
     """Validate each spec of a batch on its own: one bad spec does not refuse the others.
 
     Returns, in input order, ``{"name", "spec", "error"}`` per entry: ``spec`` the normalized spec
     (None when refused), ``error`` the message naming the field (None when valid), ``name`` the
     spec's name when it has a string one. A name given twice refuses every entry of it;
-    ``standalone`` refuses specs that ask for replicas.
+    ``standalone`` refuses specs that ask for replicas; ``strict`` raises the first refusal as a
+    SpecError instead (one tenant: nothing to go on with).
     """
     if specs is None:
         specs = []
@@ -403,4 +404,7 @@ def shadowdb_check_tenants(
                     "tenant.name", f"tenant name {entry['name']!r} is given {counts[entry['name']]} times"
                 )
             )
+    refused = [entry["error"] for entry in out if entry["error"]]
+    if strict and refused:
+        raise SpecError(*refused[0].split(": ", 1))
     return out

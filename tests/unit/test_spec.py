@@ -528,3 +528,10 @@ def test_replicas_are_refused_only_for_standalone_batches():
 def test_a_batch_that_is_not_a_list_is_refused():
     error = raises_spec_error(shadowdb_check_tenants, {"name": "acme"})
     assert error.field == "tenants" and "is not a list of tenant specs" in str(error)
+
+
+def test_a_strict_check_raises_the_first_refusal():
+    error = raises_spec_error(
+        shadowdb_check_tenants, [{"name": "acme", "replicas": 1}], standalone=True, strict=True
+    )
+    assert error.field == "tenant.replicas" and str(error).startswith("tenant.replicas: 1 replica(s) asked")
