@@ -17,6 +17,7 @@ imports Ansible.
 from .errors import SpecError
 from .fingerprint import FingerprintError, canonical_json, shadowdb_fingerprint, shadowdb_tree_digest
 from .layout import OS_USER_PREFIX, TenantLayout, shadowdb_os_user, tenant_layout
+from .network import shadowdb_proxy_cidrs
 from .placement import NoHosts, pick_host, shadowdb_host_load, shadowdb_placement
 from .postgres import (
     DEFAULT_PG_VERSION,
@@ -35,6 +36,7 @@ from .spec import (
     TENANT_NAME_RE,
     TENANT_STATES,
     reserved_name_reason,
+    shadowdb_check_tenants,
     shadowdb_validate_tenant,
     shadowdb_validate_tenants,
 )
@@ -80,12 +82,14 @@ __all__ = [
     "pick_host",
     "reserved_name_reason",
     "resolve_tiers",
+    "shadowdb_check_tenants",
     "shadowdb_extension_packages",
     "shadowdb_fingerprint",
     "shadowdb_host_load",
     "shadowdb_os_user",
     "shadowdb_pg_settings",
     "shadowdb_placement",
+    "shadowdb_proxy_cidrs",
     "shadowdb_tier",
     "shadowdb_tier_limits",
     "shadowdb_tree_digest",

@@ -25,6 +25,7 @@ PLUGINS = ROOT / "filter_plugins"
 # of the same name.
 FILTERS = {
     "shadowdb.py": [
+        "shadowdb_check_tenants",
         "shadowdb_extension_packages",
         "shadowdb_os_user",
         "shadowdb_pg_settings",
@@ -36,6 +37,7 @@ FILTERS = {
     ],
     "shadowdb_placement.py": ["shadowdb_host_load", "shadowdb_placement"],
     "shadowdb_digest.py": ["shadowdb_fingerprint", "shadowdb_tree_digest"],
+    "shadowdb_network.py": ["shadowdb_proxy_cidrs"],
 }
 
 
