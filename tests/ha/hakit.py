@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import ssl
 import subprocess
 import tempfile
@@ -18,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -207,52 +209,147 @@ class Cluster:
             return conn.execute(sql, params).fetchall()
 
 
+@dataclass
+class Attempt:
+    """One write attempt of a Writer: connect (when it had no session) and INSERT."""
+
+    n: int
+    start: float  # time.time() when it began
+    end: float | None = None  # None while in flight
+    # "ok" (acknowledged), "unconfirmed" (committed locally, but its wait for the synchronous
+    # standby was cancelled: not acknowledged as durable) or the exception's class name.
+    outcome: str = "in flight"
+    member: str | None = None  # who acknowledged it (container name, or the server's address)
+    connected: bool = False  # it opened a new session first
+    aborted: bool = False  # the writer's watchdog cut its socket (it ran past abort_after)
+
+    def duration(self, now: float | None = None) -> float:
+        return (self.end if self.end is not None else (now or time.time())) - self.start
+
+
+def abort_socket(fd: int) -> None:
+    """Shut a client socket down from another thread: a read blocked on it returns at once."""
+    with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as s:
+        s.shutdown(socket.SHUT_RDWR)
+
+
 class Writer(threading.Thread):
     """Inserts numbered rows through HAProxy, one transaction each, until stopped or `duration`
-    seconds passed; reconnects after any error. Records what was acknowledged, and when."""
+    seconds passed; reconnects after any error. Every attempt is bounded on the client side: a
+    connect timeout, the server's statement_timeout, and a watchdog that cuts the socket of an
+    attempt still running after `abort_after` seconds. Each is recorded as an Attempt (start,
+    end, outcome, and which member acknowledged it, from inet_server_addr())."""
 
-    INSERT = "INSERT INTO ha_writes (run, n) VALUES (%s, %s)"
+    INSERT = "INSERT INTO ha_writes (run, n) VALUES (%s, %s) RETURNING host(inet_server_addr())"
     SELECT = "SELECT n FROM ha_writes WHERE run = %s"
+    SYNC_CANCELLED = "canceling wait for synchronous replication"
 
-    def __init__(self, cluster: Cluster, duration: float, pause: float = 0.02):
+    def __init__(
+        self,
+        cluster: Cluster,
+        duration: float,
+        pause: float = 0.02,
+        connect_timeout: int = 2,
+        statement_timeout: float = 1.5,
+        abort_after: float = 15.0,
+    ):
         super().__init__(daemon=True)
         self.cluster = cluster
         self.duration = duration
         self.pause = pause
+        # libpq and psycopg count connect_timeout in whole seconds, 2 at least.
+        self.connect_timeout = max(2, int(connect_timeout))
+        self.statement_timeout = statement_timeout
+        self.abort_after = abort_after
         self.stop_event = threading.Event()
+        self.attempts: list[Attempt] = []
         self.acked: list[tuple[int, float]] = []
         self.errors: list[float] = []
         self.run_id = int(time.time() * 1000)
+        self._by_address = {address: member for member, address in cluster.members.items()}
+        self._lock = threading.Lock()
+        self._inflight: tuple[Attempt, int] | None = None  # the attempt and its socket
 
     @classmethod
     def prepare(cls, cluster: Cluster) -> None:
         with cluster.connect() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS ha_writes (run bigint, n bigint, PRIMARY KEY (run, n))")
 
+    def limit(self, attempt: Attempt) -> float:
+        """How long an attempt may take before it counts as hung (its timeouts + 1 s margin)."""
+        return self.statement_timeout + (self.connect_timeout if attempt.connected else 0) + 1.0
+
+    def hung(self) -> list[Attempt]:
+        """Attempts that took (or, still in flight, have taken) longer than their limit."""
+        now = time.time()
+        return [a for a in self.attempts if a.duration(now) > self.limit(a)]
+
+    def _connect(self) -> psycopg.Connection:
+        conninfo = self.cluster.conninfo(timeout=self.connect_timeout)
+        conninfo["options"] = f"-c statement_timeout={int(self.statement_timeout * 1000)}"
+        conn = psycopg.connect(**conninfo, autocommit=True)
+        conn.add_notice_handler(self._notice)
+        return conn
+
+    def _notice(self, diag) -> None:
+        if self.SYNC_CANCELLED in (diag.message_primary or "") and self._inflight:
+            self._inflight[0].outcome = "unconfirmed"
+
+    def _watchdog(self) -> None:
+        while self.is_alive():
+            with self._lock:
+                if self._inflight and self._inflight[0].duration() > self.abort_after:
+                    attempt, fd = self._inflight
+                    attempt.aborted = True
+                    abort_socket(fd)
+                    self._inflight = None
+            time.sleep(0.2)
+
     def run(self) -> None:
+        threading.Thread(target=self._watchdog, daemon=True).start()
         deadline = time.monotonic() + self.duration
         conn = None
         n = 0
         while time.monotonic() < deadline and not self.stop_event.is_set():
+            attempt = Attempt(n, time.time(), connected=conn is None)
+            self.attempts.append(attempt)
             try:
                 if conn is None:
-                    conn = self.cluster.connect(timeout=1)
-                conn.execute(self.INSERT, (self.run_id, n))
-                self.acked.append((n, time.time()))
-            except Exception:  # noqa: BLE001 - every failure is a reconnect
-                self.errors.append(time.time())
+                    conn = self._connect()
+                with self._lock:
+                    self._inflight = (attempt, conn.pgconn.socket)
+                (address,) = conn.execute(self.INSERT, (self.run_id, n)).fetchone()
+                attempt.end = time.time()
+                attempt.member = self._by_address.get(address, address)
+                if attempt.outcome != "unconfirmed":
+                    attempt.outcome = "ok"
+                    self.acked.append((n, attempt.end))
+            except Exception as exc:  # noqa: BLE001 - every failure is a reconnect
+                attempt.end = time.time()
+                attempt.outcome = type(exc).__name__
+                self.errors.append(attempt.end)
                 if conn is not None:
+                    with self._lock:
+                        self._inflight = None
                     with contextlib.suppress(Exception):
                         conn.close()
                     conn = None
                 time.sleep(0.05)
+            with self._lock:
+                self._inflight = None
             n += 1
             time.sleep(self.pause)
         if conn is not None:
             conn.close()
 
-    def first_ack_after(self, moment: float) -> float | None:
-        later = [t for _, t in self.acked if t > moment]
+    def first_ack_after(self, moment: float, exclude: str | None = None) -> float | None:
+        """Time of the first write acknowledged after `moment` (by another member than
+        `exclude`, when given: the new leader's first answer after a fault on `exclude`)."""
+        later = [
+            a.end
+            for a in self.attempts
+            if a.outcome == "ok" and a.end > moment and (exclude is None or a.member != exclude)
+        ]
         return min(later) if later else None
 
     def outage(self, moment: float, until: float | None = None) -> float:
