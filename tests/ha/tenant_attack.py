@@ -9,6 +9,7 @@ checks them. Standard library and PyYAML (a Patroni dependency) only.
 
 import base64
 import json
+import os
 import ssl
 import sys
 import urllib.error
@@ -113,3 +114,16 @@ for name, method, path, client_cert in (
 ):
     status, _ = request(rest + path, {}, method=method, headers=basic, client_cert=client_cert)
     print(name, status)
+
+# Patroni's configuration directory: the other tenants' names and files.
+try:
+    os.listdir("/etc/patroni")
+    print("list_configs", "ok")
+except PermissionError:
+    print("list_configs", "denied")
+try:
+    with open(f"/etc/patroni/{other}.yml") as f:
+        f.read(1)
+    print("other_config", "ok")
+except PermissionError:
+    print("other_config", "denied")

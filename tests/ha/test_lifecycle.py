@@ -192,6 +192,8 @@ def test_replica_removed_from_a_live_tenant_then_the_tenant(lab, other):
         "rest_switchover": "401",
         "rest_reinitialize": "401",
         "rest_restart_nocert": "403",
+        "list_configs": "denied",
+        "other_config": "denied",
     }
     assert {attempt: outcomes.get(attempt) for attempt in expected} == expected, outcomes
     # etcdctl (gRPC) with TENANT's certificate: no identity from the certificate, its own
