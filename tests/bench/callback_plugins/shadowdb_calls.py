@@ -42,6 +42,7 @@ CONTROLLER_ACTIONS = {
     "meta",
     "set_fact",
     "set_stats",
+    "validate_argument_spec",
 }
 LOCAL_HOSTS = {"localhost", "127.0.0.1"}
 
