@@ -127,3 +127,5 @@ try:
     print("other_config", "ok")
 except PermissionError:
     print("other_config", "denied")
+except FileNotFoundError:
+    print("other_config", "absent")  # the other tenant has no member on this host
