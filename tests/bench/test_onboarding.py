@@ -10,17 +10,16 @@ import os
 import re
 import statistics
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.bench.rawkit import raw_times
 from tests.labkit import Lab
 
 pytestmark = pytest.mark.bench
 
 K = int(os.environ.get("SHADOWDB_BENCH_TENANTS", "5"))
 SITE_TENANTS = int(os.environ.get("SHADOWDB_BENCH_SITE_TENANTS", "20"))
-HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +50,7 @@ def test_onboarding_against_raw_shell(lab):
         lab.playbook("tenant.yml", "-e", f"tenant_host={host}", "-e", json.dumps(spec))
         managed.append(time.monotonic() - t0)
 
-    lab.copy_to(host, HERE / "raw_tenant.sh", "/root/raw_tenant.sh")
-    lab.copy_to(host, HERE / "raw_cleanup.sh", "/root/raw_cleanup.sh")
-    raw = []
-    try:
-        for i in range(K):
-            t0 = time.monotonic()
-            lab.sh(host, f"sh /root/raw_tenant.sh raw{i} {15000 + i}")
-            raw.append(time.monotonic() - t0)
-    finally:
-        lab.sh(host, "sh /root/raw_cleanup.sh")
+    raw = raw_times(lab, host, K)
 
     managed_mean, raw_mean = statistics.mean(managed), statistics.mean(raw)
     print(f"\n[bench] onboarding, {K} tenants on one lab host (first tenant incl. packages: {first:.1f} s)")

@@ -9,13 +9,13 @@ the fleet. Figures printed as ratios of the same run. Run with `make bench`.
 import json
 import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.bench.rawkit import raw_times
 from tests.labkit import Lab
 
 pytestmark = pytest.mark.bench
@@ -60,31 +60,10 @@ def add_fake_db_hosts(lab: Lab, count: int) -> None:
     path.write_text(yaml.safe_dump(inventory, sort_keys=False))
 
 
-def raw_baseline(lab: Lab, host: str, runs: int = 3) -> float:
-    """Mean seconds of the raw shell steps for one tenant (tests/bench/raw_tenant.sh) on host."""
-    lab.copy_to(host, HERE / "raw_tenant.sh", "/root/raw_tenant.sh")
-    lab.copy_to(host, HERE / "raw_cleanup.sh", "/root/raw_cleanup.sh")
-    raw = []
-    try:
-        for i in range(runs):
-            t0 = time.monotonic()
-            proc = subprocess.run(
-                ["podman", "exec", host, "sh", "/root/raw_tenant.sh", f"praw{i}", str(15500 + i)],
-                env=lab.env,
-                capture_output=True,
-                text=True,
-            )
-            assert proc.returncode == 0, f"raw_tenant.sh failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-            raw.append(time.monotonic() - t0)
-    finally:
-        lab.sh(host, "sh /root/raw_cleanup.sh")
-    return statistics.mean(raw)
-
-
 def test_tenant_path(lab, tmp_path):
     host = lab.hosts[0]
     calls_file = tmp_path / "calls.json"
-    raw_mean = raw_baseline(lab, host)  # on the converged host, before any tenant
+    raw_mean = statistics.mean(raw_times(lab, host, 3, prefix="praw", first_port=15500))  # before any tenant
     print(f"\n[bench] tenant path on a converged routing host; raw shell steps {raw_mean:.2f} s/tenant")
     run(lab, calls_file, {"tenant_host": host, "tenant": {"name": "pwarm"}})  # warm-up, not counted
 
