@@ -3,12 +3,8 @@
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Ansible module: stable, random, host-local TCP port leases for ShadowDB tenants."""
 
-import fcntl
-import json
 import os
 import random
-import re
-from contextlib import contextmanager
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.shadowdb_common import (
@@ -16,6 +12,21 @@ from ansible.module_utils.shadowdb_common import (
     parse_listening_ports,  # noqa: F401 (part of this module's tested helpers)
     read_listening_ports,
     write_atomic,
+)
+from ansible.module_utils.shadowdb_lease import (  # noqa: F401 (the tests import them from here)
+    DIR_MODE,
+    FILE_MODE,
+    IDENTIFIER_RE,
+    PORT_MAX,
+    PORT_MIN,
+    LeaseFileError,
+    choose_port,
+    diff_line,
+    dump_lease_data,
+    exhausted_message,
+    load_lease_file,
+    parse_lease_data,
+    pool_lock,
 )
 
 DOCUMENTATION = r"""
@@ -154,16 +165,6 @@ diff:
   sample: {"before": "acme: absent\n", "after": "acme: 24817\n"}
 """
 
-IDENTIFIER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-PORT_MIN = 1024
-PORT_MAX = 65535
-FILE_MODE = 0o644
-DIR_MODE = 0o755
-
-
-class LeaseFileError(Exception):
-    """The lease file exists but cannot be read or does not have the expected structure."""
-
 
 def validate_params(params):
     """Return an error message naming the offending argument, or None if the arguments are valid."""
@@ -178,88 +179,6 @@ def validate_params(params):
     if start is not None and end is not None and start > end:
         return f"range_end={end} is invalid: it must be greater than or equal to range_start={start}"
     return None
-
-
-def parse_lease_data(text):
-    """Parse and validate the JSON text of a lease file; return the document (with a 'leases' dict)."""
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise LeaseFileError(f"invalid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise LeaseFileError("top level is not a JSON object")
-    leases = data.setdefault("leases", {})
-    if not isinstance(leases, dict):
-        raise LeaseFileError("'leases' is not a JSON object")
-    for owner, port in leases.items():
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= PORT_MAX:
-            raise LeaseFileError(f"lease {owner!r} has invalid port {port!r}")
-    return data
-
-
-def load_lease_file(path):
-    """Return the lease document stored at path, or an empty one if the file does not exist."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return {"leases": {}}
-    except OSError as e:
-        raise LeaseFileError(f"cannot read it: {e.strerror}") from e
-    return parse_lease_data(text)
-
-
-def dump_lease_data(data):
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
-
-
-def choose_port(range_start, range_end, leased, listening, rng):
-    """Pick a random port of the inclusive range that is neither leased nor listening (None if none is)."""
-    candidates = [p for p in range(range_start, range_end + 1) if p not in leased and p not in listening]
-    return rng.choice(candidates) if candidates else None
-
-
-def _plural(count, word):
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
-def exhausted_message(range_start, range_end, pool, leased, listening):
-    in_range = range(range_start, range_end + 1)
-    n_leased = sum(1 for p in in_range if p in leased)
-    n_listening = sum(1 for p in in_range if p in listening and p not in leased)
-    busy = f", {n_listening} listening without a lease" if n_listening else ""
-    return (
-        f"port range {range_start}-{range_end} of pool '{pool}' is exhausted: "
-        f"{_plural(n_leased, 'port')} leased{busy}, 0 free; "
-        "widen range_start/range_end or release leases with state=absent"
-    )
-
-
-def diff_line(name, port):
-    return f"{name}: {'absent' if port is None else port}\n"
-
-
-@contextmanager
-def pool_lock(path, create):
-    """Hold an exclusive flock on path, creating it.
-
-    With create=False (check mode) take a shared lock if the file exists and no lock if it does not.
-    """
-    if create:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-        mode = fcntl.LOCK_EX
-    else:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            yield
-            return
-        mode = fcntl.LOCK_SH
-    try:
-        fcntl.flock(fd, mode)
-        yield
-    finally:
-        os.close(fd)  # closing the only descriptor releases the lock
 
 
 def main():
