@@ -63,6 +63,13 @@ options:
         (C(<dest>/.shadowdb-revision)) is not applied (RV(stale)), so two runs that read the registry at
         different times cannot put back the older view: the newer render already holds all the older saw.
     type: int
+  reload:
+    description:
+      - Command (argv) run after changed files were applied, for example
+        C([systemctl, try-reload-or-restart, haproxy.service]), so that applying and reloading are
+        one call. Not run when nothing changed, in check mode, or when the candidate was refused.
+    type: list
+    elements: str
 notes:
   - Validation runs only when something would change (the live set was validated when it was applied).
   - The revision file is bookkeeping; updating it alone does not count as a change.
@@ -111,6 +118,10 @@ applied_revision:
   description: The revision of the live files before this call (null when none was recorded).
   returned: always
   type: int
+reloaded:
+  description: Whether O(reload) ran and succeeded.
+  returned: when O(reload) ran
+  type: bool
 """
 
 REVISION_FILE = ".shadowdb-revision"
@@ -188,6 +199,7 @@ def main():
             validate=dict(type="list", elements="str", required=True),
             mode=dict(type="raw", default="0644"),
             revision=dict(type="int"),
+            reload=dict(type="list", elements="str"),
         ),
         supports_check_mode=True,
     )
@@ -200,7 +212,7 @@ def main():
     except ConfigError as e:
         module.fail_json(msg=str(e))
     if not os.path.isdir(dest):
-        module.fail_json(msg=f"dest={dest!r} is not a directory")
+        module.fail_json(msg=f"dest={dest!r} is not a directory (is HAProxy converged on this host? routing.yml)")
 
     revision = p["revision"]
     if revision is not None:
@@ -272,6 +284,15 @@ def main():
                 write_atomic(os.path.join(dest, REVISION_FILE), f"{revision}\n", 0o644)
         except OSError as e:
             module.fail_json(msg=f"dest={dest!r}: cannot apply the checked configuration: {e}", **result)
+        if p["reload"]:
+            rc, out, err = module.run_command(p["reload"])
+            result["reloaded"] = rc == 0
+            if rc != 0:
+                module.fail_json(
+                    msg=f"the configuration was applied but {' '.join(p['reload'])} failed (rc {rc}): "
+                    f"{(err or out).strip()}",
+                    **result,
+                )
     module.exit_json(**result)
 
 
