@@ -212,7 +212,7 @@ def main():
     except ConfigError as e:
         module.fail_json(msg=str(e))
     if not os.path.isdir(dest):
-        module.fail_json(msg=f"dest={dest!r} is not a directory (is HAProxy converged on this host? routing.yml)")
+        module.fail_json(msg=f"dest={dest!r} is not a directory (has routing.yml converged this proxy host?)")
 
     revision = p["revision"]
     if revision is not None:
