@@ -1,0 +1,524 @@
+#!/usr/bin/python
+# Copyright: ShadowDB contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""Ansible module: a prepared tenant cluster initialised, configured, started, populated, checked."""
+
+import os
+import re
+import time
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.shadowdb_common import UnsafePathError
+from ansible.module_utils.shadowdb_fs import converge_file, read_small, wanted_attributes
+from ansible.module_utils.shadowdb_health import make_probe, not_serving_message, poll, scrub
+from ansible.module_utils.shadowdb_sql import (
+    PSYCOPG_IMPORT_ERROR,
+    READONLY_FLAGS,
+    TenantSql,
+    owner_flags,
+    psycopg,
+)
+
+DOCUMENTATION = r"""
+---
+module: shadowdb_cluster_apply
+short_description: Initialise, configure, start, populate and check a tenant's cluster in one call
+description:
+  - The second half of a tenant cluster's per-tenant work on its db host (after
+    shadowdb_cluster_prepare and the certificate's signature on the controller), in one round trip.
+  - In order, each only when needed - C(initdb) as the tenant's OS user (data checksums,
+    scram-sha-256, the superuser's password through a pipe, never a file); the rendered files
+    (certificate, postgresql.conf, pg_hba.conf, pg_ident.conf, the unit's drop-in), written without
+    following a link the tenant planted; the unit started and enabled, restarted when its drop-in
+    or template changed, or reloaded when the configuration changed (restarted when a changed
+    setting needs it; invalid settings, as C(pg_file_settings) reads them, are refused before
+    any reload); the tenant's roles, database and extensions (one connection, passwords sent as
+    SCRAM verifiers); a health check over TCP with TLS verified and the owner's credentials; then
+    the configuration that came up healthy is kept root-only as the last good one, with the
+    operator's connection file.
+  - A configuration that does not come up is rolled back - the last good postgresql.conf and
+    drop-in are put back, the server brought up on them, and the module fails naming the
+    server's own error line (a new tenant has no good configuration yet - it fails naming the
+    error).
+options:
+  name:
+    description: Tenant name.
+    type: str
+    required: true
+  os_user:
+    description: The tenant's system user (runs initdb and owns the cluster's files).
+    type: str
+    required: true
+  unit:
+    description: The cluster's systemd unit.
+    type: str
+    required: true
+  data_dir:
+    description: The cluster's data directory.
+    type: path
+    required: true
+  socket_dir:
+    description: The cluster's Unix socket directory.
+    type: path
+    required: true
+  port:
+    description: The cluster's port.
+    type: int
+    required: true
+  bin_dir:
+    description: Directory of the PostgreSQL server programs (initdb).
+    type: path
+    required: true
+  superuser_password:
+    description: Password of the bootstrap superuser, given to initdb.
+    type: str
+    required: true
+    no_log: true
+  files:
+    description: Rendered files (path, content, owner, group, mode), written before the unit starts.
+    type: list
+    elements: dict
+    required: true
+  dropin:
+    description: The unit's drop-in among O(files) (a change restarts the unit).
+    type: path
+    required: true
+  restart_files:
+    description: Other files of O(files) whose change needs a restart rather than a reload, if any.
+    type: list
+    elements: path
+    default: []
+  unit_template_changed:
+    description: The unit template changed in this run (systemd is reloaded and the unit restarted).
+    type: bool
+    default: false
+  last_good_dir:
+    description: Root-only directory of the last configuration that came up healthy.
+    type: path
+    required: true
+  sql:
+    description:
+      - The tenant's objects - owner, owner_password, superuser, dbname, extensions, readonly,
+        readonly_user, readonly_password.
+    type: dict
+    required: true
+  health:
+    description: The health check (address, server_name, dbname, user, password, sslrootcert, timeout).
+    type: dict
+    required: true
+  credentials_file:
+    description: The operator's connection file of the owner (root only).
+    type: path
+    required: true
+  credentials:
+    description: Text of O(credentials_file).
+    type: str
+    required: true
+    no_log: true
+  ready_timeout:
+    description: Seconds to wait for the server to accept connections after a start, restart or reload.
+    type: int
+    default: 60
+author:
+  - ShadowDB contributors
+"""
+
+RETURN = r"""
+actions:
+  description: What was (or in check mode would be) done, in order; never a secret.
+  returned: always
+  type: list
+  elements: str
+content_changed:
+  description: Files of O(files) whose content was (or would be) written.
+  returned: always
+  type: list
+  elements: str
+health:
+  description: What the health check saw (server version, data checksums, TLS).
+  returned: success, not in check mode
+  type: dict
+"""
+
+FATAL_LINE = re.compile(r"(FATAL|PANIC):")
+NOT_APPLIED = "setting could not be applied"
+LAST_GOOD_FILES = ("postgresql.conf", "50-tenant.conf")
+
+
+class ApplyError(Exception):
+    """A failed step; its text names the tenant and the problem, never a secret."""
+
+
+def invalid_settings(rows):
+    """Names of settings pg_file_settings reports as invalid (not merely waiting for a restart)."""
+    return sorted({name for name, error in rows if error and error != NOT_APPLIED})
+
+
+def needs_restart(rows):
+    return any(error == NOT_APPLIED for _name, error in rows)
+
+
+def last_error_line(journal, fallback):
+    """The server's last FATAL or PANIC line of its journal, else fallback (at most 300 characters)."""
+    lines = [line for line in journal.splitlines() if FATAL_LINE.search(line)]
+    line = lines[-1] if lines else fallback
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+class Cluster:
+    def __init__(self, module):
+        self.module = module
+        self.p = module.params
+        self.check = module.check_mode
+        self.actions = []
+        self.content_changed = []
+        self.diffs = []
+
+    def fail_text(self, text):
+        return scrub(text, (self.p["superuser_password"], self.p["sql"]["owner_password"]))
+
+    def run(self, argv, data=None, ok=(0,)):
+        rc, out, err = self.module.run_command(argv, data=data, binary_data=True)
+        if rc not in ok:
+            raise ApplyError(
+                self.fail_text(
+                    f"tenant {self.p['name']}: {' '.join(argv[:3])} failed (rc {rc}): {(err or out).strip()}"
+                )
+            )
+        return rc, out
+
+    def systemctl(self, *args, ok=(0,)):
+        return self.run(["systemctl", *args], ok=ok)
+
+    # --- initdb ---
+    def initdb(self):
+        try:
+            version = read_small(os.path.join(self.p["data_dir"], "PG_VERSION"))
+        except FileNotFoundError:
+            version = None
+        if version is not None:
+            return False
+        self.actions.append("initialised the cluster (initdb)")
+        if self.check:
+            return True
+        rc, out, err = self.module.run_command(
+            [
+                "runuser", "-u", self.p["os_user"], "--", "/bin/sh", "-c",
+                # initdb reopens its --pwfile: the pipe it reads must belong to the tenant's user, so
+                # the password is passed on through a pipe of the tenant's own shell.
+                'cat | exec "$0" "$@"',
+                os.path.join(self.p["bin_dir"], "initdb"),
+                f"--pgdata={self.p['data_dir']}", "--data-checksums", "--auth=scram-sha-256",
+                "--username=postgres", "--pwfile=/dev/stdin", "--encoding=UTF8", "--locale=C.UTF-8",
+            ],
+            data=self.p["superuser_password"],
+            binary_data=True,
+        )  # fmt: skip
+        if rc != 0:
+            raise ApplyError(
+                self.fail_text(
+                    f"initdb of tenant {self.p['name']} failed (rc {rc}): {err.strip()} {out.strip()}"
+                )
+            )
+        return True
+
+    # --- files ---
+    def write_files(self, entries, diff=True):
+        changed = []
+        for entry in entries:
+            entry = dict(entry, force=True)
+            entry.setdefault("mode", "0644")
+            _changed, written, before = converge_file(entry, wanted_attributes(entry), self.check)
+            if written:
+                changed.append(entry["path"])
+                if diff:
+                    self.diffs.append(
+                        dict(
+                            before_header=entry["path"],
+                            after_header=entry["path"],
+                            before=before or "",
+                            after=entry["content"],
+                        )
+                    )
+        return changed
+
+    # --- the server ---
+    def connect(self, timeout=2):
+        return psycopg.connect(
+            host=self.p["socket_dir"],
+            port=self.p["port"],
+            user="postgres",
+            dbname="postgres",
+            autocommit=True,
+            connect_timeout=timeout,
+            application_name="shadowdb_cluster_apply",
+        )
+
+    def wait_ready(self):
+        deadline = time.monotonic() + self.p["ready_timeout"]
+        while True:
+            try:
+                with self.connect():
+                    return
+            except psycopg.Error as e:
+                if time.monotonic() > deadline:
+                    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    raise ApplyError(
+                        f"tenant {self.p['name']}: the server does not accept connections after "
+                        f"{self.p['ready_timeout']}s: {first_line}"
+                    ) from None
+            time.sleep(0.5)
+
+    def is_active(self):
+        _rc, out = self.systemctl("is-active", self.p["unit"], ok=(0, 3, 4))
+        return out.strip() == "active"
+
+    def serve(self, restart_needed, conf_changed):
+        """Start, restart or reload the unit as the changed files need; wait until it serves."""
+        unit = self.p["unit"]
+        if restart_needed and not self.check:
+            self.systemctl("daemon-reload")
+        _rc, enabled = self.systemctl("is-enabled", unit, ok=(0, 1, 4))
+        if enabled.strip() != "enabled":
+            self.actions.append(f"enabled {unit}")
+            if not self.check:
+                self.systemctl("enable", unit)
+        if not self.is_active():
+            self.actions.append(f"started {unit}")
+            if not self.check:
+                self.systemctl("start", unit)
+                self.wait_ready()
+            return
+        if restart_needed:
+            self.actions.append(f"restarted {unit} (its unit or drop-in changed)")
+            if not self.check:
+                self.systemctl("restart", unit)
+                self.wait_ready()
+            return
+        if not conf_changed or self.check:
+            if conf_changed:
+                self.actions.append(f"reloaded {unit}")
+            return
+        # pg_file_settings re-reads postgresql.conf at query time: invalid values show before they go
+        # live, and settings that need a restart say so.
+        with self.connect() as conn:
+            rows = conn.execute("SELECT name, error FROM pg_file_settings WHERE error IS NOT NULL").fetchall()
+        invalid = invalid_settings(rows)
+        if invalid:
+            raise ApplyError(
+                f"tenant {self.p['name']}: postgresql.conf has invalid settings: {', '.join(invalid)}"
+            )
+        if needs_restart(rows):
+            self.actions.append(f"restarted {unit} (a changed setting needs it)")
+            self.systemctl("restart", unit)
+        else:
+            self.actions.append(f"reloaded {unit}")
+            self.systemctl("reload", unit)
+        self.wait_ready()
+
+    def rollback(self, error):
+        """Put the last good configuration back, bring the server up on it, and fail naming the error."""
+        name, unit = self.p["name"], self.p["unit"]
+        _rc, journal = self.run(
+            ["journalctl", "--unit", unit, "--lines", "60", "--no-pager", "--output", "cat"], ok=(0, 1)
+        )
+        why = last_error_line(journal, str(error))
+        good = {}
+        for file in LAST_GOOD_FILES:
+            try:
+                good[file] = read_small(os.path.join(self.p["last_good_dir"], file))
+            except FileNotFoundError:
+                good[file] = None
+        if None in good.values():
+            raise ApplyError(
+                f"tenant {name}: the server did not come up: {why} (no earlier configuration of this tenant "
+                "came up healthy, so there is none to put back)"
+            )
+        conf = next(f for f in self.p["files"] if f["path"].endswith("/postgresql.conf"))
+        dropin = next(f for f in self.p["files"] if f["path"] == self.p["dropin"])
+        restored = self.write_files(
+            [dict(conf, content=good["postgresql.conf"]), dict(dropin, content=good["50-tenant.conf"])],
+            diff=False,
+        )
+        try:
+            if self.p["dropin"] in restored:
+                self.systemctl("daemon-reload")
+            up = True
+            try:
+                with self.connect():
+                    pass
+            except psycopg.Error:
+                up = False
+            self.systemctl("reload" if up else "restart", unit, ok=(0, 1))
+            self.wait_ready()
+            outcome = "The last good configuration was put back and the server serves it again"
+        except ApplyError:
+            outcome = "The last good configuration was put back, but the server is not serving on it either"
+        raise ApplyError(
+            f"tenant {name}: the new configuration did not come up: {why}. {outcome}; "
+            "change the tenant's settings and converge again."
+        )
+
+    # --- the tenant's objects, health, and what came up healthy ---
+    def objects(self):
+        s = self.p["sql"]
+        with self.connect(timeout=10) as conn:
+            work = TenantSql(self.module, conn)
+            work.hba()
+            work.role(s["owner"], s["owner_password"], owner_flags(s["superuser"]))
+            new_db = work.database(s["dbname"], s["owner"])
+            if s["readonly"]:
+                work.role(s["readonly_user"], s["readonly_password"], READONLY_FLAGS)
+                work.membership(s["readonly_user"], "pg_read_all_data")
+            elif s["readonly_user"]:
+                work.drop_role(s["readonly_user"])
+            if s["extensions"] and not (self.check and new_db):
+                db = dict(host=self.p["socket_dir"], port=self.p["port"], user="postgres", dbname=s["dbname"])
+                with psycopg.connect(autocommit=True, connect_timeout=10, **db) as db_conn:
+                    work.extensions(db_conn, s["extensions"])
+        self.actions.extend(work.actions)
+
+    def healthy(self):
+        h = self.p["health"]
+        params = dict(
+            address=h["address"],
+            port=self.p["port"],
+            server_name=h["server_name"],
+            dbname=h["dbname"],
+            user=h["user"],
+            password=h["password"],
+            sslmode="verify-full",
+            sslrootcert=h["sslrootcert"],
+            sslnegotiation="postgres",
+            require_ssl=True,
+        )
+        timeout = h["timeout"]
+        outcome = poll(make_probe(params), timeout, 1.0)
+        if outcome["facts"] is None:
+            error = scrub(outcome["error"] or "no attempt completed", (h["password"],))
+            raise ApplyError(f"tenant {self.p['name']}: {not_serving_message(params, timeout, error)}")
+        return outcome["facts"]
+
+    def keep_good(self):
+        conf = next(f for f in self.p["files"] if f["path"].endswith("/postgresql.conf"))
+        dropin = next(f for f in self.p["files"] if f["path"] == self.p["dropin"])
+        root = dict(owner="root", group="root", mode="0600")
+        kept = self.write_files(
+            [
+                dict(root, path=self.p["credentials_file"], content=self.p["credentials"]),
+                dict(
+                    root,
+                    path=os.path.join(self.p["last_good_dir"], "postgresql.conf"),
+                    content=conf["content"],
+                ),
+                dict(
+                    root,
+                    path=os.path.join(self.p["last_good_dir"], "50-tenant.conf"),
+                    content=dropin["content"],
+                ),
+            ],
+            diff=False,
+        )
+        if kept:
+            self.actions.append("kept the configuration as the last good one, and the connection file")
+
+    def converge(self):
+        new = self.initdb()
+        self.content_changed = self.write_files(self.p["files"])
+        for path in self.content_changed:
+            self.actions.append(f"wrote {path}")
+        restart_files = {self.p["dropin"], *self.p["restart_files"]}
+        restart_needed = self.p["unit_template_changed"] or bool(restart_files & set(self.content_changed))
+        conf_changed = bool(set(self.content_changed) - restart_files)
+        try:
+            self.serve(restart_needed, conf_changed)
+        except (ApplyError, psycopg.Error) as e:
+            self.rollback(e)  # a new tenant has no good configuration yet: it fails naming the error
+        if self.check and (new or not self.is_active()):
+            return None
+        self.objects()
+        if self.check:
+            return None
+        facts = self.healthy()
+        self.keep_good()
+        return facts
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str", required=True),
+            os_user=dict(type="str", required=True),
+            unit=dict(type="str", required=True),
+            data_dir=dict(type="path", required=True),
+            socket_dir=dict(type="path", required=True),
+            port=dict(type="int", required=True),
+            bin_dir=dict(type="path", required=True),
+            superuser_password=dict(type="str", required=True, no_log=True),
+            files=dict(type="list", elements="dict", required=True),
+            dropin=dict(type="path", required=True),
+            restart_files=dict(type="list", elements="path", default=[]),
+            unit_template_changed=dict(type="bool", default=False),
+            last_good_dir=dict(type="path", required=True),
+            sql=dict(
+                type="dict",
+                required=True,
+                options=dict(
+                    owner=dict(type="str", required=True),
+                    owner_password=dict(type="str", required=True, no_log=True),
+                    superuser=dict(type="bool", default=False),
+                    dbname=dict(type="str", required=True),
+                    extensions=dict(type="list", elements="str", default=[]),
+                    readonly=dict(type="bool", default=False),
+                    readonly_user=dict(type="str"),
+                    readonly_password=dict(type="str", no_log=True),
+                ),
+                required_if=[("readonly", True, ["readonly_user", "readonly_password"])],
+            ),
+            health=dict(
+                type="dict",
+                required=True,
+                options=dict(
+                    address=dict(type="str", default="127.0.0.1"),
+                    server_name=dict(type="str", required=True),
+                    dbname=dict(type="str", required=True),
+                    user=dict(type="str", required=True),
+                    password=dict(type="str", required=True, no_log=True),
+                    sslrootcert=dict(type="path", required=True),
+                    timeout=dict(type="int", default=60),
+                ),
+            ),
+            credentials_file=dict(type="path", required=True),
+            credentials=dict(type="str", required=True, no_log=True),
+            ready_timeout=dict(type="int", default=60),
+        ),
+        supports_check_mode=True,
+    )
+    if psycopg is None:
+        module.fail_json(msg=missing_required_lib("psycopg"), exception=PSYCOPG_IMPORT_ERROR)
+    p = module.params
+    if not any(f.get("path") == p["dropin"] for f in p["files"]) or not any(
+        str(f.get("path", "")).endswith("/postgresql.conf") for f in p["files"]
+    ):
+        module.fail_json(
+            msg=f"tenant {p['name']}: files must hold postgresql.conf and the drop-in {p['dropin']}"
+        )
+    cluster = Cluster(module)
+    try:
+        facts = cluster.converge()
+    except (ApplyError, UnsafePathError, OSError, ValueError, psycopg.Error) as e:
+        module.fail_json(
+            msg=cluster.fail_text(str(e)), actions=cluster.actions, content_changed=cluster.content_changed
+        )
+    result = dict(
+        changed=bool(cluster.actions), actions=cluster.actions, content_changed=cluster.content_changed
+    )
+    if facts is not None:
+        result["health"] = facts
+    if module._diff:
+        result["diff"] = cluster.diffs
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
