@@ -84,6 +84,9 @@ def test_tenant_path(lab, tmp_path):
     )
 
     add_fake_db_hosts(lab, 2)
+    # The inventory is part of the host's fingerprint: the first run after the change converges
+    # the host's shared part again (not counted), as it would after any inventory change.
+    run(lab, calls_file, {"tenant_host": host, "tenant": {"name": "pwarm3"}})
     one3, calls3 = run(lab, calls_file, {"tenant_host": host, "tenant": {"name": "pthree"}})
     print(f"[bench]   the same, 3 db hosts in inventory  : {sum(calls3['hosts'].values())} {calls3['hosts']}")
     print(f"[bench]   one, 3 db hosts : {one3:6.1f} s")

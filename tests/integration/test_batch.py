@@ -2,7 +2,8 @@
 its own. In a batch of four on db2, one spec is refused by validation and one fails on the host
 (huge_pages=on: valid, but the lab reserves no huge pages, so the new server never comes up):
 the two others are made and serve, the run fails naming exactly the two others with their
-reasons, and a second run of the good ones changes nothing.
+reasons, and a second run of the good ones changes nothing. A batch of removals
+(tenant_remove.yml with `tenant_names`) needs every name confirmed and leaves nothing behind.
 """
 
 import pytest
@@ -39,5 +40,45 @@ def test_one_bad_tenant_does_not_block_the_batch(lab, db2, batch_cleanup):
         conn.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
 
     again = lab.playbook("tenant.yml", {"tenant_host": db2, "tenants": [{"name": n} for n in GOOD[:1]]})
+    assert again.rc == 0, again.describe()
+    assert again.recap()[db2]["changed"] == 0, again.changed_tasks()
+
+
+REMOVED = ["itbr", "itbs"]
+
+
+@pytest.fixture
+def removal_cleanup(lab, db2):
+    yield
+    for name in REMOVED:
+        lab.remove(db2, name, confirm=name)
+
+
+def test_a_batch_of_removals(lab, db2, removal_cleanup):
+    made = lab.playbook("tenant.yml", {"tenant_host": db2, "tenants": [{"name": n} for n in REMOVED]})
+    assert made.rc == 0, made.describe()
+
+    # Each name must be confirmed: one of the two is not enough, and nothing is removed.
+    one_name = {"tenant_host": db2, "tenant_names": REMOVED, "confirm": "itbr"}
+    refused = lab.playbook("tenant_remove.yml", one_name)
+    assert refused.rc != 0 and "confirm=<the names joined by commas>" in refused.text, refused.describe()
+    for name in REMOVED:
+        lab.wait_serving(db2, name, timeout=30)
+
+    run = lab.playbook(
+        "tenant_remove.yml", {"tenant_host": db2, "tenant_names": REMOVED, "confirm": ",".join(REMOVED)}
+    )
+    assert run.rc == 0, run.describe()
+    for name in REMOVED:
+        left = lab.sh(
+            db2,
+            f"ls -d /mnt/db/{name} /etc/shadowdb/tenants/{name} 2>/dev/null;"
+            f" ls /var/lib/shadowdb/volumes/{name}.img 2>/dev/null; getent passwd pg-{name};"
+            f" systemctl is-active shadowdb-postgres@{name} || true",
+        ).split()
+        assert left in (["inactive"], ["unknown"]), (name, left)
+    again = lab.playbook(
+        "tenant_remove.yml", {"tenant_host": db2, "tenant_names": REMOVED, "confirm": ",".join(REMOVED)}
+    )
     assert again.rc == 0, again.describe()
     assert again.recap()[db2]["changed"] == 0, again.changed_tasks()
