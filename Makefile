@@ -12,7 +12,7 @@ LAB_HOSTS ?= 1
 LAB_ROUTING ?= true
 export SHADOWDB_LAB := $(LAB)
 
-.PHONY: setup demo test lint unit integration molecule bench lab-up lab-down clean
+.PHONY: setup demo test lint unit integration molecule bench density lab-up lab-down clean
 
 setup:
 	@bash scripts/setup.sh
@@ -51,7 +51,11 @@ test: setup
 	@bash scripts/test.sh
 
 bench: setup
-	pytest tests/bench -q -s
+	pytest tests/bench -q -s -m "not density"
+
+# Small tenants onto one lab host up to SHADOWDB_DENSITY_N (300); about an hour.
+density: setup
+	pytest tests/bench/test_density.py -q -s -m density
 
 clean: lab-down
 	rm -rf .pytest_cache .ruff_cache
