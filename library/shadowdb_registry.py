@@ -35,9 +35,15 @@ options:
     description:
       - etcd client URLs, for example C(https://10.0.0.11:2379). Tried in order.
       - Only C(http) and C(https) URLs are accepted.
+      - Required unless O(connection) gives them.
     type: list
     elements: str
-    required: true
+  connection:
+    description:
+      - The connection arguments in one dict (keys C(endpoints), C(ca_cert), C(client_cert),
+        C(client_key), C(auth_file)), for example the C(etcd_registry_writer) fact the etcd role's
+        C(controller) entry point sets. Arguments given on their own take precedence.
+    type: dict
   ca_cert:
     description:
       - CA certificate file (on the managed host) that the etcd server certificates must chain to.
@@ -618,10 +624,23 @@ def run(params, check_mode, client=None, warn=None):
     return result
 
 
+CONNECTION_KEYS = ("endpoints", "ca_cert", "client_cert", "client_key", "auth_file")
+
+
+def with_connection(params):
+    """The arguments with the missing connection arguments taken from params['connection']."""
+    merged = dict(params)
+    for key in CONNECTION_KEYS:
+        if merged.get(key) is None and (params.get("connection") or {}).get(key) is not None:
+            merged[key] = params["connection"][key]
+    return merged
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            endpoints=dict(type="list", elements="str", required=True),
+            endpoints=dict(type="list", elements="str"),
+            connection=dict(type="dict"),
             ca_cert=dict(type="path"),
             client_cert=dict(type="path"),
             client_key=dict(type="path", no_log=False),
@@ -636,8 +655,11 @@ def main():
         ),
         supports_check_mode=True,
     )
+    params = with_connection(module.params)
+    if not params.get("endpoints"):
+        module.fail_json(msg="endpoints is required (directly or in connection)")
     try:
-        result = run(module.params, module.check_mode, warn=module.warn)
+        result = run(params, module.check_mode, warn=module.warn)
     except RegistryError as e:
         module.fail_json(msg=str(e))
     module.exit_json(**result)

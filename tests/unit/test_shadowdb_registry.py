@@ -609,3 +609,18 @@ def test_auth_is_converged_idempotently_and_scopes_each_identity(run_module, etc
         auth_params(url, pki, state="absent", roles=[dict(name="patroni-b")], users=[dict(name="patroni-b")]),
         check_mode=False,
     )["changed"]
+
+
+def test_connection_fills_only_the_missing_arguments():
+    writer = {
+        "endpoints": ["https://10.0.0.1:2379"],
+        "ca_cert": "/pki/ca.crt",
+        "client_cert": "/etcd/w.crt",
+        "client_key": "/etcd/w.key",
+        "auth_file": "/etcd/w.json",
+    }
+    params = {key: None for key in writer} | {"connection": writer, "prefix": "/shadowdb/tenants/"}
+    assert {key: reg.with_connection(params)[key] for key in writer} == writer
+    params["endpoints"] = ["https://10.0.0.2:2379"]
+    assert reg.with_connection(params)["endpoints"] == ["https://10.0.0.2:2379"]
+    assert reg.with_connection({"endpoints": None, "connection": None})["endpoints"] is None
