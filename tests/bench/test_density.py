@@ -25,7 +25,7 @@ CHECKPOINTS = sorted({1, *range(100, TARGET + 1, 100), TARGET})
 LIMITS_SCRIPT = r"""
 echo "memory_available_mib $(awk '/MemAvailable/ {print int($2/1024)}' /proc/meminfo)"
 echo "file_handles $(cut -f1 /proc/sys/fs/file-nr) of $(cat /proc/sys/fs/file-max)"
-echo "inodes_used_root $(df -i --output=ipcent / | tail -1 | tr -d ' ')"
+echo "inodes_used_root $(df -Pi / | awk 'NR == 2 {print $5}')"
 echo "loop_devices $(losetup -a | grep -c /var/lib/shadowdb/volumes || true)"
 echo "port_leases $(grep -o '"[a-z0-9-]*": [0-9]*' /var/lib/shadowdb/ports/postgres.json | wc -l)"
 """
@@ -35,7 +35,7 @@ PSS_SCRIPT = r"""
 cg=$(systemctl show -p ControlGroup --value shadowdb-postgres@{name}.service)
 total=0
 for pid in $(cat /sys/fs/cgroup$cg/cgroup.procs); do
-  pss=$(awk '/^Pss:/ {print $2}' /proc/$pid/smaps_rollup 2>/dev/null || echo 0)
+  pss=$(awk '/^Pss:/ {{print $2}}' /proc/$pid/smaps_rollup 2>/dev/null || echo 0)
   total=$((total + ${{pss:-0}}))
 done
 echo $total

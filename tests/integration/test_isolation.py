@@ -346,3 +346,24 @@ def test_superuser_flag_converges_both_ways(lab, db1, su):
     assert lab.psql_root(db1, su, "SELECT rolsuper FROM pg_roles WHERE rolname = 'itsu'") == "t"
     again = lab.onboard(db1, SU_SPEC)
     assert again.rc == 0 and again.recap()[db1]["changed"] == 0, again.changed_tasks()
+
+
+# --- root never follows a path the tenant controls --------------------------------------------
+def test_a_link_planted_for_root_is_refused_not_followed(lab, db1, conn, su):
+    """The tenant swaps its server certificate (in its own tls directory, which it owns) for a
+    link to a root-only file, then waits for the next converge, which runs as root: the converge
+    refuses the link, naming it, and the file it pointed at is neither read nor written."""
+    cert = f"/mnt/db/{su}/tls/server.crt"
+    shadow_before = lab.sh(db1, "sha256sum /etc/shadow; stat -c '%a %U' /etc/shadow")
+    saved = lab.sh(db1, f"cat {cert}")
+    code, out = run_program(conn, f"ln -sf /etc/shadow {cert}.new && mv -f {cert}.new {cert}")
+    assert code == 0, out  # the tenant may replace its own file by a link
+    try:
+        run = lab.onboard(db1, SU_SPEC)
+        assert run.rc != 0, run.describe()
+        assert "server.crt" in run.text and "link" in run.text, run.describe()
+        assert lab.sh(db1, "sha256sum /etc/shadow; stat -c '%a %U' /etc/shadow") == shadow_before
+    finally:
+        lab.sh(db1, f"rm -f {cert} && printf '%s' '{saved}' > {cert} && chown pg-{su}: {cert}")
+    again = lab.onboard(db1, SU_SPEC)
+    assert again.rc == 0, again.describe()
