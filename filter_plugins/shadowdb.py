@@ -11,6 +11,7 @@ from shadowdb import layout, postgres, spec, tiers
 from shadowdb.errors import raising
 
 FILTERS = {
+    "shadowdb_batch_refusals": spec.shadowdb_batch_refusals,
     "shadowdb_check_tenants": spec.shadowdb_check_tenants,
     "shadowdb_extension_packages": postgres.shadowdb_extension_packages,
     "shadowdb_os_user": layout.shadowdb_os_user,

@@ -408,3 +408,20 @@ def shadowdb_check_tenants(
     if strict and refused:
         raise SpecError(*refused[0].split(": ", 1))
     return out
+
+
+def shadowdb_batch_refusals(checked, taken=None) -> dict:
+    """What a batch refuses, before anything changes: ``{tenant or "tenants[i]": reason}``.
+
+    ``checked`` is shadowdb_check_tenants' answer; ``taken`` maps names found on another host to
+    the error naming that host. An entry without a usable name is keyed by its position.
+    """
+    taken = taken or {}
+    refusals = {}
+    for position, entry in enumerate(checked):
+        key = entry["name"] if entry["name"] is not None else f"tenants[{position}]"
+        if entry["error"]:
+            refusals[key] = entry["error"]
+        elif entry["name"] in taken:
+            refusals[key] = taken[entry["name"]]
+    return refusals

@@ -25,6 +25,7 @@ PLUGINS = ROOT / "filter_plugins"
 # of the same name.
 FILTERS = {
     "shadowdb.py": [
+        "shadowdb_batch_refusals",
         "shadowdb_check_tenants",
         "shadowdb_extension_packages",
         "shadowdb_os_user",

@@ -20,6 +20,7 @@ from shadowdb.spec import (
     TENANT_FIELDS,
     TENANT_NAME_RE,
     reserved_name_reason,
+    shadowdb_batch_refusals,
     shadowdb_check_tenants,
     shadowdb_validate_tenant,
     shadowdb_validate_tenants,
@@ -535,3 +536,12 @@ def test_a_strict_check_raises_the_first_refusal():
         shadowdb_check_tenants, [{"name": "acme", "replicas": 1}], standalone=True, strict=True
     )
     assert error.field == "tenant.replicas" and str(error).startswith("tenant.replicas: 1 replica(s) asked")
+
+
+def test_batch_refusals_name_each_refused_tenant_or_its_position():
+    checked = shadowdb_check_tenants([{"name": "acme"}, {"name": "Bad_Name"}, {"name": "globex"}, 42])
+    refusals = shadowdb_batch_refusals(checked, {"globex": "tenant.name: 'globex' is served by db2"})
+    assert sorted(refusals) == ["Bad_Name", "globex", "tenants[3]"]
+    assert refusals["globex"] == "tenant.name: 'globex' is served by db2"
+    assert refusals["Bad_Name"].startswith("tenant.name:")
+    assert shadowdb_batch_refusals(shadowdb_check_tenants([{"name": "acme"}])) == {}
