@@ -30,11 +30,11 @@ echo "loop_devices $(losetup -a | grep -c /var/lib/shadowdb/volumes || true)"
 echo "port_leases $(grep -o '"[a-z0-9-]*": [0-9]*' /var/lib/shadowdb/ports/postgres.json | wc -l)"
 """
 
-# PSS of every process of one tenant's unit (kB): what an idle tenant really costs the host.
+# PSS of the postmaster and its children (kB): what an idle tenant really costs the host.
 PSS_SCRIPT = r"""
-cg=$(systemctl show -p ControlGroup --value shadowdb-postgres@{name}.service)
+main=$(systemctl show -p MainPID --value shadowdb-postgres@{name}.service)
 total=0
-for pid in $(cat /sys/fs/cgroup$cg/cgroup.procs); do
+for pid in $main $(pgrep -P "$main"); do
   pss=$(awk '/^Pss:/ {{print $2}}' /proc/$pid/smaps_rollup 2>/dev/null || echo 0)
   total=$((total + ${{pss:-0}}))
 done
