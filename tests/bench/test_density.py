@@ -101,12 +101,18 @@ def test_density(lab):
         f" (samples {samples} kB)"
     )
 
+    # site.yml converges what the inventory lists: list the tenants there, settle once (the
+    # inventory is part of the host's fingerprint), then time the no-op run.
+    lab.write_host_vars(host, {"shadowdb_tenants": [{"name": f"d{n}"} for n in range(1, made + 1)]})
+    start = time.monotonic()
+    lab.playbook("site.yml")
+    settle = time.monotonic() - start
     start = time.monotonic()
     out = lab.playbook("site.yml")
     noop = time.monotonic() - start
     recap = [line for line in out.splitlines() if line.startswith(host)]
     print(
-        f"[density] no-op site.yml over {made} tenants: {noop:.1f} s (target <= 60 s);"
-        f" {recap[-1] if recap else ''}"
+        f"[density] site.yml over {made} tenants: first run {settle:.1f} s, no-op {noop:.1f} s"
+        f" (target <= 60 s); {recap[-1] if recap else ''}"
     )
     assert made > 0, stopped
