@@ -11,13 +11,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.shadowdb_common import UnsafePathError
 from ansible.module_utils.shadowdb_fs import converge_file, read_small, wanted_attributes
 from ansible.module_utils.shadowdb_health import make_probe, not_serving_message, poll, scrub
-from ansible.module_utils.shadowdb_sql import (
-    PSYCOPG_IMPORT_ERROR,
-    READONLY_FLAGS,
-    TenantSql,
-    owner_flags,
-    psycopg,
-)
+from ansible.module_utils.shadowdb_sql import PSYCOPG_IMPORT_ERROR, TenantSql, connect, psycopg
 
 DOCUMENTATION = r"""
 ---
@@ -361,21 +355,9 @@ class Cluster:
 
     # --- the tenant's objects, health, and what came up healthy ---
     def objects(self):
-        s = self.p["sql"]
-        with self.connect(timeout=10) as conn:
+        with connect(self.p, "postgres") as conn:
             work = TenantSql(self.module, conn)
-            work.hba()
-            work.role(s["owner"], s["owner_password"], owner_flags(s["superuser"]))
-            new_db = work.database(s["dbname"], s["owner"])
-            if s["readonly"]:
-                work.role(s["readonly_user"], s["readonly_password"], READONLY_FLAGS)
-                work.membership(s["readonly_user"], "pg_read_all_data")
-            elif s["readonly_user"]:
-                work.drop_role(s["readonly_user"])
-            if s["extensions"] and not (self.check and new_db):
-                db = dict(host=self.p["socket_dir"], port=self.p["port"], user="postgres", dbname=s["dbname"])
-                with psycopg.connect(autocommit=True, connect_timeout=10, **db) as db_conn:
-                    work.extensions(db_conn, s["extensions"])
+            work.converge(self.p["sql"], lambda dbname: connect(self.p, dbname))
         self.actions.extend(work.actions)
 
     def healthy(self):

@@ -6,7 +6,7 @@
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.shadowdb_sql import (  # noqa: F401 (the tests import them from here)
     PSYCOPG_IMPORT_ERROR,
-    READONLY_FLAGS,
+    READONLY_FLAGS,  # noqa: F401 (the tests import it from here)
     TenantSql,
     connect,
     flag_words,
@@ -112,26 +112,13 @@ def main():
     if psycopg is None:
         module.fail_json(msg=missing_required_lib("psycopg"), exception=PSYCOPG_IMPORT_ERROR)
     p = module.params
-    dbname = p["dbname"] or p["owner"]
+    spec = dict(p, dbname=p["dbname"] or p["owner"])
     actions = []
     try:
         with connect(p, "postgres") as conn:
             work = TenantSql(module, conn)
             actions = work.actions
-            if p["check_hba"]:
-                work.hba()
-            work.role(p["owner"], p["owner_password"], owner_flags(p["superuser"]))
-            new_db = work.database(dbname, p["owner"])
-            if p["readonly"]:
-                work.role(p["readonly_user"], p["readonly_password"], READONLY_FLAGS)
-                work.membership(p["readonly_user"], "pg_read_all_data")
-            elif p["readonly_user"]:
-                work.drop_role(p["readonly_user"])
-            if p["extensions"] and not (module.check_mode and new_db):
-                with connect(p, dbname) as db_conn:
-                    work.extensions(db_conn, p["extensions"])
-            elif p["extensions"]:
-                actions.extend(f"created extension {name}" for name in p["extensions"])
+            work.converge(spec, lambda dbname: connect(p, dbname), check_hba=p["check_hba"])
     except (psycopg.Error, ValueError) as e:
         # psycopg's messages name the object and the problem; the passwords are sent only as verifiers.
         module.fail_json(msg=f"tenant {p['owner']}: {str(e).strip()}", actions=actions)

@@ -168,6 +168,28 @@ class TenantSql:
                     create = sql.SQL("CREATE EXTENSION IF NOT EXISTS {} CASCADE")
                     conn.execute(create.format(sql.Identifier(name)))
 
+    def converge(self, spec, connect_db, check_hba=True):
+        """Bring the tenant's objects to spec (owner, owner_password, superuser, dbname,
+        extensions, readonly, readonly_user, readonly_password): pg_hba.conf has no error, the
+        owner role, its database, the read-only role (dropped when not wanted), the extensions.
+        connect_db(dbname) opens a superuser connection to the tenant's database."""
+        if check_hba:
+            self.hba()
+        self.role(spec["owner"], spec["owner_password"], owner_flags(spec["superuser"]))
+        new_db = self.database(spec["dbname"], spec["owner"])
+        if spec["readonly"]:
+            self.role(spec["readonly_user"], spec["readonly_password"], READONLY_FLAGS)
+            self.membership(spec["readonly_user"], "pg_read_all_data")
+        elif spec.get("readonly_user"):
+            self.drop_role(spec["readonly_user"])
+        if not spec["extensions"]:
+            return
+        if self.check and new_db:  # no database to look in yet: every extension would be made
+            self.actions.extend(f"created extension {name}" for name in spec["extensions"])
+            return
+        with connect_db(spec["dbname"]) as db_conn:
+            self.extensions(db_conn, spec["extensions"])
+
 
 def connect(params, dbname):
     return psycopg.connect(
