@@ -9,6 +9,7 @@ import stat
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch
 
 DOCUMENTATION = r"""
 ---
@@ -107,6 +108,14 @@ class VolumeError(Exception):
     """A refusal or a failed step; its text names the tenant and the problem."""
 
 
+class VolumeFailure(Exception):
+    """A failed converge, with what was done before it (reported beside the message)."""
+
+    def __init__(self, msg, **partial):
+        super().__init__(msg)
+        self.partial = partial
+
+
 def parse_blkid_export(text):
     """KEY=value lines of `blkid -o export` as a dict."""
     found = {}
@@ -151,11 +160,12 @@ def needs_growing(wanted_bytes, filesystem_bytes):
 
 
 class Volume:
-    def __init__(self, module):
+    def __init__(self, module, params):
         self.module = module
-        self.p = module.params
+        self.p = params
         self.check = module.check_mode
         self.actions = []
+        self.reloaded = False
         env_file = self.p["env_file"]
         self.diff = {"before": "", "after": "", "before_header": env_file, "after_header": env_file}
 
@@ -300,6 +310,7 @@ class Volume:
         unit = self.p["unit"]
         if self.p["daemon_reload"] and not self.check:
             self.run(["systemctl", "daemon-reload"])
+            self.reloaded = True
         enabled, active = self.unit_state()
         if enabled and active:
             return False
@@ -352,37 +363,51 @@ class Volume:
         return None
 
 
+PER_TENANT = dict(
+    name=dict(type="str", required=True),
+    source=dict(type="path", required=True),
+    size_mb=dict(type="int", default=1024),
+    env_file=dict(type="path", required=True),
+    env_content=dict(type="str", required=True),
+    unit=dict(type="str", required=True),
+)
+
+SHARED = dict(
+    backend=dict(type="str", choices=["loop", "lvm", "device"], default="loop"),
+    lvm_vg=dict(type="str", default=""),
+    helper=dict(type="path", default="/usr/local/libexec/shadowdb/shadowdb-volume"),
+    daemon_reload=dict(type="bool", default=False),
+)
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            name=dict(type="str", required=True),
-            backend=dict(type="str", choices=["loop", "lvm", "device"], default="loop"),
-            source=dict(type="path", required=True),
-            lvm_vg=dict(type="str", default=""),
-            size_mb=dict(type="int", default=1024),
-            env_file=dict(type="path", required=True),
-            env_content=dict(type="str", required=True),
-            helper=dict(type="path", default="/usr/local/libexec/shadowdb/shadowdb-volume"),
-            unit=dict(type="str", required=True),
-            daemon_reload=dict(type="bool", default=False),
-        ),
+        argument_spec=batch_argument_spec(PER_TENANT, SHARED),
         required_if=[("backend", "lvm", ["lvm_vg"])],
         supports_check_mode=True,
     )
-    name = module.params["name"]
-    if not NAME.match(name):
-        module.fail_json(msg=f"name '{name}' must be a DNS label of 2-16 characters")
-    if module.params["size_mb"] < 1:
-        module.fail_json(msg=f"tenant {name}: size_mb must be positive, got {module.params['size_mb']}")
-    volume = Volume(module)
-    try:
-        device = volume.converge()
-    except (VolumeError, OSError, subprocess.SubprocessError) as e:
-        module.fail_json(msg=str(e), actions=volume.actions)
-    result = dict(changed=bool(volume.actions), device=device, actions=volume.actions)
-    if module._diff and volume.diff["before"] != volume.diff["after"]:
-        result["diff"] = volume.diff
-    module.exit_json(**result)
+    reloaded = []  # systemd is reloaded once per call, before the first unit is started
+
+    def converge_one(params):
+        name = params["name"]
+        if not NAME.match(name):
+            raise VolumeError(f"name '{name}' must be a DNS label of 2-16 characters")
+        if params["size_mb"] < 1:
+            raise VolumeError(f"tenant {name}: size_mb must be positive, got {params['size_mb']}")
+        volume = Volume(module, dict(params, daemon_reload=params["daemon_reload"] and not reloaded))
+        try:
+            device = volume.converge()
+        except (VolumeError, OSError, subprocess.SubprocessError) as e:
+            raise VolumeFailure(str(e), actions=volume.actions) from e
+        finally:
+            if volume.reloaded:
+                reloaded.append(name)
+        result = dict(changed=bool(volume.actions), device=device, actions=volume.actions)
+        if module._diff and volume.diff["before"] != volume.diff["after"]:
+            result["diff"] = volume.diff
+        return result
+
+    run_batch(module, PER_TENANT, converge_one, (VolumeError, VolumeFailure))
 
 
 if __name__ == "__main__":

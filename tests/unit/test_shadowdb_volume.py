@@ -109,3 +109,28 @@ def test_check_mode_reports_a_new_volume_and_changes_nothing(run_module, tmp_pat
 def test_bad_name_is_refused(run_module, tmp_path):
     result, _ = run_module(MODULE, volume_args(tmp_path, name="Bad_Name"))
     assert result["failed"] and "Bad_Name" in result["msg"]
+
+
+def test_a_batch_reports_each_tenant_and_one_refusal_does_not_stop_the_others(run_module, tmp_path):
+    shrunk = tmp_path / "globex.img"
+    with open(shrunk, "wb") as f:
+        f.truncate(32 * MIB)
+    acme = volume_args(tmp_path)
+    globex = volume_args(
+        tmp_path, name="globex", source=str(shrunk), env_file=str(tmp_path / "volumes" / "globex.env")
+    )
+    result, _ = run_module(MODULE, {"tenants": [globex, acme]}, check_mode=True)
+    assert not result.get("failed"), result
+    assert set(result["results"]) == {"acme", "globex"}
+    assert result["failed_tenants"] == {"globex": result["results"]["globex"]["msg"]}
+    assert "32 MB, asked for 16 MB" in result["failed_tenants"]["globex"]
+    assert not result["results"]["acme"]["failed"] and result["results"]["acme"]["changed"]
+    assert result["changed"]
+
+
+def test_a_batch_refuses_a_tenant_listed_twice_and_per_tenant_options_beside_it(run_module, tmp_path):
+    acme = volume_args(tmp_path)
+    result, _ = run_module(MODULE, {"tenants": [acme, acme]}, check_mode=True)
+    assert result["failed"] and "acme listed more than once" in result["msg"]
+    result, _ = run_module(MODULE, {"tenants": [acme], "unit": "x.service"}, check_mode=True)
+    assert result["failed"] and "unit: give per-tenant options inside tenants" in result["msg"]
