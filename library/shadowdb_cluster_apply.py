@@ -5,9 +5,11 @@
 
 import os
 import re
+import threading
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch, tenant_params
 from ansible.module_utils.shadowdb_common import UnsafePathError
 from ansible.module_utils.shadowdb_fs import converge_file, read_small, wanted_attributes
 from ansible.module_utils.shadowdb_health import make_probe, not_serving_message, poll, scrub
@@ -34,6 +36,11 @@ description:
     drop-in are put back, the server brought up on them, and the module fails naming the
     server's own error line (a new tenant has no good configuration yet - it fails naming the
     error).
+  - "Batch form: O(tenants) lists the per-tenant options of many tenants of the host (see
+    O(tenants)); the other options are shared. O(workers) tenants are converged at once, each
+    rolled back on its own, and a tenant's failure is its own (RV(results), RV(failed_tenants)).
+    systemd is reloaded once for the tenants whose unit changed together, not once per tenant."
+  - The options marked required are required in the single form and in each item of O(tenants).
 options:
   name:
     description: Tenant name.
@@ -113,6 +120,23 @@ options:
     description: Seconds to wait for the server to accept connections after a start, restart or reload.
     type: int
     default: 60
+  tenants:
+    description:
+      - The batch form - one item per tenant, each with the per-tenant options above (O(name),
+        O(os_user), O(unit), O(data_dir), O(socket_dir), O(port), O(bin_dir),
+        O(superuser_password), O(files), O(dropin), O(restart_files), O(last_good_dir), O(sql),
+        O(health), O(credentials_file), O(credentials)), which are then not given at the top
+        level. Their secrets are C(no_log) there too.
+      - A tenant listed twice is refused.
+    type: list
+    elements: dict
+  workers:
+    description:
+      - How many tenants of a batch are converged at once (threads of the module's process; each
+        mostly waits on its server, systemd or initdb). V(1) converges them one after the other.
+      - Ignored in the single form.
+    type: int
+    default: 4
 author:
   - ShadowDB contributors
 """
@@ -120,18 +144,34 @@ author:
 RETURN = r"""
 actions:
   description: What was (or in check mode would be) done, in order; never a secret.
-  returned: always
+  returned: always (single form)
   type: list
   elements: str
 content_changed:
   description: Files of O(files) whose content was (or would be) written.
-  returned: always
+  returned: always (single form)
   type: list
   elements: str
 health:
   description: What the health check saw (server version, data checksums, TLS).
-  returned: success, not in check mode
+  returned: success, not in check mode (single form)
   type: dict
+results:
+  description:
+    - Batch form - per tenant, V(failed), V(msg) (when it failed), V(changed) and the single form's
+      return values (RV(actions), RV(content_changed), RV(health) on success when not in check
+      mode); a failed tenant has V(failed), V(msg) and the RV(actions) and RV(content_changed)
+      done before the failure. Never a secret.
+  returned: batch form
+  type: dict
+  sample: {acme: {failed: false, changed: true, actions: [wrote /mnt/db/acme/data/postgresql.conf,
+           reloaded shadowdb-cluster@acme.service], content_changed: [/mnt/db/acme/data/postgresql.conf],
+           health: {server_version: "17.2", data_checksums: true, ssl: true}}}
+failed_tenants:
+  description: Batch form - the message of each tenant that failed (never a secret).
+  returned: batch form
+  type: dict
+  sample: {globex: "tenant globex: postgresql.conf has invalid settings: work_mem"}
 """
 
 FATAL_LINE = re.compile(r"(FATAL|PANIC):")
@@ -141,6 +181,41 @@ LAST_GOOD_FILES = ("postgresql.conf", "50-tenant.conf")
 
 class ApplyError(Exception):
     """A failed step; its text names the tenant and the problem, never a secret."""
+
+
+class ClusterFailure(Exception):
+    """A failed converge, with what was done before it (reported beside the message)."""
+
+    def __init__(self, msg, **partial):
+        super().__init__(msg)
+        self.partial = partial
+
+
+class DaemonReload:
+    """systemctl daemon-reload for the tenants of one call, converged in threads: one reload at a
+    time, and none for a tenant when a reload begun after its unit files were written (mark())
+    has succeeded since: systemd read them then. After a template change, a batch reloads
+    systemd about once, not once per tenant."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._started = 0  # reloads begun
+        self._succeeded = 0  # the number of the last one that succeeded
+
+    def mark(self):
+        """Taken once the caller's unit files are written: the reloads begun later read them."""
+        return self._started
+
+    def reload(self, run, since):
+        """run() the reload unless one begun after the mark ``since`` succeeded; True when it ran."""
+        with self._lock:
+            if self._succeeded > since:
+                return False
+            self._started += 1
+            ticket = self._started
+            run()
+            self._succeeded = ticket
+            return True
 
 
 def invalid_settings(rows):
@@ -160,19 +235,28 @@ def last_error_line(journal, fallback):
 
 
 class Cluster:
-    def __init__(self, module):
+    """One tenant's converge. Tenants of a batch run in threads: a Cluster keeps its state to
+    itself and changes nothing process-wide (no umask, working directory or environment); the
+    shared module is only read, and used for run_command."""
+
+    def __init__(self, module, params, reloader=None, batch=False):
         self.module = module
-        self.p = module.params
+        self.p = params
         self.check = module.check_mode
         self.actions = []
         self.content_changed = []
         self.diffs = []
+        self.reloader = DaemonReload() if reloader is None else reloader
+        self.unit_files_mark = 0
+        # In a batch a command that cannot be run (OSError) is its tenant's failure: run_command's
+        # own handling would fail_json, exiting the whole module from a worker thread.
+        self.command_options = dict(handle_exceptions=False) if batch else {}
 
     def fail_text(self, text):
         return scrub(text, (self.p["superuser_password"], self.p["sql"]["owner_password"]))
 
     def run(self, argv, data=None, ok=(0,)):
-        rc, out, err = self.module.run_command(argv, data=data, binary_data=True)
+        rc, out, err = self.module.run_command(argv, data=data, binary_data=True, **self.command_options)
         if rc not in ok:
             raise ApplyError(
                 self.fail_text(
@@ -183,6 +267,9 @@ class Cluster:
 
     def systemctl(self, *args, ok=(0,)):
         return self.run(["systemctl", *args], ok=ok)
+
+    def daemon_reload(self):
+        self.reloader.reload(lambda: self.systemctl("daemon-reload"), self.unit_files_mark)
 
     # --- initdb ---
     def initdb(self):
@@ -207,6 +294,7 @@ class Cluster:
             ],
             data=self.p["superuser_password"],
             binary_data=True,
+            **self.command_options,
         )  # fmt: skip
         if rc != 0:
             raise ApplyError(
@@ -271,7 +359,7 @@ class Cluster:
         """Start, restart or reload the unit as the changed files need; wait until it serves."""
         unit = self.p["unit"]
         if restart_needed and not self.check:
-            self.systemctl("daemon-reload")
+            self.daemon_reload()
         _rc, enabled = self.systemctl("is-enabled", unit, ok=(0, 1, 4))
         if enabled.strip() != "enabled":
             self.actions.append(f"enabled {unit}")
@@ -334,9 +422,10 @@ class Cluster:
             [dict(conf, content=good["postgresql.conf"]), dict(dropin, content=good["50-tenant.conf"])],
             diff=False,
         )
+        self.unit_files_mark = self.reloader.mark()
         try:
             if self.p["dropin"] in restored:
-                self.systemctl("daemon-reload")
+                self.daemon_reload()
             up = True
             try:
                 with self.connect():
@@ -407,6 +496,7 @@ class Cluster:
     def converge(self):
         new = self.initdb()
         self.content_changed = self.write_files(self.p["files"])
+        self.unit_files_mark = self.reloader.mark()
         for path in self.content_changed:
             self.actions.append(f"wrote {path}")
         restart_files = {self.p["dropin"], *self.p["restart_files"]}
@@ -426,80 +516,93 @@ class Cluster:
         return facts
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            name=dict(type="str", required=True),
-            os_user=dict(type="str", required=True),
-            unit=dict(type="str", required=True),
-            data_dir=dict(type="path", required=True),
-            socket_dir=dict(type="path", required=True),
-            port=dict(type="int", required=True),
-            bin_dir=dict(type="path", required=True),
-            superuser_password=dict(type="str", required=True, no_log=True),
-            files=dict(type="list", elements="dict", required=True),
-            dropin=dict(type="path", required=True),
-            restart_files=dict(type="list", elements="path", default=[]),
-            unit_template_changed=dict(type="bool", default=False),
-            last_good_dir=dict(type="path", required=True),
-            sql=dict(
-                type="dict",
-                required=True,
-                options=dict(
-                    owner=dict(type="str", required=True),
-                    owner_password=dict(type="str", required=True, no_log=True),
-                    superuser=dict(type="bool", default=False),
-                    dbname=dict(type="str", required=True),
-                    extensions=dict(type="list", elements="str", default=[]),
-                    readonly=dict(type="bool", default=False),
-                    readonly_user=dict(type="str"),
-                    readonly_password=dict(type="str", no_log=True),
-                ),
-                required_if=[("readonly", True, ["readonly_user", "readonly_password"])],
-            ),
-            health=dict(
-                type="dict",
-                required=True,
-                options=dict(
-                    address=dict(type="str", default="127.0.0.1"),
-                    server_name=dict(type="str", required=True),
-                    dbname=dict(type="str", required=True),
-                    user=dict(type="str", required=True),
-                    password=dict(type="str", required=True, no_log=True),
-                    sslrootcert=dict(type="path", required=True),
-                    timeout=dict(type="int", default=60),
-                ),
-            ),
-            credentials_file=dict(type="path", required=True),
-            credentials=dict(type="str", required=True, no_log=True),
-            ready_timeout=dict(type="int", default=60),
+PER_TENANT = dict(
+    name=dict(type="str", required=True),
+    os_user=dict(type="str", required=True),
+    unit=dict(type="str", required=True),
+    data_dir=dict(type="path", required=True),
+    socket_dir=dict(type="path", required=True),
+    port=dict(type="int", required=True),
+    bin_dir=dict(type="path", required=True),
+    superuser_password=dict(type="str", required=True, no_log=True),
+    files=dict(type="list", elements="dict", required=True),
+    dropin=dict(type="path", required=True),
+    restart_files=dict(type="list", elements="path", default=[]),
+    last_good_dir=dict(type="path", required=True),
+    sql=dict(
+        type="dict",
+        required=True,
+        options=dict(
+            owner=dict(type="str", required=True),
+            owner_password=dict(type="str", required=True, no_log=True),
+            superuser=dict(type="bool", default=False),
+            dbname=dict(type="str", required=True),
+            extensions=dict(type="list", elements="str", default=[]),
+            readonly=dict(type="bool", default=False),
+            readonly_user=dict(type="str"),
+            readonly_password=dict(type="str", no_log=True),
         ),
-        supports_check_mode=True,
-    )
+        required_if=[("readonly", True, ["readonly_user", "readonly_password"])],
+    ),
+    health=dict(
+        type="dict",
+        required=True,
+        options=dict(
+            address=dict(type="str", default="127.0.0.1"),
+            server_name=dict(type="str", required=True),
+            dbname=dict(type="str", required=True),
+            user=dict(type="str", required=True),
+            password=dict(type="str", required=True, no_log=True),
+            sslrootcert=dict(type="path", required=True),
+            timeout=dict(type="int", default=60),
+        ),
+    ),
+    credentials_file=dict(type="path", required=True),
+    credentials=dict(type="str", required=True, no_log=True),
+)
+
+SHARED = dict(
+    unit_template_changed=dict(type="bool", default=False),
+    ready_timeout=dict(type="int", default=60),
+    workers=dict(type="int", default=4),
+)
+
+
+def main():
+    module = AnsibleModule(argument_spec=batch_argument_spec(PER_TENANT, SHARED), supports_check_mode=True)
+    tenant_params(module, PER_TENANT)  # a wrong call is refused before the shared checks
     if psycopg is None:
         module.fail_json(msg=missing_required_lib("psycopg"), exception=PSYCOPG_IMPORT_ERROR)
-    p = module.params
-    if not any(f.get("path") == p["dropin"] for f in p["files"]) or not any(
-        str(f.get("path", "")).endswith("/postgresql.conf") for f in p["files"]
-    ):
-        module.fail_json(
-            msg=f"tenant {p['name']}: files must hold postgresql.conf and the drop-in {p['dropin']}"
+    workers = module.params["workers"]
+    if workers < 1:
+        module.fail_json(msg=f"workers must be at least 1, got {workers}")
+    batch = module.params["tenants"] is not None
+    reloader = DaemonReload()  # one per call, shared by the tenants' threads
+
+    def converge_one(p):
+        if not any(f.get("path") == p["dropin"] for f in p["files"]) or not any(
+            str(f.get("path", "")).endswith("/postgresql.conf") for f in p["files"]
+        ):
+            raise ApplyError(
+                f"tenant {p['name']}: files must hold postgresql.conf and the drop-in {p['dropin']}"
+            )
+        cluster = Cluster(module, p, reloader, batch)
+        try:
+            facts = cluster.converge()
+        except (ApplyError, UnsafePathError, OSError, ValueError, psycopg.Error) as e:
+            raise ClusterFailure(
+                cluster.fail_text(str(e)), actions=cluster.actions, content_changed=cluster.content_changed
+            ) from e
+        result = dict(
+            changed=bool(cluster.actions), actions=cluster.actions, content_changed=cluster.content_changed
         )
-    cluster = Cluster(module)
-    try:
-        facts = cluster.converge()
-    except (ApplyError, UnsafePathError, OSError, ValueError, psycopg.Error) as e:
-        module.fail_json(
-            msg=cluster.fail_text(str(e)), actions=cluster.actions, content_changed=cluster.content_changed
-        )
-    result = dict(
-        changed=bool(cluster.actions), actions=cluster.actions, content_changed=cluster.content_changed
-    )
-    if facts is not None:
-        result["health"] = facts
-    if module._diff:
-        result["diff"] = cluster.diffs
-    module.exit_json(**result)
+        if facts is not None:
+            result["health"] = facts
+        if module._diff:
+            result["diff"] = cluster.diffs
+        return result
+
+    run_batch(module, PER_TENANT, converge_one, (ApplyError, ClusterFailure), workers=workers)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import secrets
 import string
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch, tenant_params
 from ansible.module_utils.shadowdb_common import UnsafePathError, read_listening_ports
 from ansible.module_utils.shadowdb_fs import converge_directory, converge_file, read_small, wanted_attributes
 from ansible.module_utils.shadowdb_lease import LeaseFileError, lease_port
@@ -33,6 +34,11 @@ description:
     the host, never leaving it) and a signing request for O(server_name).
   - Returns the passwords; the task must be C(no_log) (its messages never hold a secret, so a
     following task can show RV(msg)).
+  - "Batch form: O(tenants) lists the per-tenant options of many tenants of the host (see
+    O(tenants)); the other options are shared. Each tenant is prepared in turn, and a tenant's
+    failure is its own (RV(results), RV(failed_tenants)). A port leased for a tenant is never given
+    to a later tenant of the same call, in check mode too."
+  - The options marked required are required in the single form and in each item of O(tenants).
 options:
   name:
     description: Tenant name.
@@ -76,6 +82,14 @@ options:
     description: The name the server's certificate carries (C(<tenant>.<domain>)).
     type: str
     required: true
+  tenants:
+    description:
+      - The batch form - one item per tenant, each with the per-tenant options above (O(name),
+        O(os_user), O(home), O(directories), O(data_dir), O(tls_dir), O(secrets_dir),
+        O(pg_version), O(extensions), O(server_name)), which are then not given at the top level.
+      - A tenant listed twice is refused.
+    type: list
+    elements: dict
   port_range_start:
     description: First port new leases are drawn from.
     type: int
@@ -99,29 +113,45 @@ author:
 RETURN = r"""
 port:
   description: The tenant's leased port.
-  returned: success
+  returned: success (single form)
   type: int
 existing_version:
   description: Whether the data directory already holds a cluster (its PG_VERSION).
-  returned: success
+  returned: success (single form)
   type: bool
 csr:
   description: PEM signing request for O(server_name) (only its public key is used by the signer).
-  returned: success
+  returned: success (single form)
   type: str
 existing_certificate:
   description: The server certificate on the host (PEM), null when there is none yet.
-  returned: success
+  returned: success (single form)
   type: str
 passwords:
   description: The generated passwords (postgres, owner, readonly). Secret.
-  returned: success
+  returned: success (single form)
   type: dict
 actions:
   description: What was (or in check mode would be) done.
-  returned: always
+  returned: always (single form)
   type: list
   elements: str
+results:
+  description:
+    - Batch form - per tenant, V(failed), V(msg) (when it failed), V(changed) and the single form's
+      return values (RV(port), RV(existing_version), RV(csr), RV(existing_certificate),
+      RV(passwords), RV(actions)); a failed tenant has V(failed), V(msg) and the RV(actions) done
+      before the failure. Holds the passwords - the task must be C(no_log).
+  returned: batch form
+  type: dict
+  sample: {acme: {failed: false, changed: true, port: 20417, existing_version: false, csr: "-----BEGIN...",
+           existing_certificate: null, passwords: {postgres: "...", owner: "...", readonly: "..."},
+           actions: [made the user pg-acme, leased port 20417]}}
+failed_tenants:
+  description: Batch form - the message of each tenant that failed (never a secret).
+  returned: batch form
+  type: dict
+  sample: {globex: "tenant globex: directories: path 'data' is not absolute"}
 """
 
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
@@ -130,6 +160,35 @@ PASSWORD_ROLES = ("postgres", "owner", "readonly")
 
 class PrepareError(Exception):
     """A refusal or a failed step; its text names the tenant and the problem, never a secret."""
+
+
+class PrepareFailure(Exception):
+    """A failed converge, with what was done before it (reported beside the message)."""
+
+    def __init__(self, msg, **partial):
+        super().__init__(msg)
+        self.partial = partial
+
+
+class TakenPorts:
+    """The ports a new lease must not get, for all the tenants of one call (lease_port asks
+    ``port in taken``): the ports given to earlier tenants of the call (in check mode no lease is
+    written, so the lease file does not hold them), and the host's listening ports, read from
+    /proc/net/tcp once per call and only when a tenant needs a new lease (a tenant holding one
+    needs none). In check mode, a range exhausted by the call's own tenants counts their ports as
+    listening without a lease."""
+
+    def __init__(self, read=read_listening_ports):
+        self._read = read
+        self._listening = None
+        self.given = set()
+
+    def __contains__(self, port):
+        if port in self.given:
+            return True
+        if self._listening is None:
+            self._listening, _files = self._read()
+        return port in self._listening
 
 
 def missing_extensions(extensions, pg_version, exists=os.path.exists):
@@ -179,11 +238,12 @@ def user_changes(entry, home, gid, comment, shell="/usr/sbin/nologin"):
 
 
 class Prepare:
-    def __init__(self, module):
+    def __init__(self, module, params, taken=None):
         self.module = module
-        self.p = module.params
+        self.p = params
         self.check = module.check_mode
         self.actions = []
+        self.taken = TakenPorts() if taken is None else taken
 
     def run(self, argv, data=None):
         rc, out, err = self.module.run_command(argv, data=data, binary_data=True)
@@ -244,7 +304,6 @@ class Prepare:
 
     def port(self):
         p = self.p
-        listening, _read = read_listening_ports()
         try:
             before, after = lease_port(
                 p["lease_dir"],
@@ -252,7 +311,7 @@ class Prepare:
                 p["name"],
                 p["port_range_start"],
                 p["port_range_end"],
-                listening,
+                self.taken,
                 random.SystemRandom(),
                 self.check,
             )
@@ -264,6 +323,7 @@ class Prepare:
             raise PrepareError(f"tenant {p['name']}: {e}") from None
         if before is None:
             self.actions.append(f"leased port {after}")
+            self.taken.given.add(after)
         return after
 
     def passwords(self):
@@ -323,45 +383,62 @@ class Prepare:
         )
 
 
+PER_TENANT = dict(
+    name=dict(type="str", required=True),
+    os_user=dict(type="str", required=True),
+    home=dict(type="path", required=True),
+    directories=dict(type="list", elements="dict", required=True),
+    data_dir=dict(type="path", required=True),
+    tls_dir=dict(type="path", required=True),
+    secrets_dir=dict(type="path", required=True),
+    pg_version=dict(type="int", required=True),
+    extensions=dict(type="list", elements="str", default=[]),
+    server_name=dict(type="str", required=True),
+)
+
+SHARED = dict(
+    port_range_start=dict(type="int", required=True),
+    port_range_end=dict(type="int", required=True),
+    lease_dir=dict(type="path", default="/var/lib/shadowdb/ports"),
+    host=dict(type="str", default="this host"),
+)
+
+
+def checked_directories(name, directories):
+    """The directories with their default mode; PrepareError for a relative path."""
+    checked = []
+    for entry in directories:
+        entry = dict(entry)
+        entry.setdefault("mode", "0755")
+        if not os.path.isabs(entry.get("path") or ""):
+            raise PrepareError(f"tenant {name}: directories: path {entry.get('path')!r} is not absolute")
+        checked.append(entry)
+    return checked
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            name=dict(type="str", required=True),
-            os_user=dict(type="str", required=True),
-            home=dict(type="path", required=True),
-            directories=dict(type="list", elements="dict", required=True),
-            data_dir=dict(type="path", required=True),
-            tls_dir=dict(type="path", required=True),
-            secrets_dir=dict(type="path", required=True),
-            pg_version=dict(type="int", required=True),
-            extensions=dict(type="list", elements="str", default=[]),
-            server_name=dict(type="str", required=True),
-            port_range_start=dict(type="int", required=True),
-            port_range_end=dict(type="int", required=True),
-            lease_dir=dict(type="path", default="/var/lib/shadowdb/ports"),
-            host=dict(type="str", default="this host"),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=batch_argument_spec(PER_TENANT, SHARED), supports_check_mode=True)
+    tenant_params(module, PER_TENANT)  # a wrong call is refused before the shared checks
     p = module.params
     if not 1024 <= p["port_range_start"] <= p["port_range_end"] <= 65535:
+        tenant = f"tenant {p['name']}: " if p["tenants"] is None else ""
         module.fail_json(
-            msg=f"tenant {p['name']}: port range {p['port_range_start']}-{p['port_range_end']} is invalid "
+            msg=f"{tenant}port range {p['port_range_start']}-{p['port_range_end']} is invalid "
             "(1024 <= port_range_start <= port_range_end <= 65535)"
         )
-    for entry in p["directories"]:
-        entry.setdefault("mode", "0755")
-        if not os.path.isabs(entry.get("path", "")):
-            module.fail_json(
-                msg=f"tenant {p['name']}: directories: path {entry.get('path')!r} is not absolute"
-            )
-    prepare = Prepare(module)
-    try:
-        result = prepare.converge()
-    except (PrepareError, UnsafePathError, OSError, ValueError) as e:
-        # str() of these names the step and the path, never a secret or a file's content.
-        module.fail_json(msg=str(e), actions=prepare.actions)
-    module.exit_json(changed=bool(prepare.actions), actions=prepare.actions, **result)
+    taken = TakenPorts()  # one per call: a port leased for a tenant is not given to the next
+
+    def converge_one(params):
+        params = dict(params, directories=checked_directories(params["name"], params["directories"]))
+        prepare = Prepare(module, params, taken)
+        try:
+            result = prepare.converge()
+        except (PrepareError, UnsafePathError, OSError, ValueError) as e:
+            # str() of these names the step and the path, never a secret or a file's content.
+            raise PrepareFailure(str(e), actions=prepare.actions) from e
+        return dict(changed=bool(prepare.actions), actions=prepare.actions, **result)
+
+    run_batch(module, PER_TENANT, converge_one, (PrepareError, PrepareFailure))
 
 
 if __name__ == "__main__":
