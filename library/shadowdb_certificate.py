@@ -10,6 +10,7 @@ import re
 import sys
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.shadowdb_batch import run_batch, tenant_params
 
 try:
     from cryptography import x509
@@ -44,15 +45,22 @@ description:
     and more than O(renew_days) days left. Otherwise a new certificate is issued and RV(reasons) says why.
     A certificate issued by community.crypto's C(ownca) provider for the same names and usages (no basic
     constraints and no key usage extension) is kept.
+  - The list form (O(tenants)) decides, and issues, the certificates of a batch of tenants in one call,
+    with the CA key loaded once. O(extended_key_usage), O(valid_days), O(renew_days), O(ca_cert_path) and
+    O(ca_key_path) are shared by all of them. A tenant's failure (a bad CSR, name or common name) is its
+    own, listed in RV(failed_tenants), and the task does not fail; a wrong call (a bad shared option, a CA
+    that cannot be loaded, a repeated name, a per-tenant option beside O(tenants)) fails the task.
 options:
   csr:
-    description: The host's certificate signing request, PEM. Only its public key is used.
+    description:
+      - The host's certificate signing request, PEM. Only its public key is used.
+      - Required without O(tenants) (the single form).
     type: str
-    required: true
   common_name:
-    description: Subject common name of the certificate (the only attribute of its subject).
+    description:
+      - Subject common name of the certificate (the only attribute of its subject).
+      - Required without O(tenants) (the single form).
     type: str
-    required: true
   subject_alt_name:
     description:
       - Subject alternative names, each C(DNS:<name>) or C(IP:<address>) (the community.crypto form).
@@ -88,6 +96,34 @@ options:
       - The certificate (PEM) the host has now, if any. Kept when still good (see the description).
       - An empty string is the same as no certificate.
     type: str
+  tenants:
+    description:
+      - The list form, one certificate per item, each with the options of one certificate (the other
+        options are shared). Mutually exclusive with O(csr), O(common_name), O(subject_alt_name) and
+        O(existing) at the top level. May be empty.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: The tenant (or other owner) of the certificate, its key in RV(results). Unique.
+        type: str
+        required: true
+      csr:
+        description: As O(csr).
+        type: str
+        required: true
+      common_name:
+        description: As O(common_name).
+        type: str
+        required: true
+      subject_alt_name:
+        description: As O(subject_alt_name).
+        type: list
+        elements: str
+        default: []
+      existing:
+        description: As O(existing).
+        type: str
 requirements:
   - cryptography (on the controller; ansible-core depends on it)
 notes:
@@ -126,29 +162,63 @@ EXAMPLES = r"""
     ca_cert_path: /etc/shadowdb-controller/pki/ca.crt
     ca_key_path: /etc/shadowdb-controller/pki/ca.key
   delegate_to: localhost
+
+- name: Sign the server certificates of a batch of tenants in one call
+  shadowdb_certificate:
+    tenants:
+      - name: acme
+        csr: "{{ csrs.acme }}"
+        common_name: acme.db.example.internal
+        subject_alt_name: ["DNS:acme.db.example.internal"]
+        existing: "{{ existing_certs.acme | default('') }}"
+      - name: globex
+        csr: "{{ csrs.globex }}"
+        common_name: globex.db.example.internal
+        subject_alt_name: ["DNS:globex.db.example.internal"]
+    extended_key_usage: [serverAuth]
+    ca_cert_path: "{{ inventory_dir }}/pki/ca.crt"
+    ca_key_path: "{{ inventory_dir }}/pki/ca.key"
+  delegate_to: localhost
+  register: batch_certs  # batch_certs.results.acme.certificate
 """
 
 RETURN = r"""
 certificate:
   description: The certificate, PEM (the existing one when kept, or in check mode).
-  returned: success
+  returned: success, without O(tenants)
   type: str
 reasons:
   description: Why a certificate was (or in check mode would be) issued; empty when the existing one is kept.
-  returned: success
+  returned: success, without O(tenants)
   type: list
   elements: str
   sample:
     - the existing certificate names DNS:acme.db.example, DNS:globex.db.example, expected DNS:acme.db.example
 not_after:
   description: Expiry of RV(certificate), ISO 8601 UTC (absent in check mode when none exists yet).
-  returned: when there is a certificate
+  returned: when there is a certificate, without O(tenants)
   type: str
   sample: "2029-03-01T10:00:00+00:00"
 serial_number:
   description: Serial number of RV(certificate), hexadecimal.
-  returned: when there is a certificate
+  returned: when there is a certificate, without O(tenants)
   type: str
+results:
+  description:
+    - With O(tenants), each tenant's name mapped to what the single form returns for its certificate
+      (C(certificate), C(reasons), C(changed), C(not_after), C(serial_number)) and C(failed); a failed
+      tenant has C(failed=true) and C(msg) instead.
+  returned: with O(tenants)
+  type: dict
+  sample:
+    acme: {"changed": false, "failed": false, "certificate": "-----BEGIN CERTIFICATE-----...", "reasons": [],
+           "not_after": "2029-03-01T10:00:00+00:00", "serial_number": "4f1c..."}
+    globex: {"changed": false, "failed": true, "msg": "csr: not a PEM certificate signing request"}
+failed_tenants:
+  description: With O(tenants), each tenant that failed mapped to why (the task itself does not fail).
+  returned: with O(tenants)
+  type: dict
+  sample: {"globex": "csr: not a PEM certificate signing request"}
 """
 
 EKU_OIDS = {}
@@ -447,8 +517,8 @@ def _describe(cert):
     }
 
 
-def run(params, check_mode):
-    """Return the module result for params (raises SignError on bad input)."""
+def check_shared(params):
+    """Check the options every certificate of the call shares (raises SignError)."""
     if params["valid_days"] < 1:
         raise SignError(f"valid_days: must be at least 1, got {params['valid_days']}")
     if params["renew_days"] < 0 or params["renew_days"] >= params["valid_days"]:
@@ -456,13 +526,21 @@ def run(params, check_mode):
             f"renew_days: must be between 0 and valid_days - 1 ({params['valid_days'] - 1}), "
             f"got {params['renew_days']}"
         )
+
+
+def run(params, check_mode, ca=None):
+    """Return the module result for params (raises SignError on bad input).
+
+    ``ca`` is the (CA certificate, CA key) of the list form, loaded once for all its certificates;
+    without it the CA is loaded from params (the single form)."""
+    check_shared(params)
     common_name = params["common_name"]
     if not common_name or len(common_name) > 64 or common_name != common_name.strip():
         raise SignError(f"common_name: {common_name!r} must be 1 to 64 characters without surrounding spaces")
     sans = parse_sans(params["subject_alt_name"])
     ekus = parse_ekus(params["extended_key_usage"])
     public_key = load_csr(params["csr"])
-    ca_cert, ca_key = load_ca(params["ca_cert_path"], params["ca_key_path"])
+    ca_cert, ca_key = ca or load_ca(params["ca_cert_path"], params["ca_key_path"])
 
     existing = None
     reasons = None
@@ -505,36 +583,60 @@ def run(params, check_mode):
     return result
 
 
+# The options of one certificate: at the top level (the single form) or in each item of tenants.
+PER_CERTIFICATE = {
+    "csr": {"type": "str", "required": True},
+    "common_name": {"type": "str", "required": True},
+    "subject_alt_name": {"type": "list", "elements": "str", "default": []},
+    "existing": {"type": "str"},
+}
+
+SHARED = {
+    "extended_key_usage": {
+        "type": "list",
+        "elements": "str",
+        "required": True,
+        "choices": ["serverAuth", "clientAuth"],
+    },
+    "valid_days": {"type": "int", "default": 825},
+    "renew_days": {"type": "int", "default": 30},
+    "ca_cert_path": {"type": "path", "required": True},
+    "ca_key_path": {"type": "path", "required": True, "no_log": False},
+}
+
+
+def argument_spec():
+    """The shared options, the options of one certificate at the top level (required there only
+    without tenants: tenant_params checks them) and tenants, a list of them keyed by name."""
+    spec = dict(SHARED)
+    for key, option in PER_CERTIFICATE.items():
+        spec[key] = {k: v for k, v in option.items() if k != "required"}
+    spec["tenants"] = {
+        "type": "list",
+        "elements": "dict",
+        "options": dict(name={"type": "str", "required": True}, **PER_CERTIFICATE),
+    }
+    return spec
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec={
-            "csr": {"type": "str", "required": True},
-            "common_name": {"type": "str", "required": True},
-            "subject_alt_name": {"type": "list", "elements": "str", "default": []},
-            "extended_key_usage": {
-                "type": "list",
-                "elements": "str",
-                "required": True,
-                "choices": ["serverAuth", "clientAuth"],
-            },
-            "valid_days": {"type": "int", "default": 825},
-            "renew_days": {"type": "int", "default": 30},
-            "ca_cert_path": {"type": "path", "required": True},
-            "ca_key_path": {"type": "path", "required": True, "no_log": False},
-            "existing": {"type": "str"},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     if not HAS_CRYPTOGRAPHY:
         module.fail_json(
             msg="the Python library cryptography is missing on the controller "
             f"({os.path.realpath(sys.executable)})"
         )
-    try:
-        result = run(module.params, module.check_mode)
-    except SignError as e:
-        module.fail_json(msg=str(e))
-    module.exit_json(**result)
+    ca = None
+    if module.params["tenants"] is not None:
+        # The list form: the shared options are the call's, checked and the CA key loaded once.
+        tenant_params(module, PER_CERTIFICATE)
+        try:
+            check_shared(module.params)
+            parse_ekus(module.params["extended_key_usage"])
+            ca = load_ca(module.params["ca_cert_path"], module.params["ca_key_path"])
+        except SignError as e:
+            module.fail_json(msg=str(e))
+    run_batch(module, PER_CERTIFICATE, lambda params: run(params, module.check_mode, ca), (SignError,))
 
 
 if __name__ == "__main__":

@@ -45,13 +45,26 @@ description:
     concurrent runs on the same host never lease the same port twice.
   - Pools are independent; give each pool (C(postgres), C(proxy), C(patroni_api), ...) a range that does
     not overlap the ranges of the other pools.
+  - The list form (O(names) instead of O(name)) leases or releases the ports of a batch of owners in one
+    call, with one read-modify-write of the lease file under the lock. Each owner gets a distinct port,
+    an existing lease is kept. When the range cannot hold them all, the owners that get no port are
+    listed in RV(failed_tenants) and the task does not fail (the others get theirs); a wrong call
+    (an invalid or repeated name, a bad range, an unusable lease file) fails the task.
 options:
   name:
     description:
-      - Owner of the lease, usually the tenant name.
+      - Owner of the lease, usually the tenant name (the single form).
       - Must match C(^[a-z0-9][a-z0-9_-]*$).
+      - Exactly one of O(name) and O(names) is required.
     type: str
-    required: true
+  names:
+    description:
+      - Owners of the leases, usually tenant names (the list form). With O(state=present) each gets a
+        port (RV(ports)), with O(state=absent) each one's lease is released. May be empty.
+      - Each must match C(^[a-z0-9][a-z0-9_-]*$); names must be unique.
+      - New leases are chosen in the order given.
+    type: list
+    elements: str
   pool:
     description:
       - Name of the port pool. Each pool has its own lease file and lock.
@@ -72,8 +85,9 @@ options:
     type: int
   state:
     description:
-      - V(present) returns the existing lease of O(name) or creates one.
-      - V(absent) releases the lease of O(name), if any, and returns the released port.
+      - V(present) returns the existing lease of O(name) (of each of O(names)) or creates one.
+      - V(absent) releases the lease of O(name) (of each of O(names)), if any, and returns the released
+        port.
     type: str
     choices: [present, absent]
     default: present
@@ -96,14 +110,16 @@ notes:
     nothing is bound to probe a port.
   - In check mode the would-be port is computed and reported with C(changed=true), but nothing is
     written and O(lease_dir) is not created. Without the lock held a later real run may choose a different
-    port for a new lease.
+    port for a new lease. With O(names), the would-be ports are distinct, and the names the range cannot
+    hold are listed in RV(failed_tenants) as in a real run.
 attributes:
   check_mode:
     support: full
     description: Computes the port that would be leased or released without writing the lease file.
   diff_mode:
     support: full
-    description: "Returns the lease of O(name) before and after, as C(<name>: <port or absent>)."
+    description: "Returns the lease of O(name) (one line for each of O(names)) before and after, as
+      C(<name>: <port or absent>)."
 author:
   - ShadowDB contributors
 """
@@ -133,6 +149,14 @@ EXAMPLES = r"""
 - name: Use the leased port
   ansible.builtin.debug:
     msg: "acme listens on {{ acme_pg_port.port }}"
+
+- name: Lease the PostgreSQL ports of a batch of tenants in one call
+  shadowdb_port:
+    names: [acme, globex, initech]
+    pool: postgres
+    range_start: 20000
+    range_end: 29999
+  register: batch_ports  # batch_ports.ports.globex; batch_ports.failed_tenants when the range is full
 """
 
 RETURN = r"""
@@ -140,9 +164,25 @@ port:
   description:
     - With O(state=present), the port leased to O(name) (the would-be port in check mode).
     - With O(state=absent), the port that was released, or V(null) if O(name) held no lease.
-  returned: always
+  returned: with O(name)
   type: int
   sample: 24817
+ports:
+  description:
+    - With O(state=present), each of O(names) that has a port mapped to it (the would-be port in check
+      mode); the names of RV(failed_tenants) are left out.
+    - With O(state=absent), each of O(names) mapped to the port that was released, or V(null) if it held no
+      lease.
+  returned: with O(names)
+  type: dict
+  sample: {"acme": 24817, "globex": 21003}
+failed_tenants:
+  description:
+    - With O(names), each name that got no port because the range is exhausted, mapped to why (the
+      message the single form fails with). Empty with O(state=absent).
+  returned: with O(names)
+  type: dict
+  sample: {"initech": "port range 20000-20001 of pool 'postgres' is exhausted: 2 ports leased, 0 free; ..."}
 pool:
   description: The pool the lease belongs to.
   returned: always
@@ -150,7 +190,7 @@ pool:
   sample: postgres
 name:
   description: The lease owner.
-  returned: always
+  returned: with O(name)
   type: str
   sample: acme
 leases_count:
@@ -159,7 +199,7 @@ leases_count:
   type: int
   sample: 12
 diff:
-  description: Lease of O(name) before and after the operation.
+  description: Lease of O(name) (of each of O(names), one line each) before and after the operation.
   returned: always
   type: dict
   sample: {"before": "acme: absent\n", "after": "acme: 24817\n"}
@@ -168,9 +208,19 @@ diff:
 
 def validate_params(params):
     """Return an error message naming the offending argument, or None if the arguments are valid."""
-    for arg in ("name", "pool"):
-        if not IDENTIFIER_RE.match(params[arg]):
-            return f"{arg}={params[arg]!r} is invalid: it must match {IDENTIFIER_RE.pattern}"
+    names = params.get("names")
+    if names is None:
+        if not IDENTIFIER_RE.match(params["name"]):
+            return f"name={params['name']!r} is invalid: it must match {IDENTIFIER_RE.pattern}"
+    else:
+        for i, name in enumerate(names):
+            if not IDENTIFIER_RE.match(name):
+                return f"names[{i}]={name!r} is invalid: it must match {IDENTIFIER_RE.pattern}"
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            return f"names: {', '.join(twice)} listed more than once"
+    if not IDENTIFIER_RE.match(params["pool"]):
+        return f"pool={params['pool']!r} is invalid: it must match {IDENTIFIER_RE.pattern}"
     start, end = params.get("range_start"), params.get("range_end")
     if start is not None and not PORT_MIN <= start <= PORT_MAX:
         return f"range_start={start} is invalid: it must be between {PORT_MIN} and {PORT_MAX}"
@@ -181,10 +231,102 @@ def validate_params(params):
     return None
 
 
+class PortError(Exception):
+    """The call failed for every name (unusable lease file, unreadable sockets, failed write); .partial
+    is the result so far."""
+
+    def __init__(self, msg, **partial):
+        super().__init__(msg)
+        self.partial = partial
+
+
+def report(params, names, before, after, exhausted, count):
+    """The module's result, of the single form (O(name)) or of the list form (O(names))."""
+    result = dict(
+        changed=before != after,
+        pool=params["pool"],
+        leases_count=count,
+        diff=dict(
+            before="".join(diff_line(n, before[n]) for n in names),
+            after="".join(diff_line(n, after[n]) for n in names),
+        ),
+    )
+    present = params["state"] == "present"
+    if params["names"] is None:
+        name = params["name"]
+        result.update(name=name, port=after[name] if present else before[name])
+    elif present:
+        result.update(ports={n: after[n] for n in names if n not in exhausted}, failed_tenants=exhausted)
+    else:
+        result.update(ports=before, failed_tenants={})
+    return result
+
+
+def converge_leases(params, names, check_mode, warn, rng):
+    """Lease (state=present) or release (state=absent) the port of each of names in one read-modify-write
+    of the pool, under its lock. Returns (the result, {name: why it got no port}); raises PortError."""
+    pool, lease_dir = params["pool"], params["lease_dir"]
+    lease_file = os.path.join(lease_dir, f"{pool}.json")
+    with pool_lock(os.path.join(lease_dir, f"{pool}.lock"), create=not check_mode):
+        try:
+            data = load_lease_file(lease_file)
+        except LeaseFileError as e:
+            raise PortError(
+                f"lease file {lease_file} (lease_dir={lease_dir!r}, pool={pool!r}) is unusable: {e}; "
+                "fix or remove it"
+            ) from e
+        leases = data["leases"]
+        before = {name: leases.get(name) for name in names}
+        exhausted = {}
+        if params["state"] == "present":
+            start, end = params["range_start"], params["range_end"]
+            for name in names:
+                port = before[name]
+                if port is not None and not start <= port <= end:
+                    warn(
+                        f"{name!r} keeps its lease of port {port} in pool {pool!r}, which is outside "
+                        f"range_start-range_end {start}-{end}; leases are stable, release it with "
+                        "state=absent to get a new port"
+                    )
+            new = [name for name in names if before[name] is None]
+            listening = set()
+            if new and params["check_free"]:
+                listening, read = read_listening_ports()
+                if not read:
+                    raise PortError(
+                        "check_free=true but neither /proc/net/tcp nor /proc/net/tcp6 is "
+                        "readable; set check_free=false to lease without checking listening sockets"
+                    )
+            leased = set(leases.values())
+            for name in new:  # in the order given: when the range is short, the last ones go without
+                port = choose_port(start, end, leased, listening, rng)
+                if port is None:
+                    exhausted[name] = exhausted_message(start, end, pool, leased, listening)
+                    continue
+                leases[name] = port
+                leased.add(port)
+        else:
+            for name in names:
+                leases.pop(name, None)
+        after = {name: leases.get(name) for name in names}
+        result = report(params, names, before, after, exhausted, len(leases))
+        if result["changed"] and not check_mode:
+            try:
+                write_atomic(lease_file, dump_lease_data(data), FILE_MODE)
+            except OSError as e:
+                raise PortError(
+                    f"lease_dir={lease_dir!r}: cannot update leases of pool {pool!r}: "
+                    f"{e.strerror or e} ({e.filename or lease_dir})",
+                    **result,
+                ) from e
+        return result, exhausted
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            name=dict(type="str", required=True),
+            name=dict(type="str"),
+            names=dict(type="list", elements="str"),
             pool=dict(type="str", default="postgres"),
             range_start=dict(type="int"),
             range_end=dict(type="int"),
@@ -193,6 +335,8 @@ def main():
             check_free=dict(type="bool", default=True),
         ),
         required_if=[("state", "present", ("range_start", "range_end"))],
+        required_one_of=[("name", "names")],
+        mutually_exclusive=[("name", "names")],
         supports_check_mode=True,
     )
     p = module.params
@@ -200,75 +344,39 @@ def main():
     if error:
         module.fail_json(msg=error)
 
-    name, pool, state, lease_dir = p["name"], p["pool"], p["state"], p["lease_dir"]
-    lease_file = os.path.join(lease_dir, f"{pool}.json")
-    lock_file = os.path.join(lease_dir, f"{pool}.lock")
-    result = dict(changed=False, name=name, pool=pool, port=None, leases_count=0)
+    single = p["names"] is None
+    names = [p["name"]] if single else p["names"]
+    lease_dir, pool = p["lease_dir"], p["pool"]
+    if single:
+        result = dict(changed=False, name=p["name"], pool=pool, port=None, leases_count=0)
+    else:
+        result = dict(changed=False, pool=pool, ports={}, failed_tenants={}, leases_count=0)
 
     if not module.check_mode:
         try:
             ensure_dir(lease_dir, DIR_MODE)
         except OSError as e:
             module.fail_json(msg=f"lease_dir={lease_dir!r}: cannot create directory: {e.strerror}", **result)
-
     try:
-        with pool_lock(lock_file, create=not module.check_mode):
-            try:
-                data = load_lease_file(lease_file)
-            except LeaseFileError as e:
-                module.fail_json(
-                    msg=f"lease file {lease_file} (lease_dir={lease_dir!r}, pool={pool!r}) is unusable: {e}; "
-                    "fix or remove it",
-                    **result,
-                )
-            leases = data["leases"]
-            before = leases.get(name)
-
-            if state == "present":
-                start, end = p["range_start"], p["range_end"]
-                if before is not None:
-                    after = before
-                    if not start <= before <= end:
-                        module.warn(
-                            f"{name!r} keeps its lease of port {before} in pool {pool!r}, which is outside "
-                            f"range_start-range_end {start}-{end}; leases are stable, release it with "
-                            "state=absent to get a new port"
-                        )
-                else:
-                    listening = set()
-                    if p["check_free"]:
-                        listening, read = read_listening_ports()
-                        if not read:
-                            module.fail_json(
-                                msg="check_free=true but neither /proc/net/tcp nor /proc/net/tcp6 is "
-                                "readable; set check_free=false to lease without checking listening sockets",
-                                **result,
-                            )
-                    leased = set(leases.values())
-                    after = choose_port(start, end, leased, listening, random.SystemRandom())
-                    if after is None:
-                        result["leases_count"] = len(leases)
-                        module.fail_json(msg=exhausted_message(start, end, pool, leased, listening), **result)
-                    leases[name] = after
-                result["port"] = after
-            else:
-                after = None
-                leases.pop(name, None)
-                result["port"] = before
-
-            result["changed"] = before != after
-            result["leases_count"] = len(leases)
-            result["diff"] = dict(before=diff_line(name, before), after=diff_line(name, after))
-
-            if result["changed"] and not module.check_mode:
-                write_atomic(lease_file, dump_lease_data(data), FILE_MODE)
-    except OSError as e:
+        result, exhausted = converge_leases(p, names, module.check_mode, module.warn, random.SystemRandom())
+    except PortError as e:
+        module.fail_json(msg=str(e), **dict(result, **e.partial))
+    except OSError as e:  # the lock
         module.fail_json(
             msg=f"lease_dir={lease_dir!r}: cannot update leases of pool {pool!r}: "
             f"{e.strerror or e} ({e.filename or lease_dir})",
             **result,
         )
-
+    if single and exhausted:
+        # The single form fails; the list form reports the names in failed_tenants.
+        module.fail_json(
+            msg=exhausted[p["name"]],
+            changed=False,
+            name=p["name"],
+            pool=pool,
+            port=None,
+            leases_count=result["leases_count"],
+        )
     module.exit_json(**result)
 
 

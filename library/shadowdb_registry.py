@@ -25,11 +25,18 @@ description:
     rendered from these records.
   - Talks to etcd's v3 JSON gateway (C(/v3/kv/range), C(/v3/kv/txn)) over HTTPS with Python's
     standard library only, so managed hosts need no etcd client package.
-  - Writes are compare-and-swap transactions on the key's C(mod_revision) as read: a record changed
+  - Writes are compare-and-swap transactions on the key's C(mod_revision) as read - a record changed
     by someone else between the read and the write is never overwritten silently (the module fails
     and can be re-run).
   - Endpoints are tried in order; the first that answers is used. When none answers the module fails
     naming every endpoint and its error.
+  - 'The list forms converge a batch of tenants in one module run: O(state=present) with O(records) writes
+    each record, O(state=absent) with O(tenants) deletes each tenant''s key. The keys are read at once (one
+    transaction of range requests per 100 keys), then each record that differs is written as in the single
+    form (its own compare-and-swap transaction), so only the changed ones cost a request. A tenant''s own
+    failure (an invalid record, a key changed by someone else in between) is listed in
+    RV(failed_tenants) and the others go on; a wrong call (an invalid or repeated tenant name) or an
+    etcd that cannot be reached fails the task.'
 options:
   endpoints:
     description:
@@ -57,7 +64,7 @@ options:
     type: path
   username:
     description:
-      - etcd user to authenticate as, when etcd's authentication is on (required then: etcd's JSON
+      - etcd user to authenticate as, when etcd's authentication is on (required then - etcd's JSON
         gateway ignores the common name of client certificates, so gateway clients authenticate
         with a password and send the token etcd returns).
       - Given with O(password), or read from O(auth_file).
@@ -67,8 +74,8 @@ options:
     type: str
   auth_file:
     description:
-      - JSON file C({"username": ..., "password": ...}) with the credentials, on the host that runs the
-        module (root-only).
+      - 'JSON file C({"username": ..., "password": ...}) with the credentials, on the host that runs the
+        module (root-only).'
       - Defaults to C(auth.json) in the directory of O(client_cert) when that file exists and
         O(username) is not given (the etcd role's C(client) entry point writes it there).
     type: path
@@ -79,16 +86,39 @@ options:
     default: /shadowdb/tenants/
   tenant:
     description:
-      - Tenant name (DNS label, 2-16 characters). Required with O(state=present) and O(state=absent).
+      - Tenant name (DNS label, 2-16 characters). Required with O(state=present) and O(state=absent),
+        unless O(records) or O(tenants) is given (the list forms).
       - With O(state=query), also returns that tenant's record as RV(record).
     type: str
+  tenants:
+    description:
+      - With O(state=absent), the list form of O(tenant) - the tenants whose keys are deleted. May be empty.
+      - Each a DNS label of 2-16 characters; unique. Not given with O(tenant) or O(record).
+    type: list
+    elements: str
+  records:
+    description:
+      - With O(state=present), the list form of O(tenant) and O(record) - the records to write. May be
+        empty.
+      - Tenants must be unique. Not given with O(tenant) or O(record).
+    type: list
+    elements: dict
+    suboptions:
+      tenant:
+        description: As O(tenant).
+        type: str
+        required: true
+      record:
+        description: As O(record) (its C(tenant) key must equal the item's C(tenant)).
+        type: dict
+        required: true
   record:
     description:
-      - The tenant's record, required with O(state=present).
+      - The tenant's record, required with O(state=present) unless O(records) is given.
       - Keys C(tenant) (must equal O(tenant)), C(host) and C(address) (strings) and C(port) (1-65535)
         are required; C(proxy_port) (1-65535 or null), C(pg_version) (int), C(tier) (string),
         C(state) (C(active), C(maintenance) or C(disabled); default C(active)), C(members) (list
-        of dicts) and C(hba) (the tenant's client networks: a list of CIDRs, stored in canonical
+        of dicts) and C(hba) (the tenant's client networks - a list of CIDRs, stored in canonical
         form; empty closes the tenant to every client) are optional. Other keys are refused.
       - Integers given as strings of digits are converted.
     type: dict
@@ -145,6 +175,22 @@ EXAMPLES = r"""
     state: query
   register: registry
 
+- name: Register a batch of tenants in one run
+  shadowdb_registry:
+    connection: "{{ etcd_registry_writer }}"
+    records:
+      - tenant: acme
+        record: {tenant: acme, host: db1, address: 10.0.0.21, port: 24817}
+      - tenant: globex
+        record: {tenant: globex, host: db1, address: 10.0.0.21, port: 21003}
+  register: registered  # registered.results.acme.changed; registered.failed_tenants
+
+- name: Unregister a batch of tenants in one run
+  shadowdb_registry:
+    connection: "{{ etcd_registry_writer }}"
+    tenants: [oldcorp, initech]
+    state: absent
+
 - name: Unregister tenant acme
   shadowdb_registry:
     endpoints: [https://10.0.0.11:2379]
@@ -182,10 +228,26 @@ revision:
   returned: success
   type: int
   sample: 42
-diff:
-  description: The tenant's record before and after, as indented JSON (empty when absent).
-  returned: when O(tenant) is given
+results:
+  description:
+    - With O(records) or O(tenants), each tenant mapped to C(changed), C(key), C(record) (as RV(record);
+      V(null) when absent or failed) and C(failed); a failed tenant also has C(msg).
+  returned: with O(records) or O(tenants)
   type: dict
+  sample: {"acme": {"changed": true, "failed": false, "key": /shadowdb/tenants/acme,
+                    "record": {"tenant": "acme", "host": "db1", "address": "10.0.0.21", "port": 24817}}}
+failed_tenants:
+  description:
+    - With O(records) or O(tenants), each tenant that failed mapped to why (the task itself does not fail).
+  returned: with O(records) or O(tenants)
+  type: dict
+  sample: {"globex": "record.port=0 is invalid: it must be between 1 and 65535"}
+diff:
+  description:
+    - The tenant's record before and after, as indented JSON (empty when absent).
+    - With O(records) or O(tenants), a list of them (with the key as header), one per key that changed.
+  returned: when O(tenant), O(records) or O(tenants) is given
+  type: raw
 """
 
 TENANT_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}[a-z0-9]$")
@@ -198,6 +260,11 @@ RETRY_HTTP = (500, 502, 503, 504)
 
 class RegistryError(Exception):
     """A registry operation failed; the message names the argument or endpoint at fault."""
+
+
+class TenantError(RegistryError):
+    """A tenant's own failure: its record is invalid, or its key was changed by someone else between
+    the read and the write (nothing written). In the list forms the other tenants go on."""
 
 
 # --- pure helpers ---
@@ -217,9 +284,13 @@ def validate_params(params):
     state, tenant = params.get("state"), params.get("tenant")
     if tenant is not None and not TENANT_RE.match(tenant):
         return f"tenant={tenant!r} is invalid: it must be a DNS label matching {TENANT_RE.pattern}"
-    if state in ("present", "absent") and tenant is None:
+    error = validate_lists(params)
+    if error:
+        return error
+    many = params.get("records") is not None or params.get("tenants") is not None
+    if state in ("present", "absent") and tenant is None and not many:
         return f"tenant is required with state={state}"
-    if state == "present" and params.get("record") is None:
+    if state == "present" and params.get("record") is None and not many:
         return "record is required with state=present"
     if bool(params.get("client_cert")) != bool(params.get("client_key")):
         return "client_cert and client_key must be given together"
@@ -227,6 +298,29 @@ def validate_params(params):
         return "username and password must be given together"
     if params.get("username") and params.get("auth_file"):
         return "username/password and auth_file are exclusive"
+    return None
+
+
+def validate_lists(params):
+    """The error of the list forms' arguments (records, tenants), or None. A record's own errors
+    are its tenant's, reported by run_many."""
+    records, tenants, state = params.get("records"), params.get("tenants"), params.get("state")
+    for option, items, wanted in (("records", records, "present"), ("tenants", tenants, "absent")):
+        if items is None:
+            continue
+        if state != wanted:
+            return f"{option} is only used with state={wanted}, not with state={state}"
+        beside = [arg for arg in ("tenant", "record") if params.get(arg) is not None]
+        if beside:
+            return f"{beside[0]} is not used with {option}: give each tenant inside {option}"
+        names = [item["tenant"] for item in items] if option == "records" else list(items)
+        for i, name in enumerate(names):
+            if not isinstance(name, str) or not TENANT_RE.match(name):
+                where = f"records[{i}].tenant" if option == "records" else f"tenants[{i}]"
+                return f"{where}={name!r} is invalid: it must be a DNS label matching {TENANT_RE.pattern}"
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            return f"{option}: {', '.join(twice)} listed more than once"
     return None
 
 
@@ -542,6 +636,26 @@ class EtcdClient:
         revision = int(result.get("header", {}).get("revision", 0))
         return {unb64(kv.get("key")): unb64(kv.get("value")) for kv in result.get("kvs") or []}, revision
 
+    def get_many(self, keys, chunk=100):
+        """Return ({key: (value text or None, mod_revision)}, store revision) of keys: ranges read in
+        transactions of at most chunk requests (etcd refuses more than --max-txn-ops, 128 by default)."""
+        found, revision = {}, 0
+        for start in range(0, len(keys), chunk):
+            part = keys[start : start + chunk]
+            result = self.call("/v3/kv/txn", {"success": [{"request_range": {"key": b64(k)}} for k in part]})
+            revision = int(result.get("header", {}).get("revision", 0))
+            responses = result.get("responses") or []
+            if len(responses) != len(part):
+                raise RegistryError(
+                    f"etcd endpoint {self.endpoint} answered {len(responses)} ranges for {len(part)} keys"
+                )
+            for key, response in zip(part, responses, strict=True):
+                kvs = (response.get("response_range") or {}).get("kvs") or []
+                found[key] = (
+                    (unb64(kvs[0].get("value")), int(kvs[0].get("mod_revision", 0))) if kvs else (None, 0)
+                )
+        return found, revision
+
     def txn(self, body):
         """Run a transaction; return (succeeded, store revision)."""
         result = self.call("/v3/kv/txn", body)
@@ -558,6 +672,76 @@ def collect_records(values, prefix):
             continue
         records.append(record)
     return records, invalid
+
+
+def converge_key(client, key, tenant, desired, stored, mod_revision, revision, check_mode):
+    """Write desired (a normalized record; None deletes the key) over stored (the value text read, or
+    None) with a compare-and-swap on the mod_revision read. Returns the result of the key; raises
+    TenantError when someone else changed it in between."""
+    before = parse_stored(stored) if stored is not None else None
+    changed = stored != canonical_json(desired) if desired is not None else stored is not None
+    if changed and not check_mode:
+        if desired is not None:
+            ok, revision = client.txn(put_txn(key, canonical_json(desired), mod_revision))
+        else:
+            ok, revision = client.txn(delete_txn(key, mod_revision))
+        if not ok:
+            raise TenantError(
+                f"the record of tenant={tenant!r} ({key}) was changed by someone else while this run "
+                "was updating it: nothing written, re-run to apply"
+            )
+    diff = {"before": pretty_json(before if stored is not None else None), "after": pretty_json(desired)}
+    if stored is not None and before is None:
+        diff["before"] = stored + "\n"
+    return dict(changed=changed, key=key, record=desired, revision=revision, diff=diff)
+
+
+def run_many(params, check_mode, client):
+    """The list forms: write each of records (state=present) or delete the key of each of tenants
+    (state=absent), with one read of all their keys. A tenant's own failure (TenantError) is listed in
+    failed_tenants; any other error fails the call (RegistryError, with the results so far as .partial)."""
+    prefix, present = params["prefix"], params["state"] == "present"
+    if present:
+        items = [(item["tenant"], item["record"]) for item in params["records"]]
+    else:
+        items = [(tenant, None) for tenant in params["tenants"]]
+    results, failed, diffs = {}, {}, []
+    stored, revision = client.get_many([prefix + tenant for tenant, _record in items])
+    for tenant, record in items:
+        key = prefix + tenant
+        try:
+            desired = None
+            if present:
+                try:
+                    desired = normalize_record(record, tenant)
+                except RegistryError as e:
+                    raise TenantError(str(e)) from None
+            text, mod_revision = stored[key]
+            result = converge_key(client, key, tenant, desired, text, mod_revision, revision, check_mode)
+        except TenantError as e:
+            failed[tenant] = str(e)
+            results[tenant] = dict(changed=False, failed=True, msg=str(e), key=key, record=None)
+            continue
+        except RegistryError as e:
+            e.partial = dict(
+                changed=any(r["changed"] for r in results.values()),
+                results=results,
+                failed_tenants=failed,
+            )
+            raise
+        revision = result.pop("revision")
+        diff = result.pop("diff")
+        if result["changed"]:
+            diffs.append(dict(diff, before_header=key, after_header=key))
+        results[tenant] = dict(result, failed=False)
+    return dict(
+        changed=any(r["changed"] for r in results.values()),
+        results=results,
+        failed_tenants=failed,
+        diff=diffs,
+        revision=revision,
+        endpoint=client.endpoint,
+    )
 
 
 def run(params, check_mode, client=None, warn=None):
@@ -577,6 +761,8 @@ def run(params, check_mode, client=None, warn=None):
             username,
             password,
         )
+    if params.get("records") is not None or params.get("tenants") is not None:
+        return run_many(params, check_mode, client)
     desired = normalize_record(params["record"], tenant) if state == "present" else None
     result = {"changed": False}
 
@@ -594,33 +780,8 @@ def run(params, check_mode, client=None, warn=None):
 
     key = prefix + tenant
     stored, mod_revision, revision = client.get(key)
-    before = parse_stored(stored) if stored is not None else None
-    if state == "present":
-        changed = stored != canonical_json(desired)
-        after = desired
-    else:
-        changed = stored is not None
-        after = None
-    if changed and not check_mode:
-        if state == "present":
-            ok, revision = client.txn(put_txn(key, canonical_json(desired), mod_revision))
-        else:
-            ok, revision = client.txn(delete_txn(key, mod_revision))
-        if not ok:
-            raise RegistryError(
-                f"the record of tenant={tenant!r} ({key}) was changed by someone else while this run "
-                "was updating it: nothing written, re-run to apply"
-            )
-    result.update(
-        changed=changed,
-        key=key,
-        record=after,
-        revision=revision,
-        endpoint=client.endpoint,
-        diff={"before": pretty_json(before if stored is not None else None), "after": pretty_json(after)},
-    )
-    if stored is not None and before is None:
-        result["diff"]["before"] = stored + "\n"
+    result.update(converge_key(client, key, tenant, desired, stored, mod_revision, revision, check_mode))
+    result["endpoint"] = client.endpoint
     return result
 
 
@@ -650,6 +811,12 @@ def main():
             prefix=dict(type="str", default="/shadowdb/tenants/"),
             tenant=dict(type="str"),
             record=dict(type="dict"),
+            records=dict(
+                type="list",
+                elements="dict",
+                options=dict(tenant=dict(type="str", required=True), record=dict(type="dict", required=True)),
+            ),
+            tenants=dict(type="list", elements="str"),
             state=dict(type="str", default="present", choices=["present", "absent", "query"]),
             timeout=dict(type="float", default=5.0),
         ),
@@ -661,7 +828,7 @@ def main():
     try:
         result = run(params, module.check_mode, warn=module.warn)
     except RegistryError as e:
-        module.fail_json(msg=str(e))
+        module.fail_json(msg=str(e), **getattr(e, "partial", {}))
     module.exit_json(**result)
 
 

@@ -44,6 +44,12 @@ description:
     C(/proc/self/mountinfo), listening sockets once from C(/proc/net/tcp) and C(/proc/net/tcp6), and the
     units of all tenants are checked with a single C(systemctl is-active) call.
   - O(state=absent) deletes the record of O(name), for example when the tenant is removed.
+  - 'List forms, to converge a batch of tenants of a host in one call each: O(state=absent) with O(tenants)
+    deletes the records of all of them (RV(records)), O(state=record) with O(records) writes all of them
+    (RV(results)). A tenant''s failure (a file that cannot be hashed, an invalid option of its record, a
+    record that cannot be written) is its own: it is listed in RV(failed_tenants), the other tenants go on
+    and the task does not fail. A wrong call (an invalid or repeated name, a single-form option given
+    beside the list) fails the task.'
   - 'Records are written atomically (temporary file and rename) with mode C(0600) as JSON with sorted keys,
     V({"files": {"<path>": "<sha256>"}, "fingerprint": "...", "mountpoint": "<path or empty>",
     "port": <int or null>, "units": ["<unit>", ...]}).'
@@ -52,8 +58,8 @@ options:
     description:
       - V(check) checks the tenants of O(tenants) and returns RV(converged) and RV(stale); never changes
         anything.
-      - V(record) writes the record of the tenant O(name).
-      - V(absent) deletes the record of the tenant O(name), if any.
+      - V(record) writes the record of the tenant O(name), or of each tenant of O(records).
+      - V(absent) deletes the record of the tenant O(name), or of each tenant of O(tenants), if any.
     type: str
     required: true
     choices: [check, record, absent]
@@ -66,6 +72,8 @@ options:
   tenants:
     description:
       - With O(state=check), the tenants to check. Required with O(state=check), may be empty.
+      - With O(state=absent), the tenants whose records are deleted (the list form; mutually exclusive
+        with O(name)).
       - Tenant names must be unique.
     type: list
     elements: dict
@@ -75,12 +83,53 @@ options:
         type: str
         required: true
       fingerprint:
-        description: Fingerprint of the tenant's desired state now, compared with the recorded one.
+        description:
+          - Fingerprint of the tenant's desired state now, compared with the recorded one.
+          - Required with O(state=check); not used with O(state=absent).
+        type: str
+  records:
+    description:
+      - With O(state=record), the tenants to record, each with the options of the single form (the list
+        form; mutually exclusive with O(name)). May be empty.
+      - Tenant names must be unique.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Tenant name; must match C(^[a-z0-9][a-z0-9_-]*$).
         type: str
         required: true
+      fingerprint:
+        description: As O(fingerprint).
+        type: str
+        required: true
+      files:
+        description: As O(files).
+        type: list
+        elements: path
+      units:
+        description: As O(units).
+        type: list
+        elements: str
+      mountpoint:
+        description: As O(mountpoint).
+        type: path
+      port:
+        description: As O(port).
+        type: int
+      previous:
+        description:
+          - The tenant's record before its converge, as a O(state=absent) call returned it in RV(records).
+          - When given (a dict, possibly empty), the tenant's RV(results) C(changed) says whether the new
+            record differs from it in anything but C(fingerprint) (a new fingerprint alone, the same files
+            after an upgrade of ShadowDB, is bookkeeping, not a change of the tenant).
+          - When V(null) or omitted, C(changed) says whether the record file changes, as in the single form
+            (after an O(state=absent) call the file is gone, so it is V(true)).
+        type: dict
   name:
     description:
-      - With O(state=record) or O(state=absent), the tenant whose record is written or deleted.
+      - With O(state=record) or O(state=absent), the tenant whose record is written or deleted (the single
+        form; see O(records) and O(tenants) for the list forms).
       - Must match C(^[a-z0-9][a-z0-9_-]*$).
     type: str
   fingerprint:
@@ -174,6 +223,25 @@ EXAMPLES = r"""
   shadowdb_tenant_check:
     state: absent
     name: oldcorp
+
+- name: Forget the records of a batch of tenants before their converge
+  shadowdb_tenant_check:
+    state: absent
+    tenants: [{name: acme}, {name: globex}]
+  register: forgotten
+
+- name: Record the batch once converged; changed only for tenants whose record changed beyond the fingerprint
+  shadowdb_tenant_check:
+    state: record
+    records:
+      - name: acme
+        fingerprint: 3f0c...e1
+        files: [/mnt/db/acme/data/postgresql.conf]
+        units: [shadowdb-postgres@acme.service]
+        mountpoint: /mnt/db/acme
+        port: 21234
+        previous: "{{ forgotten.records['acme'] }}"
+  register: recorded
 """
 
 RETURN = r"""
@@ -191,19 +259,19 @@ stale:
   sample: {"initech": "fingerprint changed", "umbrella": "shadowdb-postgres@umbrella.service is failed"}
 name:
   description: The tenant whose record was written or deleted.
-  returned: state is record or absent
+  returned: state is record or absent, with O(name)
   type: str
   sample: acme
 path:
   description: Path of the record file of O(name).
-  returned: state is record or absent
+  returned: state is record or absent, with O(name)
   type: str
   sample: /var/lib/shadowdb/converged/acme.json
 record:
   description:
     - With O(state=record), the record as written (or as it would be written, in check mode).
     - With O(state=absent), the record that was deleted, V(null) if there was none or it was unusable.
-  returned: state is record or absent
+  returned: state is record or absent, with O(name)
   type: dict
   sample:
     fingerprint: 3f0c...e1
@@ -212,10 +280,34 @@ record:
     units: ["shadowdb-postgres@acme.service"]
     mountpoint: /mnt/db/acme
     port: 21234
-diff:
-  description: With O(state=record) and O(state=absent), the record text before and after (empty if none).
-  returned: state is record or absent
+records:
+  description:
+    - With O(state=absent) and O(tenants), each tenant mapped to its record that was deleted (as RV(record)),
+      V(null) if there was none, it was unusable, or the tenant is in RV(failed_tenants).
+  returned: state is absent, with O(tenants)
   type: dict
+  sample: {"acme": {"fingerprint": "3f0c...e1", "files": {}, "units": [], "mountpoint": "", "port": 21234},
+           "globex": null}
+results:
+  description:
+    - With O(state=record) and O(records), each tenant mapped to C(record) (as RV(record); V(null) when the
+      tenant failed), C(path), C(changed) (see O(records[].previous)), C(failed) and, when it failed, C(msg).
+  returned: state is record, with O(records)
+  type: dict
+  sample: {"acme": {"record": {"fingerprint": "3f0c...e1", "files": {}, "units": [], "mountpoint": "",
+                               "port": 21234},
+                    "path": /var/lib/shadowdb/converged/acme.json, "changed": false, "failed": false}}
+failed_tenants:
+  description: In the list forms, each tenant that failed mapped to why (the task itself does not fail).
+  returned: state is record with O(records), or absent with O(tenants)
+  type: dict
+  sample: {"globex": "files: cannot hash /mnt/db/globex/data/pg_hba.conf: No such file or directory; ..."}
+diff:
+  description:
+    - With O(state=record) and O(state=absent), the record text before and after (empty if none).
+    - In the list forms, a list of them, one per record file that changed.
+  returned: state is record or absent
+  type: raw
 """
 
 IDENTIFIER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -249,15 +341,38 @@ def _invalid_fingerprint(arg, value):
     return None
 
 
+def _invalid_names(option, items):
+    """The error of the first invalid or repeated name of a list of tenants, or None."""
+    seen = set()
+    for i, item in enumerate(items):
+        error = _invalid_name(f"{option}[{i}].name", item["name"])
+        if error:
+            return error
+        if item["name"] in seen:
+            return f"{option}[{i}].name={item['name']!r} is invalid: the name is listed twice"
+        seen.add(item["name"])
+    return None
+
+
 def validate_params(params):
-    """Return an error message naming the offending argument, or None if the arguments are valid."""
+    """Return an error message naming the offending argument, or None if the arguments are valid.
+
+    These are the errors of the call. In the list forms (O(tenants) with state=absent, O(records)),
+    the error of one record's options is that tenant's own (record_error), not the call's.
+    """
     state = params["state"]
+    tenants, records = params.get("tenants"), params.get("records")
+    if records is not None and state != "record":
+        return f"records is only used with state=record, not with state={state}"
     if state == "check":
+        if any(tenant.get("fingerprint") is None for tenant in tenants or []):
+            # The message Ansible gave when fingerprint was a required suboption.
+            return "missing required arguments: fingerprint found in tenants"
         given = [arg for arg in RECORD_ARGS if params.get(arg) not in (None, "", [])]
         if given:
             return f"{given[0]} is only used with state=record or state=absent; with state=check use tenants"
         seen = set()
-        for i, tenant in enumerate(params["tenants"]):
+        for i, tenant in enumerate(tenants or []):
             error = _invalid_name(f"tenants[{i}].name", tenant["name"]) or _invalid_fingerprint(
                 f"tenants[{i}].fingerprint", tenant["fingerprint"]
             )
@@ -268,26 +383,43 @@ def validate_params(params):
             seen.add(tenant["name"])
         return None
 
-    if params.get("tenants") is not None:
-        return f"tenants is only used with state=check, not with state={state}"
+    if tenants is not None and state == "record":
+        return "tenants is only used with state=check or state=absent; with state=record use records"
+    items = tenants if state == "absent" else records
+    if items is not None:
+        option = "tenants" if state == "absent" else "records"
+        given = [arg for arg in RECORD_ARGS if params.get(arg) not in (None, "", [])]
+        if given:
+            return f"{given[0]}: give the options of each tenant inside {option}, not beside it"
+        return _invalid_names(option, items)
     error = _invalid_name("name", params["name"])
     if error or state == "absent":
         return error
-    error = _invalid_fingerprint("fingerprint", params["fingerprint"])
+    if params.get("fingerprint") is None:
+        # The message Ansible gave when fingerprint was required with state=record.
+        return "state is record but all of the following are missing: fingerprint"
+    return record_error(params)
+
+
+def record_error(params, where=""):
+    """The error of the first invalid option of one record (name excepted), or None.
+
+    ``where`` prefixes the option names (``records[2].`` in the list form)."""
+    error = _invalid_fingerprint(f"{where}fingerprint", params["fingerprint"])
     if error:
         return error
     for i, path in enumerate(params.get("files") or []):
         if not os.path.isabs(path):
-            return f"files[{i}]={path!r} is invalid: it must be an absolute path"
+            return f"{where}files[{i}]={path!r} is invalid: it must be an absolute path"
     for i, unit in enumerate(params.get("units") or []):
         if not UNIT_RE.match(unit):
-            return f"units[{i}]={unit!r} is invalid: it must be a unit name matching {UNIT_RE.pattern}"
+            return f"{where}units[{i}]={unit!r} is invalid: it must be a unit name matching {UNIT_RE.pattern}"
     mountpoint = params.get("mountpoint")
     if mountpoint and not os.path.isabs(mountpoint):
-        return f"mountpoint={mountpoint!r} is invalid: it must be an absolute path or empty"
+        return f"{where}mountpoint={mountpoint!r} is invalid: it must be an absolute path or empty"
     port = params.get("port")
     if port is not None and not PORT_MIN <= port <= PORT_MAX:
-        return f"port={port} is invalid: it must be between {PORT_MIN} and {PORT_MAX}, or null"
+        return f"{where}port={port} is invalid: it must be between {PORT_MIN} and {PORT_MAX}, or null"
     return None
 
 
@@ -520,6 +652,174 @@ def systemctl_runner(module):
     return run
 
 
+class TenantFailure(Exception):
+    """A tenant's record could not be read, hashed, written or deleted; .partial is its result so far."""
+
+    def __init__(self, msg, partial):
+        super().__init__(msg)
+        self.partial = partial
+
+
+def _read_before(state_dir, name, path, result):
+    try:
+        return read_text(path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise TenantFailure(
+            f"state_dir={state_dir!r}: cannot read the record of {name!r} ({path}): "
+            f"{getattr(e, 'strerror', None) or e}",
+            result,
+        ) from e
+
+
+def _store(state_dir, name, path, after, result, check_mode):
+    """Write (after: text) or delete (after: None) the record file when it changes."""
+    if not result["changed"] or check_mode:
+        return
+    try:
+        if after is not None:
+            ensure_dir(state_dir, DIR_MODE)
+            write_atomic(path, after, FILE_MODE)
+        else:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            fsync_dir(state_dir)
+    except OSError as e:
+        raise TenantFailure(
+            f"state_dir={state_dir!r}: cannot {'write' if after else 'delete'} the record of "
+            f"{name!r}: {e.strerror or e} ({e.filename or path})",
+            result,
+        ) from e
+
+
+def forget_tenant(state_dir, name, check_mode):
+    """Delete the record of tenant name; return the single form's result (TenantFailure on error)."""
+    path = record_path(state_dir, name)
+    result = dict(changed=False, name=name, path=path, record=None)
+    before = _read_before(state_dir, name, path, result)
+    if before is not None:
+        try:
+            result["record"] = parse_record(before)
+        except RecordError:
+            pass
+    result["changed"] = before is not None
+    result["diff"] = dict(before=before or "", after="", before_header=path, after_header=path)
+    _store(state_dir, name, path, None, result, check_mode)
+    return result
+
+
+def record_tenant(state_dir, params, check_mode, warn):
+    """Write the record of the tenant of params (name, fingerprint, files, units, mountpoint, port);
+    return the single form's result (TenantFailure on error)."""
+    name = params["name"]
+    path = record_path(state_dir, name)
+    result = dict(changed=False, name=name, path=path, record=None)
+    before = _read_before(state_dir, name, path, result)
+    unhashable = []
+
+    def digest(path):
+        try:
+            return sha256_file(path)
+        except OSError as e:
+            if not check_mode:
+                raise
+            # In check mode the files of a new tenant do not exist yet: predict, do not fail.
+            unhashable.append(f"{path} ({e.strerror})")
+            return None
+
+    try:
+        new = build_record(
+            params["fingerprint"],
+            params["files"],
+            params["units"],
+            params["mountpoint"],
+            params["port"],
+            digest=digest,
+        )
+    except OSError as e:
+        raise TenantFailure(
+            f"files: cannot hash {e.filename}: {e.strerror}; record a tenant only after it converged", result
+        ) from e
+    if unhashable:
+        warn(f"check mode: cannot hash {', '.join(unhashable)}; a real run fails unless they exist by then")
+    after = dump_record(new)
+    result["record"] = new
+    result["changed"] = before != after
+    result["diff"] = dict(before=before or "", after=after, before_header=path, after_header=path)
+    _store(state_dir, name, path, after, result, check_mode)
+    return result
+
+
+def differs_from_previous(new, previous):
+    """Whether a tenant's new record differs from its previous one beyond the fingerprint (a new
+    fingerprint alone, the same files after an upgrade of ShadowDB, is bookkeeping)."""
+
+    def without_fingerprint(rec):
+        return {k: v for k, v in (rec or {}).items() if k != "fingerprint"}
+
+    return without_fingerprint(new) != without_fingerprint(previous)
+
+
+def forget_many(state_dir, tenants, check_mode):
+    """The result of state=absent with tenants: records, failed_tenants, changed, diff."""
+    records, failed, diffs = {}, {}, []
+    for tenant in tenants:
+        name = tenant["name"]
+        try:
+            result = forget_tenant(state_dir, name, check_mode)
+        except TenantFailure as e:
+            failed[name] = str(e)
+            records[name] = None
+            continue
+        records[name] = result["record"]
+        if result["changed"]:
+            diffs.append(result["diff"])
+    return dict(changed=bool(diffs), records=records, failed_tenants=failed, diff=diffs)
+
+
+def record_many(state_dir, items, check_mode, warn):
+    """The result of state=record with records: results, failed_tenants, changed, diff."""
+    results, failed, diffs = {}, {}, []
+    for i, item in enumerate(items):
+        name = item["name"]
+        try:
+            error = record_error(item, f"records[{i}].")
+            if error:
+                raise TenantFailure(error, {})
+            result = record_tenant(
+                state_dir, item, check_mode, lambda msg, n=name: warn(f"tenant {n}: {msg}")
+            )
+        except TenantFailure as e:
+            failed[name] = str(e)
+            results[name] = dict(
+                changed=False, failed=True, msg=str(e), record=None, path=record_path(state_dir, name)
+            )
+            continue
+        if result["changed"]:
+            diffs.append(result["diff"])
+        previous = item.get("previous")
+        changed = result["changed"] if previous is None else differs_from_previous(result["record"], previous)
+        results[name] = dict(changed=changed, failed=False, record=result["record"], path=result["path"])
+    return dict(
+        changed=any(r["changed"] for r in results.values()),
+        results=results,
+        failed_tenants=failed,
+        diff=diffs,
+    )
+
+
+RECORD_OPTIONS = dict(
+    name=dict(type="str", required=True),
+    fingerprint=dict(type="str", required=True, no_log=False),
+    files=dict(type="list", elements="path"),
+    units=dict(type="list", elements="str"),
+    mountpoint=dict(type="path"),
+    port=dict(type="int"),
+    previous=dict(type="dict"),
+)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -530,9 +830,11 @@ def main():
                 elements="dict",
                 options=dict(
                     name=dict(type="str", required=True),
-                    fingerprint=dict(type="str", required=True, no_log=False),
+                    # Required with state=check (validate_params), not needed with state=absent.
+                    fingerprint=dict(type="str", no_log=False),
                 ),
             ),
+            records=dict(type="list", elements="dict", options=RECORD_OPTIONS),
             name=dict(type="str"),
             fingerprint=dict(type="str", no_log=False),
             files=dict(type="list", elements="path"),
@@ -542,8 +844,8 @@ def main():
         ),
         required_if=[
             ("state", "check", ("tenants",)),
-            ("state", "record", ("name", "fingerprint")),
-            ("state", "absent", ("name",)),
+            ("state", "record", ("name", "records"), True),
+            ("state", "absent", ("name", "tenants"), True),
         ],
         supports_check_mode=True,
     )
@@ -558,73 +860,18 @@ def main():
         converged, stale = check_tenants(p["tenants"], state_dir, probe)
         module.exit_json(changed=False, converged=converged, stale=stale)
 
-    name = p["name"]
-    path = record_path(state_dir, name)
-    result = dict(changed=False, name=name, path=path, record=None)
+    if p["name"] is None:
+        if state == "absent":
+            module.exit_json(**forget_many(state_dir, p["tenants"], module.check_mode))
+        module.exit_json(**record_many(state_dir, p["records"], module.check_mode, module.warn))
+
     try:
-        before = read_text(path)
-    except (OSError, UnicodeDecodeError) as e:
-        module.fail_json(
-            msg=f"state_dir={state_dir!r}: cannot read the record of {name!r} ({path}): "
-            f"{getattr(e, 'strerror', None) or e}",
-            **result,
-        )
-
-    if state == "record":
-        unhashable = []
-
-        def digest(path):
-            try:
-                return sha256_file(path)
-            except OSError as e:
-                if not module.check_mode:
-                    raise
-                # In check mode the files of a new tenant do not exist yet: predict, do not fail.
-                unhashable.append(f"{path} ({e.strerror})")
-                return None
-
-        try:
-            record = build_record(
-                p["fingerprint"], p["files"], p["units"], p["mountpoint"], p["port"], digest=digest
-            )
-        except OSError as e:
-            module.fail_json(
-                msg=f"files: cannot hash {e.filename}: {e.strerror}; record a tenant only after it converged",
-                **result,
-            )
-        if unhashable:
-            module.warn(
-                f"check mode: cannot hash {', '.join(unhashable)}; a real run fails unless they exist by then"
-            )
-        after = dump_record(record)
-        result["record"] = record
-    else:
-        after = None
-        if before is not None:
-            try:
-                result["record"] = parse_record(before)
-            except RecordError:
-                pass
-
-    result["changed"] = before != after
-    result["diff"] = dict(before=before or "", after=after or "", before_header=path, after_header=path)
-    if result["changed"] and not module.check_mode:
-        try:
-            if after is not None:
-                ensure_dir(state_dir, DIR_MODE)
-                write_atomic(path, after, FILE_MODE)
-            else:
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
-                fsync_dir(state_dir)
-        except OSError as e:
-            module.fail_json(
-                msg=f"state_dir={state_dir!r}: cannot {'write' if after else 'delete'} the record of "
-                f"{name!r}: {e.strerror or e} ({e.filename or path})",
-                **result,
-            )
+        if state == "absent":
+            result = forget_tenant(state_dir, p["name"], module.check_mode)
+        else:
+            result = record_tenant(state_dir, p, module.check_mode, module.warn)
+    except TenantFailure as e:
+        module.fail_json(msg=str(e), **e.partial)
     module.exit_json(**result)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import shadowdb_certificate as sc
+from conftest import module_command, parse_result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -487,3 +488,158 @@ def test_the_example_inventory_reads_its_known_hosts():
     hosts = (REPO / "inventories" / "example" / "hosts.yml").read_text()
     assert "UserKnownHostsFile={{ inventory_dir }}/known_hosts" in hosts
     assert "StrictHostKeyChecking=yes" in hosts
+
+
+# --- the list form: the certificates of a batch of tenants in one call ---
+
+# Runs the module as conftest's run_module does, counting the loads of a private key (the CA's).
+COUNTING_RUN = (
+    "import atexit, runpy, sys, ansible.module_utils as m; m.__path__.append(sys.argv.pop(1)); "
+    "from cryptography.hazmat.primitives import serialization as s; calls = []; "
+    "real = s.load_pem_private_key; out = sys.argv.pop(1); "
+    "s.load_pem_private_key = lambda *a, **k: calls.append(1) or real(*a, **k); "
+    "atexit.register(lambda: open(out, 'w').write(str(len(calls)))); "
+    "sys.argv.pop(0); runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+def tenant_item(name, **overrides):
+    """One item of tenants: the tenant's own key and CSR, its names."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cn = f"{name}.db.test"
+    item = {"name": name, "csr": make_csr(key, cn=cn, sans=(cn,)), "common_name": cn}
+    return item | {"subject_alt_name": [f"DNS:{cn}"]} | overrides, key
+
+
+@pytest.fixture
+def sign_many(tmp_path, pki):
+    """sign_many(tenants, **overrides) -> (result, CA key loads): the list form with the test CA."""
+
+    def run(tenants, check_mode=False, **overrides):
+        args = {
+            "tenants": tenants,
+            "extended_key_usage": ["serverAuth"],
+            "ca_cert_path": str(pki["dir"] / "ca.crt"),
+            "ca_key_path": str(pki["dir"] / "ca.key"),
+        } | overrides
+        cmd = module_command(MODULE, args, tmp_path, check_mode)
+        count = tmp_path / f"loads-{os.urandom(4).hex()}"
+        cmd[2:4] = [COUNTING_RUN, cmd[3], str(count)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        result = parse_result(proc)
+        key_pem = (pki["dir"] / "ca.key").read_text()
+        body = "".join(key_pem.strip().splitlines()[1:-1])
+        chunks = [body[i : i + 20] for i in range(40, len(body) - 20, 10)]
+        flat = (proc.stdout + proc.stderr).replace("\\n", "").replace("\n", "")
+        assert not [c for c in chunks if c in flat], "the CA key reached the module's output"
+        return result, int(count.read_text() or 0) if count.exists() else None
+
+    return run
+
+
+def test_tenants_are_issued_in_one_call_with_one_load_of_the_ca_key(sign_many, pki):
+    items = [tenant_item(name) for name in ("acme", "globex", "initech")]
+    result, loads = sign_many([item for item, _key in items])
+    assert not result.get("failed"), result
+    assert loads == 1
+    assert result["changed"] is True and result["failed_tenants"] == {}
+    assert list(result["results"]) == ["acme", "globex", "initech"]
+    for item, key in items:
+        one = result["results"][item["name"]]
+        assert (one["changed"], one["failed"], one["reasons"]) == (
+            True,
+            False,
+            ["there is no certificate yet"],
+        )
+        cert = load(one["certificate"])
+        cert.verify_directly_issued_by(pki["ca_cert"])
+        assert cert.subject.rfc4514_string() == f"CN={item['common_name']}"
+        assert sc._public_der(cert.public_key()) == sc._public_der(key.public_key())
+        san = ext(cert, ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        assert [sc.san_text(n) for n in san] == item["subject_alt_name"]
+        assert one["serial_number"] == format(cert.serial_number, "x")
+        assert one["not_after"] == cert.not_valid_after_utc.isoformat()
+    assert len(result["diff"]) == 3
+
+    kept = [item | {"existing": result["results"][item["name"]]["certificate"]} for item, _key in items]
+    kept[1] = kept[1] | {"common_name": "other.db.test"}
+    again, loads = sign_many(kept)
+    assert loads == 1
+    assert {n: r["changed"] for n, r in again["results"].items()} == {
+        "acme": False,
+        "globex": True,
+        "initech": False,
+    }
+    assert again["changed"] is True
+    assert again["results"]["acme"]["certificate"] == result["results"]["acme"]["certificate"]
+    assert "subject" in again["results"]["globex"]["reasons"][0]
+    unchanged, _loads = sign_many([kept[0], kept[2]])
+    assert unchanged["changed"] is False and unchanged["results"]["initech"]["reasons"] == []
+
+
+def test_a_tenant_failure_is_its_own(sign_many, pki):
+    good, _key = tenant_item("acme")
+    bad_csr, _key = tenant_item("globex", csr="garbage")
+    bad_name, _key = tenant_item("initech", subject_alt_name=["DNS:bad name"])
+    result, _loads = sign_many([bad_csr, good, bad_name])
+    assert result.get("failed") is not True, result
+    assert result["failed_tenants"] == {
+        "globex": "csr: not a PEM certificate signing request",
+        "initech": "subject_alt_name[0]: 'bad name' is not a DNS name",
+    }
+    assert result["results"]["globex"] == {
+        "failed": True,
+        "changed": False,
+        "msg": "csr: not a PEM certificate signing request",
+    }
+    assert result["changed"] is True and result["results"]["acme"]["failed"] is False
+    load(result["results"]["acme"]["certificate"]).verify_directly_issued_by(pki["ca_cert"])
+
+
+def test_tenants_in_check_mode_sign_nothing(sign_many, pki):
+    item, _key = tenant_item("acme")
+    result, _loads = sign_many([item], check_mode=True)
+    one = result["results"]["acme"]
+    assert (one["changed"], one["certificate"]) == (True, "")
+    assert result["diff"] == [
+        {
+            "before": {},
+            "after": {
+                "subject": "CN=acme.db.test",
+                "subject_alt_name": ["DNS:acme.db.test"],
+                "extended_key_usage": ["serverAuth"],
+                "issuer": "CN=Test CA",
+            },
+        }
+    ]
+    empty, _loads = sign_many([])
+    assert (empty["changed"], empty["results"], empty["failed_tenants"]) == (False, {}, {})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "prefix"),
+    [
+        ({"ca_key_path": "/nonexistent/ca.key"}, "ca_key_path: cannot read"),
+        ({"ca_cert_path": "/nonexistent/ca.crt"}, "ca_cert_path: cannot read"),
+        ({"valid_days": 0}, "valid_days"),
+        ({"extended_key_usage": []}, "extended_key_usage"),
+        ({"csr": "x"}, "csr: give per-tenant options inside tenants"),
+        ({"twice": True}, "tenants: acme listed more than once"),
+    ],
+)
+def test_a_wrong_call_of_the_list_form_fails(sign_many, pki, overrides, prefix):
+    item, _key = tenant_item("acme")
+    tenants = [item, item] if overrides.pop("twice", False) else [item]
+    result, _loads = sign_many(tenants, **overrides)
+    assert result["failed"] is True and result["msg"].startswith(prefix), result
+    assert "results" not in result
+
+
+def test_the_single_form_still_requires_csr_and_common_name(run_module, pki):
+    args = {
+        "extended_key_usage": ["serverAuth"],
+        "ca_cert_path": str(pki["dir"] / "ca.crt"),
+        "ca_key_path": str(pki["dir"] / "ca.key"),
+    }
+    result, _proc = run_module(MODULE, args)
+    assert result["failed"] and result["msg"] == "missing required arguments: common_name, csr"

@@ -304,3 +304,122 @@ def test_concurrent_runs_get_distinct_ports(tmp_path, lease_dir):
     ports = [r["port"] for r in results]
     assert sorted(ports) == list(range(40000, 40020))
     assert read_leases(lease_dir) == dict(zip(names, ports, strict=True))
+
+
+# --- the list form: the ports of a batch of tenants in one call ---
+
+
+@pytest.fixture
+def lease_many(run_module, lease_dir):
+    """lease_many(names, start, end, **extra) runs the module's list form against the test lease_dir."""
+
+    def run(names, range_start=None, range_end=None, check_mode=False, **extra):
+        args = dict(names=names, lease_dir=str(lease_dir), **extra)
+        if range_start is not None:
+            args.update(range_start=range_start, range_end=range_end)
+        result, _proc = run_module(MODULE, args, check_mode=check_mode)
+        return result
+
+    return run
+
+
+def test_names_get_distinct_stable_ports_in_one_call(lease, lease_many, lease_dir):
+    acme = lease("acme", 20000, 20009, check_free=False)
+    names = ["globex", "acme", "initech", "umbrella"]
+    result = lease_many(names, 20000, 20009, check_free=False)
+    assert not result.get("failed"), result
+    assert result["changed"] is True and result["failed_tenants"] == {}
+    ports = result["ports"]
+    assert list(ports) == names and ports["acme"] == acme["port"]  # an existing lease is kept
+    assert len(set(ports.values())) == 4 and all(20000 <= p <= 20009 for p in ports.values())
+    assert read_leases(lease_dir) == ports
+    assert (result["pool"], result["leases_count"]) == ("postgres", 4)
+    assert (
+        result["diff"]["before"]
+        == f"globex: absent\nacme: {acme['port']}\ninitech: absent\numbrella: absent\n"
+    )
+    assert result["diff"]["after"] == "".join(f"{n}: {ports[n]}\n" for n in names)
+    assert "port" not in result and "name" not in result
+
+    again = lease_many(names, 20000, 20009, check_free=False)
+    assert (again["changed"], again["ports"]) == (False, ports)
+    # the single form sees the leases of the list form
+    assert lease("initech", 20000, 20009, check_free=False)["port"] == ports["initech"]
+    empty = lease_many([], 20000, 20009)
+    assert (empty["changed"], empty["ports"], empty["failed_tenants"]) == (False, {}, {})
+
+
+def test_names_in_check_mode_tell_the_would_be_ports(lease, lease_many, lease_dir):
+    would = lease_many(["acme", "globex"], 20000, 20001, check_mode=True, check_free=False)
+    assert would["changed"] is True and would["failed_tenants"] == {}
+    assert sorted(would["ports"].values()) == [20000, 20001]
+    assert not lease_dir.exists()
+
+    acme = lease("acme", 20000, 20002, check_free=False)["port"]
+    before = (lease_dir / "postgres.json").read_bytes()
+    full = lease_many(
+        ["acme", "globex", "initech", "umbrella"], 20000, 20002, check_mode=True, check_free=False
+    )
+    assert full.get("failed") is not True, full
+    assert full["ports"]["acme"] == acme and len(full["ports"]) == 3
+    assert len(set(full["ports"].values())) == 3
+    assert list(full["failed_tenants"]) == ["umbrella"]  # new leases go in the order given
+    assert full["failed_tenants"]["umbrella"].startswith(
+        "port range 20000-20002 of pool 'postgres' is exhausted: 3 ports leased, 0 free"
+    )
+    assert (lease_dir / "postgres.json").read_bytes() == before
+
+
+def test_names_the_range_cannot_hold_are_failed_tenants(lease_many, lease_dir):
+    result = lease_many(["acme", "globex", "initech"], 6000, 6001, check_free=False)
+    assert result.get("failed") is not True, result
+    assert result["changed"] is True
+    assert set(result["ports"]) == {"acme", "globex"}
+    assert sorted(result["ports"].values()) == [6000, 6001]
+    expected = "port range 6000-6001 of pool 'postgres' is exhausted: 2 ports leased, 0 free"
+    assert list(result["failed_tenants"]) == ["initech"]
+    assert result["failed_tenants"]["initech"].startswith(expected)
+    assert "range_start/range_end" in result["failed_tenants"]["initech"]
+    assert read_leases(lease_dir) == result["ports"]
+    nothing_free = lease_many(["initech", "umbrella"], 6000, 6001, check_free=False)
+    assert (nothing_free["changed"], nothing_free["ports"]) == (False, {})
+    assert sorted(nothing_free["failed_tenants"]) == ["initech", "umbrella"]
+
+
+def test_names_absent_releases_them_all(lease_many, lease_dir):
+    leased = lease_many(["acme", "globex", "initech"], 6000, 6009, check_free=False)["ports"]
+    would = lease_many(["acme", "globex", "umbrella"], state="absent", check_mode=True)
+    assert would["changed"] is True and read_leases(lease_dir) == leased
+    released = lease_many(["acme", "globex", "umbrella"], state="absent")
+    assert released["changed"] is True and released["failed_tenants"] == {}
+    assert released["ports"] == {"acme": leased["acme"], "globex": leased["globex"], "umbrella": None}
+    assert released["leases_count"] == 1
+    assert read_leases(lease_dir) == {"initech": leased["initech"]}
+    again = lease_many(["acme", "globex"], state="absent")
+    assert (again["changed"], again["ports"]) == (False, {"acme": None, "globex": None})
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (dict(names=["acme", "Globex"]), "names[1]='Globex' is invalid"),
+        (dict(names=["acme", "globex", "acme"]), "names: acme listed more than once"),
+        (dict(names=["acme"], name="acme"), "mutually exclusive"),
+        (dict(names=["acme"], range_start=6001, range_end=6000), "range_end=6000 is invalid"),
+        (dict(names=["acme"], range_start=None, range_end=None), "range_start"),
+        (dict(), "one of the following is required: name, names"),
+    ],
+)
+def test_names_wrong_calls_fail(run_module, lease_dir, args, fragment):
+    args = dict(dict(range_start=6000, range_end=6001), lease_dir=str(lease_dir), **args)
+    args = {k: v for k, v in args.items() if v is not None}
+    result, _proc = run_module(MODULE, args)
+    assert result["failed"] is True and fragment in result["msg"], result
+    assert not lease_dir.exists()
+
+
+def test_names_with_a_corrupt_lease_file_fail(lease_many, lease_dir):
+    lease_dir.mkdir()
+    (lease_dir / "postgres.json").write_text("{not json")
+    result = lease_many(["acme", "globex"], 6000, 6001)
+    assert result["failed"] is True and str(lease_dir / "postgres.json") in result["msg"]

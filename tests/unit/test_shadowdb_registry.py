@@ -562,12 +562,20 @@ def test_auth_is_converged_idempotently_and_scopes_each_identity(run_module, etc
     assert result["changed"], result
     again, _ = run_module(MODULE, dict(writer, tenant="acme", record=record()))
     assert not again["changed"]
+    # The list forms read the keys in one transaction: the writer's permissions cover it.
+    batch = [dict(tenant=n, record=record(tenant=n)) for n in ("acme", "globex")]
+    result, _ = run_module(MODULE, dict(writer, records=batch))
+    assert {n: r["changed"] for n, r in result["results"].items()} == {"acme": False, "globex": True}, result
+    result, _ = run_module(MODULE, dict(writer, tenants=["globex"], state="absent"))
+    assert result["changed"] and result["failed_tenants"] == {}, result
 
     # The reader reads, and may not write.
     reader = dict(tls, username="registry-reader", password="reader-pw")
     query, _ = run_module(MODULE, dict(reader, state="query"))
     assert [r["tenant"] for r in query["records"]] == ["acme"]
     refused, _ = run_module(MODULE, dict(reader, tenant="acme", record=record(port=1)))
+    assert refused["failed"] and "permission denied" in refused["msg"], refused
+    refused, _ = run_module(MODULE, dict(reader, records=[dict(tenant="acme", record=record(port=1))]))
     assert refused["failed"] and "permission denied" in refused["msg"], refused
 
     # A tenant's Patroni identity: its own prefix only, not the registry nor another tenant.
@@ -624,3 +632,199 @@ def test_connection_fills_only_the_missing_arguments():
     params["endpoints"] = ["https://10.0.0.2:2379"]
     assert reg.with_connection(params)["endpoints"] == ["https://10.0.0.2:2379"]
     assert reg.with_connection({"endpoints": None, "connection": None})["endpoints"] is None
+
+
+# --- the list forms: a batch of tenants in one module run ---
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (dict(records=[], state="absent"), "records is only used with state=present, not with state=absent"),
+        (dict(tenants=[], state="present"), "tenants is only used with state=absent, not with state=present"),
+        (dict(tenants=["acme"], state="absent", tenant="acme"), "tenant is not used with tenants"),
+        (dict(records=[], record=record()), "record is not used with records"),
+        (dict(records=[dict(tenant="Acme", record=record())]), "records[0].tenant='Acme' is invalid"),
+        (dict(tenants=["acme", "a"], state="absent"), "tenants[1]='a' is invalid"),
+        (dict(tenants=["acme", "beta", "acme"], state="absent"), "tenants: acme listed more than once"),
+        (dict(records=[dict(tenant="acme", record=record())] * 2), "records: acme listed more than once"),
+    ],
+)
+def test_validate_params_of_the_list_forms(overrides, fragment):
+    base = params(tenant=None) | overrides
+    assert fragment in reg.validate_params(base)
+
+
+def test_validate_params_accepts_the_list_forms():
+    assert reg.validate_params(params(tenant=None, records=[dict(tenant="acme", record=record())])) is None
+    assert reg.validate_params(params(tenant=None, state="absent", tenants=["acme", "beta"])) is None
+    assert reg.validate_params(params(tenant=None, records=[])) is None
+
+
+class Counting(reg.EtcdClient):
+    """A client that counts its requests by path."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.requests = []
+
+    def call(self, path, body):
+        self.requests.append(path)
+        return super().call(path, body)
+
+
+@needs_etcd
+def test_records_are_written_in_one_run_and_idempotent(run_module, etcd):
+    names = ("acme", "beta", "zeta")
+    records = [dict(tenant=n, record=record(tenant=n)) for n in names]
+    args = dict(endpoints=[etcd], records=records)
+    would, _ = run_module(MODULE, args, check_mode=True)
+    assert would["changed"] and would["failed_tenants"] == {}
+    assert [d["after_header"] for d in would["diff"]] == [PREFIX + n for n in names]
+    query, _ = run_module(MODULE, dict(endpoints=[etcd], state="query"))
+    assert query["records"] == []  # check mode wrote nothing
+
+    result, _ = run_module(MODULE, args)
+    assert result["changed"] and result["endpoint"] == etcd and result["failed_tenants"] == {}
+    assert list(result["results"]) == list(names)
+    for n in names:
+        one = result["results"][n]
+        assert (one["changed"], one["failed"], one["key"]) == (True, False, PREFIX + n)
+        assert one["record"] == reg.normalize_record(record(tenant=n), n)
+    query, _ = run_module(MODULE, dict(endpoints=[etcd], state="query"))
+    assert [r["tenant"] for r in query["records"]] == list(names)
+    assert result["revision"] == query["revision"]
+    # The same records as the single form writes them.
+    single, _ = run_module(MODULE, dict(endpoints=[etcd], tenant="beta", record=record(tenant="beta")))
+    assert not single["changed"]
+
+    # No change: one request (the read); one change: one more (its compare-and-swap).
+    client = Counting([etcd])
+    again = reg.run(params(endpoints=[etcd], tenant=None, records=records), check_mode=False, client=client)
+    assert not again["changed"] and again["diff"] == [] and client.requests == ["/v3/kv/txn"]
+    records[1] = dict(tenant="beta", record=record(tenant="beta", port=25000))
+    client = Counting([etcd])
+    moved = reg.run(params(endpoints=[etcd], tenant=None, records=records), check_mode=False, client=client)
+    assert {n: r["changed"] for n, r in moved["results"].items()} == {
+        "acme": False,
+        "beta": True,
+        "zeta": False,
+    }
+    assert client.requests == ["/v3/kv/txn", "/v3/kv/txn"]
+    assert json.loads(moved["diff"][0]["before"])["port"] == 24817
+    assert json.loads(moved["diff"][0]["after"])["port"] == 25000
+
+
+@needs_etcd
+def test_an_invalid_record_is_its_tenant_failure(run_module, etcd):
+    records = [
+        dict(tenant="acme", record=record(port=0)),
+        dict(tenant="beta", record=record(tenant="beta")),
+        dict(tenant="zeta", record=record(tenant="acme")),
+    ]
+    result, _ = run_module(MODULE, dict(endpoints=[etcd], records=records))
+    assert result.get("failed") is not True, result
+    assert result["failed_tenants"] == {
+        "acme": "record.port=0 is invalid: it must be between 1 and 65535",
+        "zeta": "record.tenant='acme' is invalid: it must equal tenant='zeta'",
+    }
+    assert result["results"]["acme"] == dict(
+        changed=False, failed=True, msg=result["failed_tenants"]["acme"], key=PREFIX + "acme", record=None
+    )
+    assert result["changed"] and result["results"]["beta"]["changed"]
+    query, _ = run_module(MODULE, dict(endpoints=[etcd], state="query"))
+    assert [r["tenant"] for r in query["records"]] == ["beta"]
+
+
+@needs_etcd
+def test_tenants_absent_deletes_them_all(run_module, etcd):
+    records = [dict(tenant=n, record=record(tenant=n)) for n in ("acme", "beta", "zeta")]
+    run_module(MODULE, dict(endpoints=[etcd], records=records))
+    args = dict(endpoints=[etcd], tenants=["acme", "zeta", "gone"], state="absent")
+    would, _ = run_module(MODULE, args, check_mode=True)
+    assert would["changed"] and [d["after"] for d in would["diff"]] == ["", ""]
+    result, _ = run_module(MODULE, args)
+    assert result["changed"] and result["failed_tenants"] == {}
+    assert {n: r["changed"] for n, r in result["results"].items()} == {
+        "acme": True,
+        "zeta": True,
+        "gone": False,
+    }
+    assert all(r["record"] is None for r in result["results"].values())
+    query, _ = run_module(MODULE, dict(endpoints=[etcd], state="query"))
+    assert [r["tenant"] for r in query["records"]] == ["beta"]
+    again, _ = run_module(MODULE, args)
+    assert not again["changed"]
+    empty, _ = run_module(MODULE, dict(endpoints=[etcd], tenants=[], state="absent"))
+    assert (empty["changed"], empty["results"], empty["failed_tenants"]) == (False, {}, {})
+
+
+@needs_etcd
+def test_a_concurrent_change_fails_only_its_tenant(etcd):
+    """A record changed between the read and the write is never overwritten; the others are written."""
+
+    class Racing(reg.EtcdClient):
+        def get_many(self, keys, chunk=100):
+            found, revision = super().get_many(keys, chunk)
+            # Someone else writes beta right after our read.
+            other = reg.EtcdClient([etcd])
+            other.txn(reg.put_txn(PREFIX + "beta", reg.canonical_json(dict(tenant="beta", by="other")), 0))
+            return found, revision
+
+    records = [dict(tenant=n, record=record(tenant=n)) for n in ("acme", "beta", "zeta")]
+    result = reg.run(
+        params(endpoints=[etcd], tenant=None, records=records), check_mode=False, client=Racing([etcd])
+    )
+    assert list(result["failed_tenants"]) == ["beta"]
+    assert "changed by someone else" in result["failed_tenants"]["beta"]
+    assert [n for n, r in result["results"].items() if r["changed"]] == ["acme", "zeta"]
+    stored, _, _ = reg.EtcdClient([etcd]).get(PREFIX + "beta")
+    assert json.loads(stored)["by"] == "other"
+
+
+@needs_etcd
+def test_get_many_reads_in_chunks(etcd):
+    client = Counting([etcd])
+    for n in ("a1", "a3", "a4"):
+        client.txn(reg.put_txn(PREFIX + n, n, 0))
+    client.requests.clear()
+    keys = [PREFIX + f"a{i}" for i in range(5)]
+    found, revision = client.get_many(keys, chunk=2)
+    assert client.requests == ["/v3/kv/txn"] * 3
+    assert list(found) == keys and revision > 0
+    assert {k: v[0] for k, v in found.items()} == {
+        PREFIX + "a0": None,
+        PREFIX + "a1": "a1",
+        PREFIX + "a2": None,
+        PREFIX + "a3": "a3",
+        PREFIX + "a4": "a4",
+    }
+    assert all(mod > 0 for value, mod in found.values() if value is not None)
+    assert client.get_many([]) == ({}, 0) and len(client.requests) == 3
+
+
+def test_an_unreachable_etcd_fails_the_list_form(run_module):
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    result, proc = run_module(
+        MODULE, dict(endpoints=[endpoint], records=[dict(tenant="acme", record=record())])
+    )
+    assert proc.returncode != 0 and result["failed"]
+    assert result["msg"].startswith("etcd is unreachable (endpoints): ")
+
+
+@needs_etcd
+def test_etcd_lost_in_the_middle_fails_the_call_with_the_results_so_far(etcd):
+    class Dying(reg.EtcdClient):
+        def txn(self, body):
+            if getattr(self, "wrote", False):
+                raise reg.RegistryError("etcd is unreachable (endpoints): gone")
+            self.wrote = True
+            return super().txn(body)
+
+    records = [dict(tenant=n, record=record(tenant=n)) for n in ("acme", "beta")]
+    with pytest.raises(reg.RegistryError, match="unreachable") as caught:
+        reg.run(
+            params(endpoints=[etcd], tenant=None, records=records), check_mode=False, client=Dying([etcd])
+        )
+    assert caught.value.partial["changed"] is True
+    assert list(caught.value.partial["results"]) == ["acme"]

@@ -585,3 +585,167 @@ def test_a_fifo_is_stale_without_blocking(record, check, conf):
     os.mkfifo(conf / "pg_hba.conf")
     reason = check(["acme"])["stale"]["acme"]
     assert "not a regular file" in reason, reason
+
+
+# --- list forms: a batch of tenants in one call ---
+
+
+@pytest.fixture
+def record_args(conf):
+    """record_args(name, **overrides): one item of records, as record() records it."""
+
+    def make(name, **overrides):
+        files = [str(conf / "postgresql.conf"), str(conf / "pg_hba.conf")]
+        return dict(name=name, fingerprint=FP, files=files, units=[], mountpoint="", port=None) | overrides
+
+    return make
+
+
+def test_absent_of_many_tenants_returns_each_record(record, tenant_check, state_dir):
+    record()
+    record(name="globex", port=21235)
+    result = tenant_check("absent", tenants=[dict(name="acme"), dict(name="globex"), dict(name="initech")])
+    assert result["changed"] is True and result["failed_tenants"] == {}
+    assert set(result["records"]) == {"acme", "globex", "initech"}
+    assert result["records"]["acme"]["fingerprint"] == FP
+    assert result["records"]["globex"]["port"] == 21235
+    assert result["records"]["initech"] is None
+    assert [d["before_header"] for d in result["diff"]] == [
+        str(state_dir / "acme.json"),
+        str(state_dir / "globex.json"),
+    ]
+    assert list(state_dir.iterdir()) == []
+    again = tenant_check("absent", tenants=[dict(name="acme"), dict(name="globex")])
+    assert (again["changed"], again["records"]) == (False, {"acme": None, "globex": None})
+
+
+def test_absent_of_many_tenants_in_check_mode_deletes_nothing(record, tenant_check, state_dir):
+    record()
+    result = tenant_check("absent", check_mode=True, tenants=[dict(name="acme", fingerprint=FP)])
+    assert result["changed"] is True and result["records"]["acme"]["fingerprint"] == FP
+    assert (state_dir / "acme.json").exists()
+    empty = tenant_check("absent", tenants=[])
+    assert (empty["changed"], empty["records"], empty["failed_tenants"]) == (False, {}, {})
+
+
+def test_absent_of_many_tenants_reports_a_failure_per_tenant(record, tenant_check, state_dir):
+    record()
+    (state_dir / "globex.json").mkdir()  # cannot be read as a record
+    result = tenant_check("absent", tenants=[dict(name="globex"), dict(name="acme")])
+    assert result.get("failed") is not True, result
+    assert list(result["failed_tenants"]) == ["globex"]
+    assert result["failed_tenants"]["globex"].startswith(f"state_dir='{state_dir}': cannot read the record")
+    assert result["records"] == {"globex": None, "acme": result["records"]["acme"]}
+    assert result["records"]["acme"]["fingerprint"] == FP
+    assert result["changed"] is True and not (state_dir / "acme.json").exists()
+
+
+def test_record_of_many_tenants_writes_each_record(tenant_check, record_args, state_dir, conf):
+    records = [record_args("acme"), record_args("globex", port=21235, units=["b.service", "a.service"])]
+    result = tenant_check("record", records=records)
+    assert result["changed"] is True and result["failed_tenants"] == {}
+    assert set(result["results"]) == {"acme", "globex"}
+    for name in ("acme", "globex"):
+        stored = json.loads((state_dir / f"{name}.json").read_text())
+        assert result["results"][name] == dict(
+            changed=True, failed=False, record=stored, path=str(state_dir / f"{name}.json")
+        )
+    assert result["results"]["globex"]["record"]["units"] == ["a.service", "b.service"]
+    assert len(result["diff"]) == 2
+    # the same records as the single form writes them
+    single = tenant_check("record", **record_args("acme"))
+    assert single["changed"] is False and single["record"] == result["results"]["acme"]["record"]
+
+    again = tenant_check("record", records=records)
+    assert again["changed"] is False and again["diff"] == []
+    assert {n: r["changed"] for n, r in again["results"].items()} == {"acme": False, "globex": False}
+
+
+def test_record_of_many_tenants_as_the_playbook_converges_them(tenant_check, record_args, state_dir, conf):
+    """absent (the previous records), converge, record with previous: changed only for a real change."""
+    tenant_check("record", records=[record_args("acme"), record_args("globex"), record_args("initech")])
+    names = ["acme", "globex", "initech", "umbrella"]
+    forgotten = tenant_check("absent", tenants=[dict(name=n) for n in names])
+    previous = forgotten["records"]
+    assert previous["umbrella"] is None
+    result = tenant_check(
+        "record",
+        records=[
+            # a new fingerprint alone (an upgrade of ShadowDB) is bookkeeping, not a change
+            record_args("acme", fingerprint="0" * 64, previous=previous["acme"]),
+            record_args("globex", port=21236, previous=previous["globex"]),
+            record_args("initech", files=[str(conf / "postgresql.conf")], previous=previous["initech"]),
+            record_args("umbrella", previous=previous["umbrella"]),  # a new tenant
+        ],
+    )
+    changed = {n: r["changed"] for n, r in result["results"].items()}
+    assert changed == {"acme": False, "globex": True, "initech": True, "umbrella": True}
+    assert result["changed"] is True and len(result["diff"]) == 4  # every file was written again
+    assert json.loads((state_dir / "acme.json").read_text())["fingerprint"] == "0" * 64
+
+    unchanged = tenant_check(
+        "record", records=[record_args("acme", fingerprint="0" * 64, previous=previous["acme"])]
+    )
+    assert (unchanged["changed"], unchanged["diff"]) == (False, [])
+    empty = tenant_check("record", records=[record_args("acme", fingerprint="0" * 64, previous={})])
+    assert empty["changed"] is True and empty["diff"] == []  # {}: a previous record of nothing
+
+
+def test_record_of_many_tenants_fails_per_tenant(tenant_check, record_args, state_dir, tmp_path):
+    missing = tmp_path / "nope.conf"
+    result = tenant_check(
+        "record",
+        records=[
+            record_args("acme", files=[str(missing)]),
+            record_args("globex"),
+            record_args("initech", port=70000),
+            record_args("umbrella", units=["-x.service"]),
+        ],
+    )
+    assert result.get("failed") is not True, result
+    assert sorted(result["failed_tenants"]) == ["acme", "initech", "umbrella"]
+    assert result["failed_tenants"]["acme"].startswith(f"files: cannot hash {missing}: No such file")
+    assert result["failed_tenants"]["initech"].startswith("records[2].port=70000 is invalid")
+    assert result["failed_tenants"]["umbrella"].startswith("records[3].units[0]='-x.service' is invalid")
+    acme = result["results"]["acme"]
+    assert (acme["failed"], acme["changed"], acme["record"]) == (True, False, None)
+    assert acme["msg"] == result["failed_tenants"]["acme"]
+    assert result["results"]["globex"]["failed"] is False and result["changed"] is True
+    assert sorted(p.name for p in state_dir.iterdir()) == ["globex.json"]
+
+
+def test_record_of_many_tenants_in_check_mode_writes_nothing(tenant_check, record_args, state_dir, tmp_path):
+    missing = tmp_path / "nope.conf"
+    result = tenant_check("record", check_mode=True, records=[record_args("acme", files=[str(missing)])])
+    assert result["changed"] is True and result["failed_tenants"] == {}
+    assert result["results"]["acme"]["record"]["files"] == {str(missing): None}
+    warnings = json.dumps(result["warnings"])
+    assert "tenant acme: check mode: cannot hash" in warnings and str(missing) in warnings
+    assert not state_dir.exists()
+
+
+def test_list_forms_wrong_calls_fail(tenant_check, record_args):
+    result = tenant_check("check", tenants=[dict(name="acme")])
+    assert result["failed"] and result["msg"] == "missing required arguments: fingerprint found in tenants"
+    result = tenant_check("absent", name="acme", tenants=[dict(name="globex")])
+    assert result["failed"] and result["msg"].startswith(
+        "name: give the options of each tenant inside tenants"
+    )
+    result = tenant_check("record", records=[record_args("acme")], fingerprint=FP)
+    assert result["failed"] and result["msg"].startswith("fingerprint: give the options")
+    result = tenant_check("absent", tenants=[dict(name="acme"), dict(name="acme")])
+    assert result["msg"] == "tenants[1].name='acme' is invalid: the name is listed twice"
+    result = tenant_check("record", records=[record_args("Acme")])
+    assert result["failed"] and result["msg"].startswith("records[0].name='Acme' is invalid")
+    result = tenant_check("absent", name="acme", records=[record_args("acme")])
+    assert result["msg"] == "records is only used with state=record, not with state=absent"
+    result = tenant_check("record", records=[], tenants=[dict(name="acme")])
+    assert result["failed"] and result["msg"].startswith(
+        "tenants is only used with state=check or state=absent"
+    )
+    result = tenant_check("record", records=[dict(name="acme")])
+    assert result["failed"] and "fingerprint" in result["msg"]
+    result = tenant_check("absent")
+    assert result["failed"] and "name, tenants" in result["msg"]
+    result = tenant_check("record", name="acme")
+    assert result["msg"] == "state is record but all of the following are missing: fingerprint"
