@@ -13,6 +13,7 @@ from shadowdb.errors import raising
 FILTERS = {
     "shadowdb_batch_refusals": spec.shadowdb_batch_refusals,
     "shadowdb_check_tenants": spec.shadowdb_check_tenants,
+    "shadowdb_converged_record": layout.shadowdb_converged_record,
     "shadowdb_extension_packages": postgres.shadowdb_extension_packages,
     "shadowdb_os_user": layout.shadowdb_os_user,
     "shadowdb_pg_settings": tiers.shadowdb_pg_settings,

@@ -16,7 +16,7 @@ imports Ansible.
 
 from .errors import SpecError
 from .fingerprint import FingerprintError, canonical_json, shadowdb_fingerprint, shadowdb_tree_digest
-from .layout import OS_USER_PREFIX, TenantLayout, shadowdb_os_user, tenant_layout
+from .layout import OS_USER_PREFIX, TenantLayout, shadowdb_converged_record, shadowdb_os_user, tenant_layout
 from .network import shadowdb_proxy_cidrs
 from .placement import NoHosts, pick_host, shadowdb_host_load, shadowdb_placement
 from .postgres import (
@@ -88,6 +88,7 @@ __all__ = [
     "shadowdb_extension_packages",
     "shadowdb_fingerprint",
     "shadowdb_host_load",
+    "shadowdb_converged_record",
     "shadowdb_os_user",
     "shadowdb_pg_settings",
     "shadowdb_placement",

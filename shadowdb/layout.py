@@ -100,3 +100,24 @@ def tenant_layout(name, mount_root: str = MOUNT_ROOT, secrets_root: str = SECRET
         patroni_unit=PATRONI_UNIT.format(tenant=name),
         patroni_config=f"{PATRONI_CONFIG_DIR}/{name}.yml",
     )
+
+
+def shadowdb_converged_record(name, fingerprint: str, port) -> dict:
+    """What proves a standalone tenant converged (library/shadowdb_tenant_check.py, state record):
+    its fingerprint, the files ShadowDB renders, its units, its mount and its port."""
+    tenant = tenant_layout(name)
+    return {
+        "name": tenant.name,
+        "fingerprint": fingerprint,
+        "files": [
+            f"{tenant.data_dir}/postgresql.conf",
+            f"{tenant.data_dir}/pg_hba.conf",
+            f"{tenant.data_dir}/pg_ident.conf",
+            f"{tenant.tls_dir}/server.crt",
+            f"/etc/systemd/system/{tenant.postgres_unit}.d/50-tenant.conf",
+            tenant.volume_env_file,
+        ],
+        "units": [tenant.volume_unit, tenant.postgres_unit],
+        "mountpoint": tenant.home,
+        "port": int(port),
+    }

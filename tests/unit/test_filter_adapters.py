@@ -27,6 +27,7 @@ FILTERS = {
     "shadowdb.py": [
         "shadowdb_batch_refusals",
         "shadowdb_check_tenants",
+        "shadowdb_converged_record",
         "shadowdb_extension_packages",
         "shadowdb_os_user",
         "shadowdb_pg_settings",

@@ -139,3 +139,13 @@ def test_port_pools_do_not_overlap_and_avoid_the_ephemeral_range():
     assert all(prev[1] < nxt[0] for prev, nxt in zip(ranges, ranges[1:], strict=False))
     assert ranges[-1][1] < 32768
     assert OS_USER_PREFIX == "pg-"
+
+
+def test_the_converged_record_names_what_proves_a_tenant_converged():
+    from shadowdb.layout import shadowdb_converged_record
+
+    record = shadowdb_converged_record("acme", "f" * 64, "20001")
+    assert record["port"] == 20001 and record["mountpoint"] == "/mnt/db/acme"
+    assert "/mnt/db/acme/data/postgresql.conf" in record["files"]
+    assert "/etc/systemd/system/shadowdb-postgres@acme.service.d/50-tenant.conf" in record["files"]
+    assert record["units"] == ["shadowdb-volume@acme.service", "shadowdb-postgres@acme.service"]
