@@ -30,7 +30,7 @@ def test_one_bad_tenant_does_not_block_the_batch(lab, db2, batch_cleanup):
     ]
     run = lab.playbook("tenant.yml", {"tenant_host": db2, "tenants": tenants})
     assert run.rc != 0, run.describe()
-    report = run.text.split("Report the tenants of the batch that were refused or failed")[-1]
+    report = run.text.split("Report the tenants that were refused or failed")[-1]
     assert "Bad_Name: tenant.name:" in report, run.describe()
     assert f"{FAILS}: " in report and "the server did not come up" in report, run.describe()
     for name in GOOD:
