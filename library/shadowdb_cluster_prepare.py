@@ -14,6 +14,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch, tenant_params
 from ansible.module_utils.shadowdb_common import UnsafePathError, read_listening_ports
 from ansible.module_utils.shadowdb_fs import converge_directory, converge_file, read_small, wanted_attributes
+from ansible.module_utils.shadowdb_identity import converge_identity_view
 from ansible.module_utils.shadowdb_lease import LeaseFileError, lease_port
 
 DOCUMENTATION = r"""
@@ -28,7 +29,9 @@ description:
     asked for are installed for O(pg_version), an existing cluster is of the same major version
     (its C(PG_VERSION) read without following a link the tenant may have planted).
   - Then, each only when needed, the tenant's system group and user, its directories (walked from
-    C(/) one directory at a time; a planted link is refused, never followed), a stable random port
+    C(/) one directory at a time; a planted link is refused, never followed), the tenant's view of
+    C(/etc/passwd) and C(/etc/group) without the other tenants (C(<secrets_dir>/passwd) and
+    C(<secrets_dir>/group), bind-mounted in its sandbox), a stable random port
     leased from the host's C(postgres) pool, the generated passwords (kept root-only in
     C(<secrets_dir>/passwords.json), never replaced), the server's private key (EC P-256, made on
     the host, never leaving it) and a signing request for O(server_name).
@@ -371,6 +374,8 @@ class Prepare:
         user_exists = self.os_user()
         if user_exists:  # in check mode, a user still to be made owns nothing yet
             self.directories()
+            if converge_identity_view(self.p["secrets_dir"], self.p["os_user"], self.check):
+                self.actions.append("wrote the tenant's view of /etc/passwd and /etc/group")
         port = self.port()
         passwords = self.passwords()
         csr, certificate = self.tls(user_exists)

@@ -502,7 +502,8 @@ def shadowdb_tier(tier_name, tiers=None) -> dict:
     work_mem_kb (memory spread over 4 sorts per connection, at least 1MB),
     maintenance_work_mem_mb (memory/16, at least 16MB), temp_file_limit_mb (half
     the disk), memory_max (systemd MemoryMax, "512M"), cpu_quota (systemd
-    CPUQuota, "50%") and name.
+    CPUQuota, "50%"), shm_size (the tenant's private /dev/shm: a quarter of its
+    memory, at least 64M; its pages count against MemoryMax) and name.
     """
     table = resolve_tiers(tiers)
     name = check_tier(tier_name, table)
@@ -517,6 +518,7 @@ def shadowdb_tier(tier_name, tiers=None) -> dict:
         temp_file_limit_mb=tier["disk_size_mb"] // 2,
         memory_max=f"{memory_mb}M",
         cpu_quota=f"{tier['cpu_quota_pct']}%",
+        shm_size=f"{max(64, memory_mb // 4)}M",
     )
     return dict(sorted(tier.items()))
 

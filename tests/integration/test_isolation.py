@@ -277,14 +277,86 @@ def test_cannot_reach_another_tenants_unix_socket(lab, db1, conn):
     code, out = run_program(conn, f"{pg_isready} -h /mnt/db/{OTHER}/run -p {ports[OTHER]}")
     assert code != 0, f"the tenant reached {OTHER}'s socket: {out}"
     code, out = run_program(conn, f"ls /mnt/db/{OTHER}/run")
-    assert code != 0 and "ermission denied" in out, out
+    assert code != 0 and "No such file" in out, out  # not even there in the tenant's sandbox
 
 
-def test_shared_memory_of_other_tenants_is_private(lab, db1, conn):
-    other_segments = lab.sh(db1, f"find /dev/shm -maxdepth 1 -type f -user pg-{OTHER}; true").split()
-    for segment in other_segments:
-        code, out = run_program(conn, f"cat {segment} > /dev/null")
-        assert code != 0, f"{segment} is readable: {out}"
+# --- the names of the other tenants -------------------------------------------------------------
+def names(tenant: str, text: str) -> bool:
+    """Whether text names the tenant (as a word: "pg-itb", "@itb.service", "/mnt/db/itb")."""
+    return re.search(rf"(?<![A-Za-z0-9_]){tenant}(?![A-Za-z0-9_])", text) is not None
+
+
+# Where a host lists its tenants. "host": root outside any sandbox sees OTHER there (the control);
+# "own": the tenant sees itself there (the place is private to each tenant, even on the host).
+TENANT_LISTS = {
+    "users and groups": ("getent passwd; getent group", "host"),
+    "the mount root": ("ls -a /mnt/db", "host"),
+    "the mount table": ("cat /proc/self/mountinfo", "host"),
+    "unit files and unit state": (
+        "ls -R /etc/systemd/system /run/systemd/units /run/systemd/propagate",
+        "host",
+    ),
+    "systemd over D-Bus": ("systemctl list-units --all --no-legend --plain 'shadowdb-*'", "host"),
+    "the cgroup tree": ("find /sys/fs/cgroup -maxdepth 8 -name 'shadowdb-postgres@*'", "host"),
+    "POSIX shared memory": ("ls -la /dev/shm", "own"),
+    "System V IPC": ("ipcs -a", "own"),
+}
+
+
+@pytest.mark.parametrize("place", sorted(TENANT_LISTS))
+def test_no_list_of_the_hosts_tenants_in_the_sandbox(lab, db1, conn, place):
+    """The product's first promise: a tenant cannot see which other tenants share its host."""
+    command, control = TENANT_LISTS[place]
+    if control == "host":
+        assert names(OTHER, lab.sh(db1, f"{command} 2>&1; true")), (
+            f"the host does not show {OTHER} in {place}"
+        )
+    _, out = run_program(conn, command)
+    if control == "own":
+        assert names(f"pg-{SU}", out), f"the tenant does not see itself in {place}: {out[:300]}"
+    assert not names(OTHER, out), f"{place} names {OTHER} to the tenant: {out[:600]}"
+
+
+def test_no_file_or_directory_names_another_tenant(conn):
+    """A search of everything the tenant can read (names under /, contents of /etc and /run)."""
+    prune = " -o ".join(
+        f"-path {p}" for p in ("/proc", "/sys", "/usr", "/var/lib/dpkg", "/var/lib/apt", "/var/cache")
+    )
+    code, out = run_program(
+        conn, f"find / \\( {prune} \\) -prune -o -name '*{OTHER}*' -print 2>/dev/null; true"
+    )
+    assert not [line for line in out.splitlines() if names(OTHER, line.rsplit("/", 1)[-1])], out
+    pattern = f"(pg-|@|/){OTHER}([^A-Za-z0-9_]|$)"
+    code, out = run_program(conn, f"grep -rlsE '{pattern}' /etc /run; true")
+    assert out == "", f"files naming {OTHER}: {out}"
+
+
+def test_shared_memory_is_private_and_sized_by_the_tier(lab, db1, conn):
+    """A tenant that fills its /dev/shm fills its own (the tier's size), never the host's or a
+    neighbour's: the neighbour's parallel query still gets its dynamic shared memory."""
+    _, out = run_program(conn, "df -k --output=size /dev/shm | tail -1")
+    assert int(out) == 128 * 1024, f"/dev/shm of a small tenant: {out} KiB"  # small: 512M / 4
+    try:
+        # Bounded: dd stops at the tmpfs's size, or after 16 MiB more than it.
+        code, out = run_program(conn, "dd if=/dev/zero of=/dev/shm/it-fill bs=1M count=144")
+        assert code != 0 and "No space left" in out, out
+        assert "it-fill" not in lab.sh(db1, "ls -a /dev/shm"), "the tenant's /dev/shm is the host's"
+        with lab.connect(db1, OTHER, autocommit=True) as neighbour:
+            neighbour.execute(
+                "CREATE TABLE IF NOT EXISTS it_parallel AS SELECT g FROM generate_series(1, 200000) g"
+            )
+            for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size"):
+                neighbour.execute(f"SET {setting} = 0")
+            neighbour.execute("SET max_parallel_workers_per_gather = 2")
+            plan = "\n".join(
+                row[0]
+                for row in neighbour.execute("EXPLAIN (ANALYZE, COSTS OFF) SELECT count(*) FROM it_parallel")
+            )
+            neighbour.execute("DROP TABLE it_parallel")
+        launched = re.search(r"Workers Launched: (\d+)", plan)
+        assert launched and int(launched.group(1)) > 0, plan
+    finally:
+        run_program(conn, "rm -f /dev/shm/it-fill")
 
 
 # --- admin endpoints ---------------------------------------------------------------------------

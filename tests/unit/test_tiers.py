@@ -36,6 +36,7 @@ EXPECTED_TIERS = {
         "name": "small",
         "nofile": 1024,
         "shared_buffers_mb": 128,
+        "shm_size": "128M",
         "tasks_max": 256,
         "temp_file_limit_mb": 512,
         "work_mem_kb": 2621,
@@ -52,6 +53,7 @@ EXPECTED_TIERS = {
         "name": "medium",
         "nofile": 2048,
         "shared_buffers_mb": 256,
+        "shm_size": "256M",
         "tasks_max": 512,
         "temp_file_limit_mb": 1024,
         "work_mem_kb": 2621,
@@ -68,6 +70,7 @@ EXPECTED_TIERS = {
         "name": "large",
         "nofile": 4096,
         "shared_buffers_mb": 512,
+        "shm_size": "512M",
         "tasks_max": 1024,
         "temp_file_limit_mb": 2048,
         "work_mem_kb": 2621,
@@ -96,6 +99,7 @@ def test_custom_tiers_replace_the_defaults_and_floors_apply():
     assert tier["shared_buffers_mb"] == 32
     assert tier["temp_file_limit_mb"] == 150
     assert (tier["memory_max"], tier["cpu_quota"]) == ("128M", "25%")
+    assert tier["shm_size"] == "64M"  # a quarter of 128M, floored at 64M
     exc = raises_spec_error(shadowdb_tier, "small", tiers=TINY)
     assert_spec_error(exc, "tenant.tier", None, "unknown tier 'small'; known tiers: tiny")
 
