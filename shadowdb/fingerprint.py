@@ -5,7 +5,7 @@ has fully converged (module ``shadowdb_tenant_check``). On the next run, a tenan
 is unchanged (and whose files, units, mount and port are still as recorded) is skipped. So the
 fingerprint must change whenever anything that shapes the tenant changes: its spec, deployment-wide
 settings (passed as extra arguments) and the code itself (``shadowdb_tree_digest`` of the
-directories that converge tenants: playbooks/tasks/fingerprints.yml names them).
+directories that converge tenants: roles/shadowdb/tasks/fingerprints.yml names them).
 
 Pure Python (standard library only). Errors are :class:`FingerprintError` (a ValueError).
 """

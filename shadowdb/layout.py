@@ -3,7 +3,7 @@ the port pools its ports are leased from.
 
 The roles derive the same names on the hosts (roles/tenant_cluster/vars/main.yml,
 roles/patroni/vars/main.yml, roles/tenant_volume/{defaults,vars}/main.yml, the port pools of
-playbooks/tasks/tenants_converge.yml, tenant_register.yml and roles/patroni/tasks/present.yml);
+roles/shadowdb/tasks/tenants_converge.yml, tenant_register.yml and roles/patroni/tasks/present.yml);
 this module states them once for the controller's Python (the filters, the API, tools, tests).
 Change a path here and in those files together.
 """

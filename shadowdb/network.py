@@ -29,7 +29,7 @@ def shadowdb_proxy_cidrs(spec: Mapping, proxies) -> list:
     """The proxy networks pg_hba adds for ``spec`` (a validated tenant spec: name, hba).
 
     ``proxies`` lists ``{"host": <inventory name>, "address": <address, network or None>}``
-    (``shadowdb_proxy_entries``, built by playbooks/tasks/proxy_addresses.yml).
+    (``shadowdb_proxy_entries``, built by roles/shadowdb/tasks/proxy_addresses.yml).
     """
     name = spec.get("name", "?")
     hba = [_network(cidr, f"tenant.hba of {name}") for cidr in spec.get("hba") or ["0.0.0.0/0"]]
