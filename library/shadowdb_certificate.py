@@ -626,17 +626,19 @@ def main():
             msg="the Python library cryptography is missing on the controller "
             f"({os.path.realpath(sys.executable)})"
         )
-    ca = None
+    ca = items = None
     if module.params["tenants"] is not None:
         # The list form: the shared options are the call's, checked and the CA key loaded once.
-        tenant_params(module, PER_CERTIFICATE)
+        items = tenant_params(module, PER_CERTIFICATE)
         try:
             check_shared(module.params)
             parse_ekus(module.params["extended_key_usage"])
             ca = load_ca(module.params["ca_cert_path"], module.params["ca_key_path"])
         except SignError as e:
             module.fail_json(msg=str(e))
-    run_batch(module, PER_CERTIFICATE, lambda params: run(params, module.check_mode, ca), (SignError,))
+    run_batch(
+        module, PER_CERTIFICATE, lambda params: run(params, module.check_mode, ca), (SignError,), items=items
+    )
 
 
 if __name__ == "__main__":

@@ -572,7 +572,7 @@ SHARED = dict(
 
 def main():
     module = AnsibleModule(argument_spec=batch_argument_spec(PER_TENANT, SHARED), supports_check_mode=True)
-    tenant_params(module, PER_TENANT)  # a wrong call is refused before the shared checks
+    items = tenant_params(module, PER_TENANT)  # a wrong call is refused before the shared checks
     if psycopg is None:
         module.fail_json(msg=missing_required_lib("psycopg"), exception=PSYCOPG_IMPORT_ERROR)
     workers = module.params["workers"]
@@ -604,7 +604,7 @@ def main():
             result["diff"] = cluster.diffs
         return result
 
-    run_batch(module, PER_TENANT, converge_one, (ApplyError, ClusterFailure), workers=workers)
+    run_batch(module, PER_TENANT, converge_one, (ApplyError, ClusterFailure), workers=workers, items=items)
 
 
 if __name__ == "__main__":

@@ -423,7 +423,7 @@ def checked_directories(name, directories):
 
 def main():
     module = AnsibleModule(argument_spec=batch_argument_spec(PER_TENANT, SHARED), supports_check_mode=True)
-    tenant_params(module, PER_TENANT)  # a wrong call is refused before the shared checks
+    items = tenant_params(module, PER_TENANT)  # a wrong call is refused before the shared checks
     p = module.params
     if not 1024 <= p["port_range_start"] <= p["port_range_end"] <= 65535:
         tenant = f"tenant {p['name']}: " if p["tenants"] is None else ""
@@ -443,7 +443,7 @@ def main():
             raise PrepareFailure(str(e), actions=prepare.actions) from e
         return dict(changed=bool(prepare.actions), actions=prepare.actions, **result)
 
-    run_batch(module, PER_TENANT, converge_one, (PrepareError, PrepareFailure))
+    run_batch(module, PER_TENANT, converge_one, (PrepareError, PrepareFailure), items=items)
 
 
 if __name__ == "__main__":

@@ -49,16 +49,17 @@ def tenant_params(module, per_tenant):
     return [dict(params)]
 
 
-def run_batch(module, per_tenant, converge_one, errors, workers=1):
+def run_batch(module, per_tenant, converge_one, errors, workers=1, items=None):
     """Converge each tenant with ``converge_one(params) -> result dict`` and exit.
 
     ``converge_one`` raises one of ``errors`` when its tenant fails; the error's text names the
     tenant and the step, never a secret. It may set ``actions``/``diff`` on the error object to
     report what was done before the failure. The single form exits as the module always did
     (fail_json on error); the batch form reports each tenant's outcome and fails only when the
-    call itself is wrong.
+    call itself is wrong. ``items``: the result of ``tenant_params`` when the caller already has it.
     """
-    items = tenant_params(module, per_tenant)
+    if items is None:
+        items = tenant_params(module, per_tenant)
     if module.params.get("tenants") is None:
         try:
             result = converge_one(items[0])
