@@ -15,9 +15,14 @@ watchdog cutting a socket after 15 s) and records each one: start, end, outcome,
 that acknowledged it (inet_server_addr()). Per trial: the outage, from the fault to the first
 write acknowledged by another member than the old leader (when the leader stays: the longest
 time without an acknowledged write after the fault); attempts, acknowledged and failed writes
-after the fault, the longest gap, hung attempts (longer than their timeouts + 1 s), rows lost,
-and what an idle session opened before the fault gets from its next query. Per fault: the
-outage's median, min, max and ratio to the switchover's median.
+after the fault, acknowledged writes before and after it, the longest gap, the longest single
+attempt and hung attempts (longer than their timeouts + 1 s), rows lost (read back on the new
+leader), and what an idle session opened before the fault gets from its next query. Besides the
+writer, new connections are opened every 0.2 s from 1 s before the fault for 8 s, each with a
+20 s connect timeout (hakit.ConnectProbe): one that reaches it is a connection HAProxy left
+hanging, which the writer's 2 s connect timeout would hide (docs/ha.md, "Clients through
+HAProxy"). Per fault: the outage's median, min, max and ratio to the switchover's median, then
+one line per trial.
 Nothing is asserted on times; lost rows and a rejoining old leader are checked.
 
     pytest tests/bench/test_failover.py -q -s   (about 15 minutes; SHADOWDB_FAILOVER_TRIALS=3)
@@ -45,6 +50,10 @@ ONLY = [w for w in os.environ.get("SHADOWDB_FAILOVER_FAULTS", "").split(",") if 
 # a fault starts once the faults have run BUDGET (its first trial always runs).
 WRITER_BOUND = 150
 SETTLE = 12
+# New connections opened from 1 s before each fault for CONNECT_SPAN s, each bounded by
+# CONNECT_BOUND s (libpq connect_timeout).
+CONNECT_SPAN = 8
+CONNECT_BOUND = 20
 BUDGET = float(os.environ.get("SHADOWDB_FAILOVER_BUDGET", "780"))
 
 
@@ -105,8 +114,13 @@ def trial(cluster, inject, recover=None, new_leader=True, hold=0.0) -> dict:
     writer = hakit.Writer(cluster, duration=WRITER_BOUND)
     writer.start()
     held = cluster.connect(timeout=2)  # a session left idle through the fault
+    # New connections around the fault, each with a 20 s connect timeout: one HAProxy leaves
+    # hanging shows as 20 s (the writer's 2 s connect timeout hides such hangs).
+    connects = hakit.ConnectProbe(cluster, span=CONNECT_SPAN, every=0.2, bound=CONNECT_BOUND)
     try:
         hakit.wait_for("the writer's first rows", lambda: len(writer.acked) >= 20, timeout=15)
+        connects.start()
+        time.sleep(1)
         moment = inject(old)
         if new_leader:
             hakit.wait_for("a new leader", lambda: cluster.leader() not in (None, old), timeout=60)
@@ -153,7 +167,10 @@ def trial(cluster, inject, recover=None, new_leader=True, hold=0.0) -> dict:
         writer.join(timeout=30)
         with contextlib.suppress(Exception):
             held.close()
+        if connects.is_alive() or connects.results:
+            connects.finish()
     result = summarize(writer, moment, old, new_leader, held_outcome)
+    result["connects"] = connects.summary()
     result["leader at recovery"] = "old" if leader_at_recovery == old else leader_at_recovery
     return result
 
@@ -164,6 +181,7 @@ def summarize(writer, moment: float, old: str, new_leader: bool, held_outcome: s
     stretch without an acknowledged write after the fault (counted from the fault itself)."""
     after = [a for a in writer.attempts if a.end is None or a.end > moment]
     acked = [a for a in after if a.outcome == "ok"]
+    stall = max(writer.attempts, key=lambda a: a.duration())
     members = [a.member for a in acked]
     new_first = writer.first_ack_after(moment, exclude=old)
     # No acknowledged write at all after the fault: silent until the writer's last attempt.
@@ -176,7 +194,12 @@ def summarize(writer, moment: float, old: str, new_leader: bool, held_outcome: s
         "leader_changed": leader_changed,
         "longest_gap": writer.outage(moment),
         "attempts": len(after),
+        "acked_before": sum(
+            a.outcome == "ok" for a in writer.attempts if a.end is not None and a.end <= moment
+        ),
         "acked": len(acked),
+        # The longest single attempt of the trial (connect + INSERT): a hang shows here.
+        "stall": (stall.duration(), stall.outcome),
         "acked_by_old": sum(m == old for m in members),
         "failed": sum(errors.values()),
         "errors": dict(errors),
@@ -239,11 +262,12 @@ def test_failover_times(cluster):
                 f"\n{fault} #{i + 1}: outage {r['outage']:.1f}s"
                 f" ({'to the new leader' if new_leader else 'longest silence'},"
                 f" leader {'changed' if r['leader_changed'] else 'kept'}),"
-                f" attempts {r['attempts']}, acknowledged {r['acked']} ({r['acked_by_old']} by the old"
-                f" leader), failed {r['failed']} {r['errors']}, longest gap {r['longest_gap']:.1f}s,"
-                f" hung {len(r['hung'])} {r['hung'][:5]} (aborted {r['aborted']}), lost {r['lost']}"
-                f" of {r['acked_total']}; idle session held through it: {r['held']};"
-                f" leader at recovery: {r['leader at recovery']}"
+                f" attempts {r['attempts']}, acknowledged {r['acked_before']} before / {r['acked']} after"
+                f" ({r['acked_by_old']} by the old leader), failed {r['failed']} {r['errors']},"
+                f" longest gap {r['longest_gap']:.1f}s, longest attempt {r['stall'][0]:.1f}s"
+                f" ({r['stall'][1]}), hung {len(r['hung'])} {r['hung'][:5]} (aborted {r['aborted']}),"
+                f" lost {r['lost']} of {r['acked_total']}; new connections {r['connects']};"
+                f" idle session held through it: {r['held']}; leader at recovery: {r['leader at recovery']}"
             )
 
     base = statistics.median(r["outage"] for r in results["planned switchover"])
@@ -262,5 +286,17 @@ def test_failover_times(cluster):
             f"{'/'.join(str(r['failed']) for r in rows)}, hung {sum(len(r['hung']) for r in rows)}, "
             f"rows lost {sum(r['lost'] for r in rows)} of {sum(r['acked_total'] for r in rows)}"
         )
+    print(
+        "per trial: outage s | writer attempts after the fault | acked before/after | longest single"
+        " attempt s | rows lost | new connections: ok/opened, longest s, hung (>= the 20 s bound)"
+    )
+    for fault, rows in results.items():
+        for i, r in enumerate(rows, 1):
+            c = r["connects"]
+            print(
+                f"  {fault:28s} #{i}  {r['outage']:5.1f} | {r['attempts']:4d} | {r['acked_before']:4d}/"
+                f"{r['acked']:<4d} | {r['stall'][0]:5.1f} {r['stall'][1]:18s} | {r['lost']} |"
+                f" {c['ok']}/{c['connects']}, {c['longest']:.1f}, {c['hung']}"
+            )
     print(f"  ({len(results)} faults in {time.monotonic() - started:.0f}s)")
     assert all(r["lost"] == 0 for rows in results.values() for r in rows)

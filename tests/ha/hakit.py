@@ -287,6 +287,8 @@ class Writer(threading.Thread):
     def _connect(self) -> psycopg.Connection:
         conninfo = self.cluster.conninfo(timeout=self.connect_timeout)
         conninfo["options"] = f"-c statement_timeout={int(self.statement_timeout * 1000)}"
+        # TCP keepalives to HAProxy, as a pooled client has: the client side of a dead path.
+        conninfo |= {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
         conn = psycopg.connect(**conninfo, autocommit=True)
         conn.add_notice_handler(self._notice)
         return conn
@@ -369,6 +371,59 @@ class Writer(threading.Thread):
         rows = self.cluster.query(self.SELECT, params=(self.run_id,))
         present = {n for (n,) in rows}
         return sorted(n for n, _ in self.acked if n not in present)
+
+
+class ConnectProbe(threading.Thread):
+    """New connections through HAProxy opened during a fault, as a client with a long connect
+    timeout opens them: one every `every` s for `span` s, each in its own thread and bounded by
+    libpq's connect_timeout `bound` (s). Records (start, end, outcome) per connection: "ok" once
+    the session is up (TLS, authentication), else the exception's class. One that reaches
+    `bound` is a connection HAProxy left hanging (a hang the writer's 2 s timeout hides)."""
+
+    def __init__(self, cluster: Cluster, span: float = 8.0, every: float = 0.2, bound: int = 20):
+        super().__init__(daemon=True)
+        self.cluster = cluster
+        self.span = span
+        self.every = every
+        self.bound = bound
+        self.results: list[tuple[float, float | None, str]] = []
+        self._threads: list[threading.Thread] = []
+
+    def _one(self, i: int) -> None:
+        start = self.results[i][0]
+        try:
+            with psycopg.connect(**self.cluster.conninfo(timeout=self.bound), autocommit=True) as conn:
+                conn.execute("SELECT 1")
+            outcome = "ok"
+        except Exception as exc:  # noqa: BLE001 - the outcome is the finding
+            outcome = type(exc).__name__
+        self.results[i] = (start, time.time(), outcome)
+
+    def run(self) -> None:
+        end = time.monotonic() + self.span
+        while time.monotonic() < end:
+            self.results.append((time.time(), None, "in flight"))
+            t = threading.Thread(target=self._one, args=(len(self.results) - 1,), daemon=True)
+            self._threads.append(t)
+            t.start()
+            time.sleep(self.every)
+
+    def finish(self) -> None:
+        """Wait for every connection to end (each is bounded by `bound` s)."""
+        self.join(timeout=self.span + 5)
+        for t in self._threads:
+            t.join(timeout=self.bound + 5)
+
+    def summary(self) -> dict:
+        done = [(e - s, o) for s, e, o in self.results if e is not None]
+        return {
+            "connects": len(self.results),
+            "ok": sum(o == "ok" for _, o in done),
+            "longest": max((d for d, _ in done), default=0.0),
+            "over_5s": sum(d > 5 for d, _ in done),
+            # Still not up or refused after `bound` s (or never returned).
+            "hung": sum(d >= self.bound - 0.5 for d, _ in done) + len(self.results) - len(done),
+        }
 
 
 # --- Faults ---
