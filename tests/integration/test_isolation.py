@@ -322,9 +322,7 @@ def test_no_file_or_directory_names_another_tenant(conn):
     prune = " -o ".join(
         f"-path {p}" for p in ("/proc", "/sys", "/usr", "/var/lib/dpkg", "/var/lib/apt", "/var/cache")
     )
-    _, out = run_program(
-        conn, f"find / \\( {prune} \\) -prune -o -name '*{OTHER}*' -print 2>/dev/null; true"
-    )
+    _, out = run_program(conn, f"find / \\( {prune} \\) -prune -o -name '*{OTHER}*' -print 2>/dev/null; true")
     assert not [line for line in out.splitlines() if names(OTHER, line.rsplit("/", 1)[-1])], out
     pattern = f"(pg-|@|/){OTHER}([^A-Za-z0-9_]|$)"
     _, out = run_program(conn, f"grep -rlsE '{pattern}' /etc /run; true")
