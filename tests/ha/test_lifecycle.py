@@ -337,6 +337,18 @@ def test_client_networks_of_an_ha_tenant_hold_on_every_path(lab):
         }
         unit = f"shadowdb-patroni@{NET_TENANT}.service"
         security = hakit.sh(leader, f"systemd-analyze security --no-pager {unit}")
+        # What the member's sandbox shows (its mount and IPC namespaces, as its OS user).
+        user = f"pg-{NET_TENANT}"
+        pid = f"$(systemctl show -p MainPID --value {unit})"
+        in_sandbox = f"nsenter -t {pid} -m -i -S $(id -u {user}) -G $(id -g {user}) --"
+        sandbox = {
+            "mount root": hakit.sh(leader, f"{in_sandbox} ls /mnt/db").split(),
+            "tenant users": hakit.sh(
+                leader, f"{in_sandbox} getent passwd | grep 'ShadowDB tenant' | cut -d: -f1"
+            ).split(),
+            "/dev/shm KiB": hakit.sh(leader, f"{in_sandbox} df -k --output=size /dev/shm | tail -1").strip(),
+        }
+        on_host = hakit.sh(leader, "ls /mnt/db").split()
     finally:
         cluster.close()
     print(f"\nclients of HA tenant {NET_TENANT} (hba {hba}): {seen}")
@@ -348,6 +360,9 @@ def test_client_networks_of_an_ha_tenant_hold_on_every_path(lab):
         ("outside", "own port"): "refused",
         ("outside", "direct"): "nohba",
     }, seen
+    # No other tenant of the host in the member's sandbox (the host has them: {on_host}).
+    print(f"tenants on the leader's host: {on_host}; in the member's sandbox: {sandbox}")
+    assert sandbox == {"mount root": [NET_TENANT], "tenant users": [user], "/dev/shm KiB": str(128 * 1024)}
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\S+)", security)
     assert match, security[-3000:]
     print(f"systemd-analyze security {unit}: {match.group(1)} {match.group(2)}")
