@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import shadowdb_registry as reg
@@ -617,6 +618,39 @@ def test_auth_is_converged_idempotently_and_scopes_each_identity(run_module, etc
         auth_params(url, pki, state="absent", roles=[dict(name="patroni-b")], users=[dict(name="patroni-b")]),
         check_mode=False,
     )["changed"]
+
+
+class RacedGateway:
+    """etcd as seen by one of two runs removing the same tenant: the user and role exist when
+    read, and the other run deletes them before this one does."""
+
+    token = None
+
+    def __init__(self, delete_error):
+        self.delete_error = delete_error
+        self.calls = []
+
+    def authenticate(self, name, password):
+        return "token"
+
+    def call(self, path, body):
+        self.calls.append(path)
+        if path.endswith("/delete"):
+            kind = path.split("/")[3]
+            return None, self.delete_error.format(kind=kind)
+        return {}, None
+
+
+def test_a_delete_raced_by_another_run_is_done_not_failed():
+    identity = [dict(name="patroni-b")]
+    params = auth_params("https://127.0.0.1:1", Path("/pki"), state="absent", roles=identity, users=identity)
+    raced = RacedGateway("etcdserver: {kind} name not found")
+    result = auth.run(params, check_mode=False, gateway=raced)
+    assert result["actions"] == ["user patroni-b deleted", "role patroni-b deleted"]
+    assert raced.calls.count("/v3/auth/role/delete") == 1
+    # Any other refusal still fails, naming the call.
+    with pytest.raises(auth.AuthError, match="user/delete: etcdserver: permission denied"):
+        auth.run(params, check_mode=False, gateway=RacedGateway("etcdserver: permission denied"))
 
 
 def test_connection_fills_only_the_missing_arguments():

@@ -274,15 +274,23 @@ def run(params, check_mode, gateway=None):
         if not any(r["name"] == "root" for r in roles):
             roles.append({"name": "root", "permissions": []})
 
+    def delete(kind, name, path, body):
+        # Another run removing the same tenant may delete it between our get and our delete:
+        # "not found" then means the wanted state is reached, not a failure.
+        _, error = gw.call(f"/v3/auth/{kind}/get", body)
+        if error is not None:
+            return
+        actions.append(f"{kind} {name} deleted")
+        if not check_mode:
+            _, error = gw.call(path, body)
+            if error is not None and f"{kind} name not found" not in error:
+                raise AuthError(f"etcd refused {path}: {error}")
+
     if params["state"] == "absent":
         for user in users:
-            _, error = gw.call("/v3/auth/user/get", {"name": user["name"]})
-            if error is None:
-                do(f"user {user['name']} deleted", "/v3/auth/user/delete", {"name": user["name"]})
+            delete("user", user["name"], "/v3/auth/user/delete", {"name": user["name"]})
         for role in roles:
-            _, error = gw.call("/v3/auth/role/get", {"role": role["name"]})
-            if error is None:
-                do(f"role {role['name']} deleted", "/v3/auth/role/delete", {"role": role["name"]})
+            delete("role", role["name"], "/v3/auth/role/delete", {"role": role["name"]})
         return {"changed": bool(actions), "actions": actions, "enabled": enabled}
 
     for role in sorted(roles, key=lambda r: r["name"]):
