@@ -1,6 +1,7 @@
 """ShadowDB API command line.
 
 python -m api serve [--host 127.0.0.1] [--port 8080]   # settings from SHADOWDB_API_*
+python -m api worker                                    # a job worker only (other machines); until SIGTERM
 python -m api migrate                                   # apply catalog migrations
 python -m api create-token --scope admin|write|read [--name ops]   # prints the token, once
 python -m api revoke-token ID
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--log-level", default="info")
+    worker = sub.add_parser("worker", help="run a job worker (no HTTP) on the catalog, until SIGTERM")
+    worker.add_argument("--log-level", default="info")
     sub.add_parser("migrate", help="apply catalog migrations")
     token = sub.add_parser("create-token", help="create a bearer token (printed once)")
     token.add_argument("--scope", choices=("admin", "write", "read"), required=True)
@@ -58,6 +61,19 @@ def main(argv: list[str] | None = None) -> int:
             level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         uvicorn.run(create_app(_settings()), host=args.host, port=args.port, log_level=args.log_level)
+        return 0
+    if args.command == "worker":
+        from .catalog import migrate
+        from .inventory import Inventory
+        from .jobs import Engine
+
+        logging.basicConfig(
+            level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        settings = _settings()
+        migrate(settings.database_url)
+        inventory = Inventory(settings.inventory, settings.host_group, settings.repo)
+        Engine(settings, routed=inventory.routed).run()
         return 0
     if args.command == "migrate":
         from .catalog import migrate

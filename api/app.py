@@ -131,16 +131,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         migrate(settings.database_url)
-        catalog = Catalog(settings.database_url, max_size=settings.pool_max)
-        catalog.open()
         inventory = Inventory(settings.inventory, settings.host_group, settings.repo)
+        catalog = Catalog(settings.database_url, max_size=settings.pool_max, routed=inventory.routed)
+        catalog.open()
         engine = Engine(settings, metrics, routed=inventory.routed)
         metrics.bind(catalog, engine)
         app.state.catalog = catalog
         app.state.engine = engine
         app.state.inventory = inventory
         if settings.engine:
-            engine.start()
+            await run_in_threadpool(engine.start)
         try:
             yield
         finally:
@@ -190,7 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception:
             catalog_ok = False
         engine = request.app.state.engine
-        engine_ok = (not settings.engine) or bool(engine._dispatcher and engine._dispatcher.is_alive())
+        engine_ok = (not settings.engine) or engine.alive()
         ok = catalog_ok and engine_ok
         if not ok:
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
@@ -444,7 +444,6 @@ def _v1(settings: Settings) -> APIRouter:
             {"id": job_id, "created_by": who.id} | _keys(who, job_id),
             settings.max_queued,
         )
-        request.app.state.engine.notify()
         return _accepted(job, response)
 
     @router.get("/tenants", response_model=TenantList, responses=_ERRORS, tags=["tenants"])
@@ -528,7 +527,6 @@ def _v1(settings: Settings) -> APIRouter:
             # Never converged (its create failed): this run hands the credentials to the caller.
             job |= _keys(who, job_id)
         row = catalog.change_tenant(name, "update", build_spec, job, settings.max_queued)
-        request.app.state.engine.notify()
         return _accepted(row, response)
 
     @router.delete(
@@ -556,7 +554,6 @@ def _v1(settings: Settings) -> APIRouter:
         row = catalog.change_tenant(
             name, "delete", lambda t: {"name": name, "state": "absent"}, job, settings.max_queued
         )
-        request.app.state.engine.notify()
         return _accepted(row, response)
 
     @router.get(

@@ -7,7 +7,6 @@ do not race. Applied versions are recorded in schema_migrations.
 
 import hashlib
 import secrets
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,14 +18,14 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-# Advisory lock keys (arbitrary, fixed): schema migrations, job admission (transaction locks);
-# the routing step of jobs (a session lock: one routing step at a time in the deployment).
+# Advisory lock keys (arbitrary, fixed): schema migrations, job admission (transaction locks).
 _MIGRATION_LOCK = 0x5DB0001
 _ADMISSION_LOCK = 0x5DB0002
-ROUTING_LOCK = 0x5DB0003
-# Claiming a job (a transaction lock): claims are serialized, so the "exclusive job runs alone"
-# rule holds across API processes sharing the catalog (api/jobs.py).
-CLAIM_LOCK = 0x5DB0004
+# The job steps' queue in procrastinate's tables (api/jobs.py runs them): one procrastinate job
+# per step, with a lock that serializes what must not overlap (see step_lock).
+QUEUE = "shadowdb"
+STEP_TASK = "shadowdb_step"
+ROUTING = "shadowdb:routing"
 ACTIVE = ("queued", "running")
 TOKEN_PREFIX = "sdb_"  # noqa: S105 - a prefix, not a secret
 
@@ -44,40 +43,102 @@ class QueueFull(Exception):
 
 
 def migrate(conninfo: str) -> list[str]:
-    """Apply the migrations not applied yet; return the versions applied now (idempotent)."""
+    """Apply the migrations not applied yet, the catalog's then procrastinate's; return the
+    versions applied now (idempotent)."""
     applied_now = []
     with psycopg.connect(conninfo, autocommit=True) as conn:
         for path in sorted(MIGRATIONS.glob("*.sql")):
-            version = path.stem
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                    " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                done = conn.execute(
-                    "SELECT 1 FROM schema_migrations WHERE version = %s", (version,)
-                ).fetchone()
-                if done:
-                    continue
-                conn.execute(path.read_text())
-                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
-                applied_now.append(version)
+            if _apply(conn, path.stem, lambda path=path: conn.execute(path.read_text())):
+                applied_now.append(path.stem)
+        applied_now += _migrate_procrastinate(conn)
     return applied_now
+
+
+def _apply(conn, version: str, run) -> bool:
+    """Run one migration once, in a transaction, under the migration lock (False: done before)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        if conn.execute("SELECT 1 FROM schema_migrations WHERE version = %s", (version,)).fetchone():
+            return False
+        run()
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+        return True
+
+
+def _migrate_procrastinate(conn) -> list[str]:
+    """procrastinate's own schema (its tables, in the catalog database): on a new catalog its
+    schema.sql, which includes every migration file shipped with the installed version; later,
+    after an upgrade of the pinned version, the migration files not applied yet, in name order.
+    Recorded in schema_migrations as procrastinate/<file>."""
+    from procrastinate.schema import SchemaManager, migrations_path
+
+    files = sorted(Path(migrations_path).glob("*.sql"))
+    applied = []
+
+    def base():
+        conn.execute(SchemaManager.get_schema())
+        for path in files:
+            conn.execute(
+                "INSERT INTO schema_migrations (version) VALUES (%s)", (f"procrastinate/{path.stem}",)
+            )
+
+    if _apply(conn, "procrastinate/schema", base):
+        applied.append("procrastinate/schema")
+    for path in files:
+        if _apply(conn, f"procrastinate/{path.stem}", lambda path=path: conn.execute(path.read_text())):
+            applied.append(f"procrastinate/{path.stem}")
+    return applied
 
 
 def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def job_lock_key(job_id) -> int:
-    """Session advisory lock held by the process running a job: gone with it when it dies."""
-    return int.from_bytes(uuid.UUID(str(job_id)).bytes[:8], "big", signed=True)
+def plan(job: dict, routed: bool) -> list[str]:
+    """The steps of a job, in order (api/jobs.py runs each as one ansible-runner run).
+
+    An HA job is one step (tenant_ha.yml routes the tenant itself). Without routing (no etcd
+    group) a job is its host step; with routing a create or update is its host step then its
+    route step, and a delete its route step (unregister) then its host step.
+    """
+    if job.get("exclusive"):
+        return ["ha"]
+    if not routed:
+        return ["host"]
+    return ["route", "host"] if job["kind"] == "delete" else ["host", "route"]
+
+
+def step_lock(job: dict, step: str) -> str:
+    """procrastinate's lock of a step: one run at a time per lock, in queue order.
+
+    A host step holds its host. A route step renders HAProxy, which all hosts share, from a
+    read of the registry: route steps run one at a time in the deployment (two at once could
+    each apply a render that lacks the other's tenant). An HA step renders HAProxy too, so it
+    takes the same lock; it may also touch any db host, which api/jobs.py guards (HOSTS_LOCK).
+    """
+    return ROUTING if step in ("route", "ha") else f"shadowdb:host:{job['host']}"
+
+
+def defer_step(conn, job: dict, step: str) -> int:
+    """Queue one step of a job for the workers, in the caller's transaction (procrastinate's
+    own SQL function; its trigger notifies listening workers at commit)."""
+    row = conn.execute(
+        "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW(%s, %s, 0, %s, NULL, %s, NULL)"
+        "::procrastinate_job_to_defer_v1])) AS id",
+        (QUEUE, STEP_TASK, step_lock(job, step), Jsonb({"job_id": str(job["id"]), "step": step})),
+    ).fetchone()
+    return row["id"] if isinstance(row, dict) else row[0]
 
 
 class Catalog:
-    def __init__(self, conninfo: str, max_size: int = 16):
+    def __init__(self, conninfo: str, max_size: int = 16, routed=None):
         self.conninfo = conninfo
+        # Whether jobs have a route step (the inventory has a registry): a callable.
+        self.routed = routed or (lambda: False)
         self.pool = ConnectionPool(
             conninfo,
             min_size=1,
@@ -168,17 +229,20 @@ class Catalog:
             raise QueueFull(f"{n} jobs are queued or running (limit {max_queued}); retry later")
 
     def _insert_job(self, conn, job: dict) -> dict:
+        """Record a job and queue its first step (one transaction: both or neither)."""
+        job = {"public_key": None, "wrapped_key": None, "prior_state": None, "exclusive": False} | job
+        steps = plan(job, self.routed())
         try:
             with conn.transaction():
-                return conn.execute(
+                row = conn.execute(
                     "INSERT INTO jobs (id, kind, tenant, host, spec, created_by, public_key, wrapped_key,"
-                    " prior_state, exclusive) VALUES (%(id)s, %(kind)s, %(tenant)s, %(host)s, %(spec)s,"
-                    " %(created_by)s, %(public_key)s, %(wrapped_key)s, %(prior_state)s, %(exclusive)s)"
-                    " RETURNING *",
-                    {"public_key": None, "wrapped_key": None, "prior_state": None, "exclusive": False}
-                    | job
-                    | {"spec": Jsonb(job["spec"])},
+                    " prior_state, exclusive, steps, step) VALUES (%(id)s, %(kind)s, %(tenant)s, %(host)s,"
+                    " %(spec)s, %(created_by)s, %(public_key)s, %(wrapped_key)s, %(prior_state)s,"
+                    " %(exclusive)s, %(steps)s, %(step)s) RETURNING *",
+                    job | {"spec": Jsonb(job["spec"]), "steps": steps, "step": steps[0]},
                 ).fetchone()
+                defer_step(conn, row, steps[0])
+                return row
         except errors.UniqueViolation:
             raise Conflict(
                 f"tenant {job['tenant']!r} has a job queued or running; wait for it or cancel it"

@@ -1,83 +1,67 @@
-"""The job engine: each job is one ansible-runner run of the project's own playbooks.
+"""The job engine: each step of a job is one procrastinate job running one ansible-runner run.
 
-- Queue: the jobs table. A dispatcher thread claims the oldest queued job whose host has no
-  running job (a partial unique index makes "one running job per host" a catalog rule, so two
-  API processes sharing a catalog cannot break it either) while fewer than ``max_workers`` runs
-  are in flight; admission stops at ``max_queued`` unfinished jobs (HTTP 429), so a burst
-  never forks more than ``max_workers`` ansible processes.
-- Liveness: the process running a job holds a session advisory lock on it, on the connection
-  that claimed it. When the process dies, PostgreSQL drops the lock with the connection; the
-  recovery sweep (at start-up and every ``_SWEEP_EVERY`` s, in any API process) finds running
-  jobs whose lock it can take, records them as interrupted and queues them again (the
-  playbooks are idempotent), up to ``max_attempts`` runs.
-- Routing: with a registry (an etcd group in the inventory) a create or update ends with a
-  routing step (register, render HAProxy on the proxy hosts) and a delete starts with one. All
-  hosts share the proxies, so routing steps run one at a time in the whole deployment (a
-  session advisory lock); a job's routing step no longer holds its host (host_released_at), so
-  the host's next job starts meanwhile. Renders never interleave: each one reads the registry
-  after every earlier step wrote to it.
-- High availability: a job of an HA tenant (replicas > 0, a conversion either way, or the
-  removal of an HA tenant) is one step, api/playbooks/tenant_ha_job.yml (tenant_ha.yml, which
-  places the members, converges them, registers and routes the tenant itself). It may touch any
-  db host and renders HAProxy, so it is exclusive: claimed only when no job runs, nothing else is
-  claimed while it runs or waits ahead in the queue, and it holds the routing lock for its run.
+- Queue: procrastinate (its tables in the catalog database, psycopg 3). A job's steps (see
+  catalog.plan) are queued one after the other, each when the previous one succeeded, in the
+  same transaction as the catalog's update. procrastinate's lock of a step (catalog.step_lock)
+  gives one run at a time per host and one route or HA step at a time in the deployment, in
+  queue order; workers in any number of processes (the API's own, ``python -m api worker``
+  elsewhere) share the catalog. Admission stops at ``max_queued`` unfinished jobs (HTTP 429);
+  a worker runs at most ``max_workers`` steps at once.
+- High availability: an HA step (tenant_ha.yml) may touch any db host. Besides the routing lock
+  it takes HOSTS_LOCK, a PostgreSQL advisory lock, exclusively, while every host step holds it
+  shared: an HA run waits for the host steps running, and host steps wait behind a waiting HA
+  run (PostgreSQL queues a shared request behind a waiting exclusive one), so it never starves.
+- Liveness: procrastinate's workers send heartbeats. A periodic task (and each worker at its
+  start) finds the steps of workers silent for ``stalled_after`` seconds (killed, their machine
+  gone), records them as interrupted and queues them again (the playbooks are idempotent), up to
+  ``max_attempts`` runs of the job, then fails it. A worker asked to stop (SIGTERM) interrupts
+  its runs the same way: they are retried by the next worker.
 - Runs: a fresh private_data_dir per run (under ``work_dir``, removed afterwards unless
   ``keep_artifacts``), extra vars on the command line, ``suppress_env_files``, events filtered
   to a fixed set of fields before they reach the catalog, credentials sealed by the playbook.
 """
 
+import asyncio
 import base64
 import logging
+import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 
 import ansible_runner
+import procrastinate
 import psycopg
+from procrastinate import sql as procrastinate_sql
 from psycopg import errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from .catalog import CLAIM_LOCK, ROUTING_LOCK, _settle_tenant, add_event, job_lock_key
+from .catalog import ACTIVE, QUEUE, STEP_TASK, _settle_tenant, add_event, defer_step, plan
 from .settings import Settings, ansible_env
 
 log = logging.getLogger("shadowdb.api.jobs")
 
-_SWEEP_EVERY = 10.0
 _CANCEL_CHECK_EVERY = 1.0
 _MAX_MSG = 300
 # The last task of api/playbooks/create_guard.yml: when an attempt of a create job passed it,
 # later attempts (after a crash) skip the guard, since what is on the host is their own work.
 GUARD_TASK = "No tenant of that name on any db host or in the registry"
-_ROUTING_POLL = 0.2
+# Advisory locks (arbitrary, fixed keys): every db host (shared: a host step; exclusive: an HA
+# step), and the recovery of stalled steps (a transaction lock: one recovery at a time).
+HOSTS_LOCK = 0x5DB0005
+_RECOVERY_LOCK = 0x5DB0006
+_LOCK_POLL = 0.2
+RECOVER_TASK = "shadowdb_recover"
 
-# A queued job is claimed when nothing it may touch is in use:
-# - an exclusive (HA) job, when no job runs at all (it may touch any db host, and the proxies);
-# - any other job, when its host is free, no exclusive job runs, and no exclusive job waits ahead
-#   of it (FIFO: an HA job is never starved by a stream of standalone jobs).
-# Claims are serialized by CLAIM_LOCK (a transaction lock taken first), so two API processes
-# sharing the catalog see each other's claims; the unique index still guards one job per host.
-_CLAIM = """
-UPDATE jobs SET status = 'running', started_at = clock_timestamp(), attempts = attempts + 1,
-    host_released_at = NULL
-WHERE id = (
-    SELECT j.id FROM jobs j
-    WHERE j.status = 'queued'
-      AND NOT EXISTS (SELECT 1 FROM jobs x WHERE x.status = 'running' AND x.exclusive)
-      AND CASE WHEN j.exclusive
-          THEN NOT EXISTS (SELECT 1 FROM jobs r WHERE r.status = 'running')
-          ELSE NOT EXISTS (SELECT 1 FROM jobs r
-                           WHERE r.host = j.host AND r.status = 'running' AND r.host_released_at IS NULL)
-               AND NOT EXISTS (SELECT 1 FROM jobs q
-                               WHERE q.status = 'queued' AND q.exclusive AND q.created_at < j.created_at)
-          END
-    ORDER BY j.created_at
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED)
-RETURNING *
-"""
+
+class Interrupted(Exception):
+    """The worker stops while a step runs: procrastinate retries the step (RetryStrategy)."""
+
 
 # Ansible runner events kept, and what they become in the catalog (and on the SSE stream).
 _RESULT_EVENTS = {
@@ -161,198 +145,284 @@ class Engine:
     def __init__(self, settings: Settings, metrics=None, routed=None):
         self.settings = settings
         self.metrics = metrics
-        # Whether jobs have a routing step (the inventory has a registry): a callable.
+        # Whether jobs have a route step: only for jobs queued without their steps (tests).
         self.routed = routed or (lambda: False)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._slots = threading.BoundedSemaphore(settings.max_workers)
-        self._running: dict[str, threading.Thread] = {}
-        self._lock = threading.Lock()
-        self._dispatcher: threading.Thread | None = None
-        self._last_sweep = 0.0
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._running = 0
+        self._count_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker: asyncio.Task | None = None
+        self._started = threading.Event()
+        connector = procrastinate.PsycopgConnector(conninfo=settings.database_url, min_size=1, max_size=4)
+        self.app = procrastinate.App(connector=connector)
+        self.app.task(
+            name=STEP_TASK,
+            queue=QUEUE,
+            pass_context=True,
+            retry=procrastinate.RetryStrategy(retry_exceptions={Interrupted}),
+        )(self._step_task)
+        recover = self.app.task(name=RECOVER_TASK, queue=QUEUE, priority=10, queueing_lock=RECOVER_TASK)(
+            self._recover_task
+        )
+        self.app.periodic(cron=f"* * * * * */{settings.recovery_interval}")(recover)
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def _worker_options(self, install_signal_handlers: bool) -> dict:
+        heartbeat = max(0.5, self.settings.stalled_after / 3)
+        return {
+            "name": f"shadowdb-{self.name}",
+            "queues": [QUEUE],
+            "concurrency": self.settings.max_workers,
+            "fetch_job_polling_interval": self.settings.poll_interval,
+            "abort_job_polling_interval": 5.0,
+            "shutdown_graceful_timeout": 0,  # running steps are interrupted and retried
+            "delete_jobs": "successful",
+            "install_signal_handlers": install_signal_handlers,
+            "update_heartbeat_interval": heartbeat,
+            "stalled_worker_timeout": self.settings.stalled_after,
+        }
+
+    async def _serve(self, install_signal_handlers: bool) -> None:
+        async with self.app.open_async():
+            self._loop = asyncio.get_running_loop()
+            self._worker = asyncio.current_task()
+            self._started.set()
+            await self.app.run_worker_async(**self._worker_options(install_signal_handlers))
+
+    def run(self) -> None:
+        """A worker in the foreground (``python -m api worker``) until SIGTERM or SIGINT."""
         self.settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.recover()
-        self._dispatcher = threading.Thread(target=self._dispatch, name="shadowdb-dispatcher", daemon=True)
-        self._dispatcher.start()
+        asyncio.run(self._serve(install_signal_handlers=True))
+
+    def start(self) -> None:
+        """A worker in a thread of this process (the API's embedded worker, tests)."""
+        self.settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.recover()
+
+        def main():
+            try:
+                asyncio.run(self._serve(install_signal_handlers=False))
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("the worker stopped")
+
+        self._thread = threading.Thread(target=main, name="shadowdb-worker", daemon=True)
+        self._thread.start()
+        self._started.wait(30)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop claiming; interrupt running runs (they are queued again for the next start)."""
-        self._stop.set()
-        self._wake.set()
-        if self._dispatcher:
-            self._dispatcher.join(timeout)
-        deadline = time.monotonic() + timeout
-        for thread in list(self._running.values()):
-            thread.join(max(0.1, deadline - time.monotonic()))
+        """Stop the worker; its running steps are interrupted and queued again (retried)."""
+        if self._loop and self._worker and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._worker.cancel)
+            except RuntimeError:
+                pass  # the loop has just closed
+        if self._thread:
+            self._thread.join(timeout)
 
-    def notify(self) -> None:
-        self._wake.set()
+    def alive(self) -> bool:
+        return bool(self._thread and self._thread.is_alive())
 
     def running_count(self) -> int:
-        return len(self._running)
+        return self._running
 
     def _connect(self) -> psycopg.Connection:
         return psycopg.connect(self.settings.database_url, autocommit=True, row_factory=dict_row)
 
     # --- recovery --------------------------------------------------------------------------
 
+    def _recover_task(self, timestamp: int) -> None:
+        self.recover()
+
     def recover(self) -> int:
-        """Queue again (or fail, past max_attempts) running jobs whose process is gone."""
+        """Queue again (or fail, past max_attempts) the steps of workers gone silent.
+
+        procrastinate's own query finds them (workers whose heartbeat is older than
+        ``stalled_after``, or pruned); each is put back in its queue with procrastinate's retry,
+        in the same transaction as its job's catalog row and event.
+        """
         recovered = 0
-        with self._connect() as conn:
-            running = conn.execute("SELECT id FROM jobs WHERE status = 'running'").fetchall()
-            for row in running:
-                key = job_lock_key(row["id"])
-                if not conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,)).fetchone()["ok"]:
-                    continue  # its process is alive (this one or another)
-                try:
-                    with conn.transaction():
-                        job = conn.execute(
-                            "SELECT * FROM jobs WHERE id = %s AND status = 'running' FOR UPDATE", (row["id"],)
-                        ).fetchone()
-                        if job is None:
-                            continue
-                        recovered += 1
-                        if job["attempts"] >= self.settings.max_attempts or job["cancel_requested"]:
-                            reason = (
-                                "cancelled; the API stopped while it ran"
-                                if job["cancel_requested"]
-                                else f"interrupted {job['attempts']} times; giving up"
-                            )
-                            status = "cancelled" if job["cancel_requested"] else "failed"
-                            job = conn.execute(
-                                "UPDATE jobs SET status = %s, finished_at = now(), error = %s"
-                                " WHERE id = %s RETURNING *",
-                                (status, reason, job["id"]),
-                            ).fetchone()
-                            _settle_tenant(conn, job)
-                            add_event(conn, job["id"], "job", {"status": status, "message": reason})
-                        else:
-                            conn.execute(
-                                "UPDATE jobs SET status = 'queued', host_released_at = NULL WHERE id = %s",
-                                (job["id"],),
-                            )
-                            add_event(
-                                conn,
-                                job["id"],
-                                "job",
-                                {
-                                    "status": "interrupted",
-                                    "message": "the API stopped while this job ran; it runs again "
-                                    "(the playbooks are idempotent)",
-                                    "attempt": job["attempts"],
-                                },
-                            )
-                        log.warning("job %s was interrupted (attempt %s)", job["id"], job["attempts"])
-                finally:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-        if recovered:
-            self._wake.set()
+        queries = procrastinate_sql.queries
+        with self._connect() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_RECOVERY_LOCK,))
+            stalled = conn.execute(
+                queries["select_stalled_jobs_by_heartbeat"],
+                {
+                    "queue": QUEUE,
+                    "task_name": STEP_TASK,
+                    "seconds_since_heartbeat": self.settings.stalled_after,
+                },
+            ).fetchall()
+            for task in stalled:
+                args = task["args"] or {}
+                job = conn.execute(
+                    "SELECT * FROM jobs WHERE id = %s FOR UPDATE", (args.get("job_id"),)
+                ).fetchone()
+                if job is None or job["status"] not in ACTIVE or job["step"] != args.get("step"):
+                    # Its work was done (the worker died after recording it): nothing to re-run.
+                    conn.execute(
+                        queries["finish_job"], {"job_id": task["id"], "status": "failed", "delete_job": True}
+                    )
+                    continue
+                recovered += 1
+                if job["attempts"] >= self.settings.max_attempts or job["cancel_requested"]:
+                    status = "cancelled" if job["cancel_requested"] else "failed"
+                    reason = (
+                        "cancelled; its worker stopped while it ran"
+                        if job["cancel_requested"]
+                        else f"interrupted {job['attempts']} times; giving up"
+                    )
+                    self._finish(conn, job["id"], status, reason, None, None)
+                    conn.execute(
+                        queries["finish_job"], {"job_id": task["id"], "status": "failed", "delete_job": False}
+                    )
+                else:
+                    conn.execute("UPDATE jobs SET status = 'queued' WHERE id = %s", (job["id"],))
+                    add_event(
+                        conn,
+                        job["id"],
+                        "job",
+                        {
+                            "status": "interrupted",
+                            "message": "the worker running this job stopped; it runs again "
+                            "(the playbooks are idempotent)",
+                            "attempt": job["attempts"],
+                        },
+                    )
+                    conn.execute(
+                        queries["retry_job"],
+                        {"job_id": task["id"], "retry_at": None, "new_priority": None,
+                         "new_queue_name": None, "new_lock": None},
+                    )  # fmt: skip
+                log.warning("job %s was interrupted (attempt %s)", job["id"], job["attempts"])
         return recovered
 
-    # --- dispatch --------------------------------------------------------------------------
-
-    def _dispatch(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if time.monotonic() - self._last_sweep > _SWEEP_EVERY:
-                    self._last_sweep = time.monotonic()
-                    self.recover()
-                while not self._stop.is_set() and self._slots.acquire(blocking=False):
-                    claimed = self._claim()
-                    if claimed is None:
-                        self._slots.release()
-                        break
-                    conn, job = claimed
-                    thread = threading.Thread(
-                        target=self._run, args=(conn, job), name=f"shadowdb-job-{job['id']}", daemon=True
-                    )
-                    with self._lock:
-                        self._running[str(job["id"])] = thread
-                    thread.start()
-            except Exception:
-                log.exception("dispatcher error (retrying)")
-            self._wake.wait(self.settings.poll_interval)
-            self._wake.clear()
-
-    def _claim(self):
-        conn = self._connect()
-        try:
-            with conn.transaction():
-                # started_at is clock_timestamp(), not now(): now() is when this transaction began,
-                # before the wait for CLAIM_LOCK, i.e. before the host's previous job let it go.
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (CLAIM_LOCK,))
-                job = conn.execute(_CLAIM).fetchone()
-                if job is None:
-                    conn.close()
-                    return None
-                # Session lock: held until this connection closes (or the process dies).
-                conn.execute("SELECT pg_advisory_lock(%s)", (job_lock_key(job["id"]),))
-            return conn, job
-        except errors.UniqueViolation:
-            conn.close()  # another process claimed a job of that host first
-            return None
-        except BaseException:
-            conn.close()
-            raise
-
-    # --- one job: its steps ---------------------------------------------------------------
+    # --- one step of a job ----------------------------------------------------------------
 
     def _steps(self, job: dict, guard_passed: bool = False) -> list[tuple[str, str, dict]]:
-        """(step, playbook, extra vars) of a job, in order.
+        """(step, playbook, extra vars) of a job, in order (catalog.plan).
 
-        Without routing (no etcd group) a job is one host step. With routing, a create or update
-        is its host step (tenant.yml with tag register skipped) then its routing step
-        (api/playbooks/tenant_route.yml), and a delete is its routing step (unregister) then its
-        host step (tenant_remove.yml, register skipped).
+        With routing, the host step of a create or update runs with tag register skipped: its
+        route step (api/playbooks/tenant_route.yml) registers and routes the tenant.
         """
         playbooks = self.settings.repo / "api" / "playbooks"
         name = job["tenant"]
         public_key = base64.b64encode(bytes(job["public_key"])).decode() if job["public_key"] else ""
         # A create runs the create guard first (api/playbooks/create_guard.yml): never adopt.
         guard = {"api_job_kind": job["kind"], "api_job_guard_passed": guard_passed}
-        if job.get("exclusive"):
-            extravars = {"tenant": job["spec"], "api_job_public_key": public_key} | guard
-            if job["kind"] == "delete":
-                extravars = {"tenant": {"name": name, "state": "absent"}, "confirm": name}
-            return [("ha", str(playbooks / "tenant_ha_job.yml"), extravars)]
-        if job["kind"] == "delete":
-            host = (
-                "host",
-                str(self.settings.repo / "playbooks" / "tenant_remove.yml"),
-                {"tenant_host": job["host"], "tenant_name": name, "confirm": name},
-            )
-        else:
-            host = (
-                "host",
-                str(playbooks / "tenant_job.yml"),
-                {"tenant_host": job["host"], "tenant": job["spec"], "api_job_public_key": public_key} | guard,
-            )
-        if not self.routed():
-            return [host]
-        route = (
-            "route",
-            str(playbooks / "tenant_route.yml"),
-            {
-                "tenant_host": job["host"],
-                "tenant": job["spec"],
-                "api_route_state": "absent" if job["kind"] == "delete" else "present",
-            },
-        )
-        return [route, host] if job["kind"] == "delete" else [host, route]
+        steps = job.get("steps") or plan(job, self.routed())
+        planned = []
+        for step in steps:
+            if step == "ha":
+                extravars = {"tenant": job["spec"], "api_job_public_key": public_key} | guard
+                if job["kind"] == "delete":
+                    extravars = {"tenant": {"name": name, "state": "absent"}, "confirm": name}
+                planned.append(("ha", str(playbooks / "tenant_ha_job.yml"), extravars))
+            elif step == "host" and job["kind"] == "delete":
+                planned.append(
+                    (
+                        "host",
+                        str(self.settings.repo / "playbooks" / "tenant_remove.yml"),
+                        {"tenant_host": job["host"], "tenant_name": name, "confirm": name},
+                    )
+                )
+            elif step == "host":
+                extravars = {
+                    "tenant_host": job["host"],
+                    "tenant": job["spec"],
+                    "api_job_public_key": public_key,
+                }
+                planned.append(("host", str(playbooks / "tenant_job.yml"), extravars | guard))
+            else:
+                state = "absent" if job["kind"] == "delete" else "present"
+                extravars = {"tenant_host": job["host"], "tenant": job["spec"], "api_route_state": state}
+                planned.append(("route", str(playbooks / "tenant_route.yml"), extravars))
+        return planned
 
-    def _run(self, conn: psycopg.Connection, job: dict) -> None:
+    def _begin(self, conn, job_id: str, step: str) -> dict | None:
+        """Mark the job running for this step; None when there is nothing to run (the job
+        was cancelled or has finished, or this step is a stale copy of a finished one)."""
+        with conn.transaction():
+            job = conn.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
+            if job is None or job["status"] not in ACTIVE or job["step"] != step:
+                log.info("job %s: step %s has nothing to do", job_id, step)
+                return None
+            if job["cancel_requested"]:  # cancelled between two steps
+                self._finish(conn, job_id, "cancelled", "cancelled while running", None, None)
+                return None
+            first = job["status"] == "queued"
+            job = conn.execute(
+                "UPDATE jobs SET status = 'running', attempts = attempts + %s::int,"
+                " started_at = CASE WHEN %s THEN clock_timestamp() ELSE started_at END,"
+                " host_released_at = CASE WHEN %s THEN NULL ELSE host_released_at END"
+                " WHERE id = %s RETURNING *",
+                (int(first), first and step == job["steps"][0], step == "host", job_id),
+            ).fetchone()
+            if first:
+                add_event(
+                    conn,
+                    job_id,
+                    "job",
+                    {
+                        "status": "running",
+                        "attempt": job["attempts"],
+                        "host": job["host"],
+                        "worker": self.name,
+                    },
+                )
+        return job
+
+    def _hold_hosts(self, conn, exclusive: bool, stop) -> bool:
+        """Take HOSTS_LOCK (False: the step was cancelled or the worker stops while waiting).
+
+        A host step takes it shared (try, then poll); an HA step waits in PostgreSQL's lock queue
+        (2 s at a time, to notice a cancel), so that the shared requests coming after it wait
+        behind it.
+        """
+        if not exclusive:
+            query = "SELECT pg_try_advisory_lock_shared(%s) AS ok"
+            while not conn.execute(query, (HOSTS_LOCK,)).fetchone()["ok"]:
+                if stop():
+                    return False
+                time.sleep(_LOCK_POLL)
+            return True
+        conn.execute("SET lock_timeout = '2s'")
+        try:
+            while True:
+                try:
+                    conn.execute("SELECT pg_advisory_lock(%s)", (HOSTS_LOCK,))
+                    return True
+                except errors.LockNotAvailable:
+                    if stop():
+                        return False
+        finally:
+            conn.execute("RESET lock_timeout")
+
+    def _step_task(self, context, job_id: str, step: str) -> None:
+        """procrastinate's task: one step of one job."""
+        with self._connect() as conn:  # the step's session (its advisory lock goes with it)
+            job = self._begin(conn, job_id, step)
+            if job is None:
+                return
+            with self._count_lock:
+                self._running += 1
+            try:
+                self._run_step(context, conn, job, step)
+            finally:
+                with self._count_lock:
+                    self._running -= 1
+
+    def _run_step(self, context, conn, job: dict, step: str) -> None:
         job_id = str(job["id"])
-        started = time.monotonic()
-        data_dirs: list[str] = []
+        data_dir = None
         check = {"last": 0.0, "cancel": False}
 
         def cancelled() -> bool:
-            if self._stop.is_set():
+            if context.should_abort():  # the worker stops
                 return True
             now = time.monotonic()
             if now - check["last"] >= _CANCEL_CHECK_EVERY:
@@ -361,86 +431,75 @@ class Engine:
                 check["cancel"] = bool(row and row["cancel_requested"])
             return check["cancel"]
 
-        stats: dict[str, dict] = {}
+        def stopped() -> tuple[str, str | None]:
+            if context.should_abort():
+                return "interrupted", None
+            return "cancelled", "cancelled while running"
+
+        stats = dict(job["stats"] or {})
         status = error = conflict = None
         try:
-            add_event(
-                conn, job_id, "job", {"status": "running", "attempt": job["attempts"], "host": job["host"]}
-            )
-            steps = self._steps(job, guard_passed=self._guard_passed(conn, job))
-            if job.get("exclusive"):
-                # From now on the tenant may be HA on the hosts: its next jobs go through
-                # tenant_ha.yml too, until one leaves it standalone (catalog._settle_tenant).
-                conn.execute("UPDATE tenants SET ha = true WHERE name = %s", (job["tenant"],))
-            for step, playbook, extravars in steps:
-                if step in ("route", "ha"):
-                    if step == "route" and job["kind"] != "delete":
-                        # The host step is done: the host's next job may start.
-                        conn.execute("UPDATE jobs SET host_released_at = now() WHERE id = %s", (job_id,))
-                        self._wake.set()
-                    if not self._routing_lock(conn, cancelled):
-                        status, error = self._stopped()
-                        break
-                skip = "register" if step == "host" and len(steps) > 1 else None
+            if step in ("host", "ha") and not self._hold_hosts(conn, step == "ha", cancelled):
+                status, error = stopped()
+            else:
+                if step == "ha":
+                    # From now on the tenant may be HA on the hosts: its next jobs go through
+                    # tenant_ha.yml too, until one leaves it standalone (catalog._settle_tenant).
+                    conn.execute("UPDATE tenants SET ha = true WHERE name = %s", (job["tenant"],))
+                planned = {s: (p, e) for s, p, e in self._steps(job, self._guard_passed(conn, job))}
+                playbook, extravars = planned[step]
+                skip = "register" if step == "host" and len(planned) > 1 else None
                 data_dir = tempfile.mkdtemp(
                     prefix=f"{job_id}-{job['attempts']}-{step}-", dir=self.settings.work_dir
                 )
-                data_dirs.append(data_dir)
                 add_event(conn, job_id, "step", {"step": step, "state": "started"})
-                try:
-                    runner, state = self._ansible(
-                        conn, job, step, playbook, extravars, skip, data_dir, cancelled
-                    )
-                    add_event(
-                        conn, job_id, "step", {"step": step, "state": "finished", "runner": runner.status}
-                    )
-                finally:
-                    if step in ("route", "ha"):
-                        conn.execute("SELECT pg_advisory_unlock(%s)", (ROUTING_LOCK,))
+                runner, state = self._ansible(conn, job, step, playbook, extravars, skip, data_dir, cancelled)
+                add_event(conn, job_id, "step", {"step": step, "state": "finished", "runner": runner.status})
                 stats[step] = state["stats"]
                 status, error = self._failure(runner, state)
+                if status == "cancelled" or status == "interrupted":
+                    status, error = stopped()
                 conflict = self._conflict(job, state["stats"]) if status == "failed" else None
                 if conflict:
                     error = conflict["error"]
-                if status:
-                    break
         except Exception:  # the runner itself failed: record it, never leave the job running
             log.exception("job %s: runner error", job_id)
             status, error = "failed", "internal error while running the job (details in the API's log)"
+        finally:
+            if data_dir and not self.settings.keep_artifacts:
+                shutil.rmtree(data_dir, ignore_errors=True)
+        if status == "interrupted":
+            with conn.transaction():
+                conn.execute("UPDATE jobs SET status = 'queued' WHERE id = %s", (job_id,))
+                add_event(
+                    conn,
+                    job_id,
+                    "job",
+                    {"status": "interrupted", "message": "the worker is stopping; the job runs again"},
+                )
+            raise Interrupted(f"job {job_id}: its worker stops")
+        steps = job["steps"] or [step]
+        if status is None and steps.index(step) + 1 < len(steps):
+            following = steps[steps.index(step) + 1]
+            with conn.transaction():
+                row = conn.execute(
+                    "UPDATE jobs SET step = %s, stats = %s,"
+                    " host_released_at = CASE WHEN %s THEN now() ELSE host_released_at END"
+                    " WHERE id = %s RETURNING *",
+                    (following, Jsonb(stats), step == "host", job_id),
+                ).fetchone()
+                defer_step(conn, row, following)  # the host is free for its next job meanwhile
+            return
         result = sealed = None
         if conflict:
             result = {"conflict": {"hosts": conflict["hosts"]}}
         if status is None:
             status, error, result, sealed = self._result(job, stats)
-        try:
-            if status == "interrupted":
-                conn.execute(
-                    "UPDATE jobs SET status = 'queued', host_released_at = NULL WHERE id = %s", (job_id,)
-                )
-                add_event(
-                    conn,
-                    job_id,
-                    "job",
-                    {
-                        "status": "interrupted",
-                        "message": "the API is stopping; the job runs again at its next start",
-                    },
-                )
-            else:
-                self._finish(conn, job_id, status, error, result, sealed)
-            if self.metrics and status != "interrupted":
-                self.metrics.job_finished(job["kind"], status, time.monotonic() - started)
-        except Exception:
-            log.exception("job %s: could not record the outcome (the recovery sweep will re-run it)", job_id)
-        finally:
-            conn.close()  # releases the job's advisory lock (and the routing lock, if held)
-            with self._lock:
-                self._running.pop(job_id, None)
-            self._slots.release()
-            self._wake.set()
-            if not self.settings.keep_artifacts:
-                for data_dir in data_dirs:
-                    shutil.rmtree(data_dir, ignore_errors=True)
+        with conn.transaction():
+            self._finish(conn, job_id, status, error, result, sealed)
+        if self.metrics:
+            started = job["started_at"] or datetime.now(UTC)
+            self.metrics.job_finished(job["kind"], status, (datetime.now(UTC) - started).total_seconds())
 
     def _guard_passed(self, conn, job: dict) -> bool:
         """Whether an earlier attempt of this create job passed the create guard (its events say)."""
@@ -465,20 +524,6 @@ class Engine:
             "error": f"tenant {job['tenant']} already exists on host {', '.join(hosts)}",
             "hosts": hosts,
         }
-
-    def _routing_lock(self, conn, cancelled) -> bool:
-        """Wait for the deployment's routing lock (False: the job was cancelled or the API stops)."""
-        while True:
-            if conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (ROUTING_LOCK,)).fetchone()["ok"]:
-                return True
-            if cancelled():
-                return False
-            time.sleep(_ROUTING_POLL)
-
-    def _stopped(self) -> tuple[str, str | None]:
-        if self._stop.is_set():
-            return "interrupted", None
-        return "cancelled", "cancelled while running"
 
     def _ansible(self, conn, job, step, playbook, extravars, skip_tags, data_dir, cancelled):
         """One ansible-runner run of a job's step; its events go to the job's stream."""
@@ -527,7 +572,7 @@ class Engine:
         if runner.status == "successful":
             return None, None
         if runner.status == "canceled":
-            return self._stopped()
+            return "cancelled", "cancelled while running"
         if runner.status == "timeout":
             return "failed", f"timed out after {self.settings.job_timeout} s"
         failure = state["failure"]
@@ -579,7 +624,7 @@ class Engine:
         with conn.transaction():
             job = conn.execute(
                 "UPDATE jobs SET status = %s, finished_at = now(), error = %s, result = %s,"
-                " sealed_credentials = %s WHERE id = %s RETURNING *",
+                " sealed_credentials = %s, stats = NULL WHERE id = %s RETURNING *",
                 (status, error, Jsonb(result) if result is not None else None, sealed, job_id),
             ).fetchone()
             if job["kind"] == "create" and status != "succeeded":

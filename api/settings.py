@@ -27,17 +27,27 @@ class Settings(BaseSettings):
     keep_artifacts: bool = Field(
         False, description="keep each job's runner directory (debugging; never holds secrets in clear)"
     )
-    max_workers: int = Field(4, ge=1, le=64, description="ansible-runner jobs running at once (all hosts)")
+    max_workers: int = Field(
+        4, ge=1, le=64, description="ansible-runner runs at once in one worker (never two on one host)"
+    )
     max_queued: int = Field(64, ge=1, description="unfinished jobs accepted before new ones get 429")
     max_attempts: int = Field(3, ge=1, description="runs of one job (first run + re-runs after a crash)")
+    stalled_after: float = Field(
+        30.0, ge=1, description="seconds without a heartbeat before a worker's runs are run again"
+    )
+    recovery_interval: int = Field(
+        10, ge=1, le=59, description="seconds between two looks for the runs of stalled workers"
+    )
     job_timeout: int = Field(1800, ge=10, description="seconds before a run is stopped")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body accepted")
     max_replicas: int = Field(0, ge=0, description="replicas a tenant may ask for (0 until HA is deployed)")
     sni_port: int | None = Field(
         None, description="port of the SNI router (HAProxy) when deployed; adds the SNI endpoint"
     )
-    engine: bool = Field(True, description="run jobs in this process (false: only queue them)")
-    poll_interval: float = Field(1.0, gt=0, description="seconds between queue polls when idle")
+    engine: bool = Field(True, description="run a worker in the API process (false: only queue jobs)")
+    poll_interval: float = Field(
+        1.0, gt=0, description="seconds between queue polls when idle (besides NOTIFY)"
+    )
     pool_max: int = Field(16, ge=2, description="catalog connections for requests")
 
 

@@ -37,7 +37,10 @@ def devdb():
 
 def truncate(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE job_events, jobs, tenants, api_tokens RESTART IDENTITY CASCADE")
+        conn.execute(
+            "TRUNCATE job_events, jobs, tenants, api_tokens, procrastinate_jobs, procrastinate_workers,"
+            " procrastinate_periodic_defers, procrastinate_events RESTART IDENTITY CASCADE"
+        )
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 conflicts, limits, cancel, credentials delivery, metrics."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -355,4 +356,16 @@ def test_migrations_are_idempotent(devdb, catalog):
     assert migrate(devdb.url) == []
     with catalog.conn() as conn:
         versions = [r["version"] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
-    assert versions == ["0001_catalog", "0002_routing_step", "0003_ha_jobs", "0004_write_scope"]
+    ours = [v for v in versions if not v.startswith("procrastinate/")]
+    assert ours == [
+        "0001_catalog",
+        "0002_routing_step",
+        "0003_ha_jobs",
+        "0004_write_scope",
+        "0005_procrastinate",
+    ]
+    # procrastinate's schema, and every migration file of the pinned version marked as in it
+    from procrastinate.schema import migrations_path
+
+    shipped = {f"procrastinate/{p.stem}" for p in Path(migrations_path).glob("*.sql")}
+    assert set(versions) - set(ours) == shipped | {"procrastinate/schema"}

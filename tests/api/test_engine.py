@@ -1,13 +1,25 @@
-"""The job engine against the real catalog: per-host serialization, crash recovery, a real run."""
+"""The job engine on procrastinate, against the real catalog: the locks (one run per host, one
+route or HA step in the deployment, HA runs excluding host runs), the steps of a job, the
+recovery of a step whose worker died, real ansible-runner runs, and worker processes
+(``python -m api worker``) sharing one catalog: a job retried after its worker is SIGKILLed,
+one run per host at a time over two workers."""
 
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
+import psycopg
 import pytest
 
-from api.catalog import ROUTING_LOCK
-from api.jobs import Engine, new_job_id, sanitize_event
+from api.catalog import ROUTING, defer_step
+from api.jobs import HOSTS_LOCK, Engine, new_job_id, sanitize_event
 
-from .conftest import make_settings
+from .conftest import REPO, make_settings, server_env
 
 
 def enqueue(catalog, name, host):
@@ -24,62 +36,64 @@ def events(catalog, job_id):
     return [(e["type"], e["data"]) for e in catalog.events(job_id)]
 
 
-def test_one_running_job_per_host_and_hosts_in_parallel(engine, catalog):
+def fetch_all(engine, n: int) -> list:
+    """What procrastinate's workers may start now: n fetches by one registered worker
+    (procrastinate's own fetch query, the one its workers run)."""
+
+    async def go():
+        async with engine.app.open_async():
+            manager = engine.app.job_manager
+            worker_id = await manager.register_worker()
+            return [await manager.fetch_job(queues=["shadowdb"], worker_id=worker_id) for _ in range(n)]
+
+    return asyncio.run(go())
+
+
+def test_one_run_per_host_and_hosts_in_parallel(engine, catalog):
     a1 = enqueue(catalog, "a1", "host-a")
-    a2 = enqueue(catalog, "a2", "host-a")
-    b1 = enqueue(catalog, "b1", "host-b")
-    claimed = []
-    try:
-        for _ in range(3):
-            got = engine._claim()
-            if got:
-                claimed.append(got)
-        assert [str(job["id"]) for _, job in claimed] == [str(a1["id"]), str(b1["id"])]
-        assert catalog.job(a2["id"])["status"] == "queued"
-    finally:
-        for conn, _ in claimed:
-            conn.close()
-
-
-def test_the_catalog_refuses_two_running_jobs_on_one_host(catalog):
-    import psycopg
-
-    enqueue(catalog, "a1", "host-a")
     enqueue(catalog, "a2", "host-a")
-    with catalog.conn() as conn:
-        conn.execute("UPDATE jobs SET status = 'running' WHERE tenant = 'a1'")
-        with pytest.raises(psycopg.errors.UniqueViolation):
-            conn.execute("UPDATE jobs SET status = 'running' WHERE tenant = 'a2'")
+    b1 = enqueue(catalog, "b1", "host-b")
+    got = fetch_all(engine, 3)
+    assert [t and t.task_kwargs["job_id"] for t in got] == [str(a1["id"]), str(b1["id"]), None]
+    assert got[0].lock == "shadowdb:host:host-a" and got[1].lock == "shadowdb:host:host-b"
 
 
-def test_a_job_in_its_routing_step_releases_its_host(engine, catalog):
-    a1 = enqueue(catalog, "a1", "host-a")
-    a2 = enqueue(catalog, "a2", "host-a")
-    conn1, job1 = engine._claim()
+def test_route_and_ha_steps_run_one_at_a_time(engine, catalog):
+    """Route steps (and HA steps, which render HAProxy too) share the deployment's routing lock."""
+    jobs = [enqueue(catalog, f"r{i}", f"host-{i}") for i in range(3)]
+    with catalog.conn() as conn, conn.transaction():
+        conn.execute("DELETE FROM procrastinate_jobs")
+        defer_step(conn, jobs[0], "route")
+        defer_step(conn, jobs[1], "ha")
+        defer_step(conn, jobs[2], "route")
+    got = fetch_all(engine, 2)
+    assert got[0].task_kwargs == {"job_id": str(jobs[0]["id"]), "step": "route"} and got[0].lock == ROUTING
+    assert got[1] is None  # the HA step waits for the route step, the next route step behind it
+
+
+def test_an_ha_step_excludes_host_steps(engine, catalog):
+    host_step, ha_step, later_host_step = engine._connect(), engine._connect(), engine._connect()
     try:
-        assert engine._claim() is None  # a1 holds host-a
-        conn1.execute("UPDATE jobs SET host_released_at = now() WHERE id = %s", (job1["id"],))
-        conn2, job2 = engine._claim()  # a1 is routing: a2 starts on host-a meanwhile
-        conn2.close()
-        assert (str(job1["id"]), str(job2["id"])) == (str(a1["id"]), str(a2["id"]))
-        assert catalog.job(a1["id"])["status"] == "running"
+        assert engine._hold_hosts(host_step, exclusive=False, stop=lambda: False)
+        result = {}
+        waiter = threading.Thread(
+            target=lambda: result.setdefault("ha", engine._hold_hosts(ha_step, True, lambda: False))
+        )
+        waiter.start()
+        time.sleep(0.5)
+        assert "ha" not in result  # waits for the running host step
+        polls = []
+        # A host step coming after the waiting HA step queues behind it (no starvation).
+        assert not engine._hold_hosts(later_host_step, False, lambda: polls.append(1) or len(polls) > 3)
+        host_step.execute("SELECT pg_advisory_unlock_shared(%s)", (HOSTS_LOCK,))
+        waiter.join(10)
+        assert result == {"ha": True}
+        assert not engine._hold_hosts(later_host_step, False, lambda: True)  # the HA run holds them all
+        # A cancelled HA step stops waiting.
+        assert not engine._hold_hosts(host_step, True, lambda: True)
     finally:
-        conn1.close()
-
-
-def test_routing_steps_run_one_at_a_time(engine, catalog):
-    first, second = engine._connect(), engine._connect()
-    try:
-        assert engine._routing_lock(first, lambda: False)
-        waited = []
-        # The second waits while the first holds the lock; here it gives up (a cancel).
-        assert not engine._routing_lock(second, lambda: waited.append(1) or len(waited) > 3)
-        assert len(waited) == 4
-        first.execute("SELECT pg_advisory_unlock(%s)", (ROUTING_LOCK,))
-        assert engine._routing_lock(second, lambda: True)
-    finally:
-        first.close()
-        second.close()
+        for conn in (host_step, ha_step, later_host_step):
+            conn.close()
 
 
 @pytest.mark.parametrize(
@@ -105,35 +119,55 @@ def test_steps_of_a_job(engine, routed, kind, steps):
     assert by_step["host"][0].endswith("tenant_remove.yml" if kind == "delete" else "tenant_job.yml")
 
 
-def test_a_job_whose_process_died_is_queued_again(engine, catalog):
+def test_the_steps_are_fixed_when_the_job_is_queued(catalog):
+    catalog.routed = lambda: True
     job = enqueue(catalog, "a1", "host-a")
-    conn, claimed = engine._claim()
-    assert claimed["attempts"] == 1
-    assert engine.recover() == 0  # its process (here: its connection) is alive
-    assert catalog.job(job["id"])["status"] == "running"
-    conn.close()  # what PostgreSQL sees when the API process dies
+    assert job["steps"] == ["host", "route"] and job["step"] == "host"
+    with catalog.conn() as conn:
+        (task,) = conn.execute("SELECT lock, args FROM procrastinate_jobs").fetchall()
+    assert task == {"lock": "shadowdb:host:host-a", "args": {"job_id": str(job["id"]), "step": "host"}}
+
+
+def test_a_step_whose_worker_died_is_queued_again(engine, catalog):
+    job = enqueue(catalog, "a1", "host-a")
+    (task,) = fetch_all(engine, 1)  # a worker took it...
+    with catalog.conn() as conn:
+        assert engine._begin(conn, str(job["id"]), "host")["attempts"] == 1
+        assert engine.recover() == 0  # ...and is alive (its heartbeat is fresh)
+        # ...then its process died: no heartbeat since.
+        conn.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour'")
     assert engine.recover() == 1
     row = catalog.job(job["id"])
     assert row["status"] == "queued" and row["attempts"] == 1
     assert events(catalog, job["id"])[-1][1]["status"] == "interrupted"
     # Second run dies too: max_attempts (2) reached, the job fails and the tenant is marked failed.
-    conn, claimed = engine._claim()
-    assert claimed["attempts"] == 2
-    conn.close()
+    (again,) = fetch_all(engine, 1)
+    assert again.id == task.id and again.attempts == 1  # procrastinate's retry of the same job
+    with catalog.conn() as conn:
+        assert engine._begin(conn, str(job["id"]), "host")["attempts"] == 2
+        conn.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour'")
     assert engine.recover() == 1
     row = catalog.job(job["id"])
     assert row["status"] == "failed" and "interrupted 2 times" in row["error"]
     assert catalog.tenant("a1")["state"] == "failed"
+    with catalog.conn() as conn:
+        assert conn.execute("SELECT status FROM procrastinate_jobs").fetchone()["status"] == "failed"
+
+
+def test_a_stale_copy_of_a_step_does_nothing(engine, catalog):
+    job = enqueue(catalog, "a1", "host-a")
+    with catalog.conn() as conn:
+        assert engine._begin(conn, str(job["id"]), "route") is None  # not the job's step
+        catalog.request_cancel(job["id"])
+        assert engine._begin(conn, str(job["id"]), "host") is None  # cancelled before it ran
 
 
 def test_cancel_of_a_running_job_is_a_request(engine, catalog):
     job = enqueue(catalog, "a1", "host-a")
-    conn, _ = engine._claim()
-    try:
-        row = catalog.request_cancel(job["id"])
-        assert row["status"] == "running" and row["cancel_requested"]
-    finally:
-        conn.close()
+    with catalog.conn() as conn:
+        engine._begin(conn, str(job["id"]), "host")
+    row = catalog.request_cancel(job["id"])
+    assert row["status"] == "running" and row["cancel_requested"]
 
 
 def test_sanitized_events_keep_no_results():
@@ -161,6 +195,13 @@ def test_sanitized_events_keep_no_results():
     assert sanitize_event({"event": "verbose", "stdout": "secret"}) is None
 
 
+def wait_for(catalog, job_id, timeout=180):
+    deadline = time.monotonic() + timeout
+    while catalog.job(job_id)["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return catalog.job(job_id)
+
+
 def test_a_real_run_against_a_missing_host_fails_cleanly(devdb, fake_inventory, tmp_path, catalog):
     """ansible-runner runs tenant.yml for real; the host does not exist, so the job fails with the reason."""
     settings = make_settings(devdb, fake_inventory, tmp_path, engine=True)
@@ -168,12 +209,9 @@ def test_a_real_run_against_a_missing_host_fails_cleanly(devdb, fake_inventory, 
     job = enqueue(catalog, "ghost", "sdb-api-nohost-a")
     engine.start()
     try:
-        deadline = time.monotonic() + 180
-        while catalog.job(job["id"])["status"] in ("queued", "running") and time.monotonic() < deadline:
-            time.sleep(0.5)
+        row = wait_for(catalog, job["id"])
     finally:
         engine.stop()
-    row = catalog.job(job["id"])
     assert row["status"] == "failed", row
     assert "sdb-api-nohost-a" in row["error"]
     kinds = [kind for kind, _ in events(catalog, job["id"])]
@@ -193,3 +231,223 @@ def test_ansible_runs_import_the_checkouts_own_package(engine, monkeypatch):
     assert env["PYTHONPATH"].split(":") == [repo, "/elsewhere"]
     assert env["ANSIBLE_CONFIG"] == f"{repo}/ansible.cfg"
     assert env["ANSIBLE_NOCOLOR"] == "1"
+
+
+# --- real runs of stand-in playbooks on this machine, workers in this and other processes ------
+
+# The API's playbooks replaced by stand-ins (a checkout of their own: settings.repo) that run on
+# this machine (local connection): the host step logs its start and end per host and sleeps
+# (long on a tenant's first run, so that a test can kill its worker meanwhile), then hands back
+# an endpoint as tenant_job.yml does; the route step hands back a proxy port.
+HOST_STEP = """\
+- name: Converge the tenant (stand-in)
+  hosts: "{{ tenant_host }}"
+  gather_facts: false
+  tasks:
+    - name: Run for a while
+      ansible.builtin.shell: |
+        n=$(grep -c "^start {{ tenant.name }} " {{ fake_log }} 2>/dev/null || true)
+        echo "start {{ tenant.name }} {{ tenant_host }} $(date +%s.%N)" >> {{ fake_log }}
+        if [ "${n:-0}" -eq 0 ]; then sleep {{ fake_first_sleep }}; else sleep {{ fake_sleep }}; fi
+        echo "end {{ tenant.name }} {{ tenant_host }} $(date +%s.%N)" >> {{ fake_log }}
+      changed_when: false
+    - name: Endpoint as custom stats
+      ansible.builtin.set_stats:
+        data:
+          shadowdb_api_endpoint:
+            host: "{{ tenant.name }}.test"
+            address: 127.0.0.1
+            port: 5432
+            dbname: "{{ tenant.name }}"
+            user: "{{ tenant.name }}"
+            readonly_user: null
+        per_host: false
+        aggregate: false
+"""
+ROUTE_STEP = """\
+- name: Route the tenant (stand-in)
+  hosts: "{{ tenant_host }}"
+  gather_facts: false
+  tasks:
+    - name: Proxy port as custom stats
+      ansible.builtin.set_stats:
+        data:
+          shadowdb_api_route:
+            proxy_port: 30001
+        per_host: false
+        aggregate: false
+"""
+
+
+@pytest.fixture
+def standin(tmp_path):
+    """A checkout with stand-in playbooks and an inventory of local hosts: (repo, inventory, log)."""
+    repo = tmp_path / "repo"
+    (repo / "api" / "playbooks").mkdir(parents=True)
+    (repo / "ansible.cfg").write_text("[defaults]\nhost_key_checking = False\n")
+    (repo / "api" / "playbooks" / "tenant_job.yml").write_text(HOST_STEP)
+    (repo / "api" / "playbooks" / "tenant_route.yml").write_text(ROUTE_STEP)
+    log = tmp_path / "runs.log"
+    inventory = tmp_path / "inventory"
+    inventory.mkdir()
+    local = f"ansible_connection: local, ansible_python_interpreter: {sys.executable}"
+    (inventory / "hosts.yml").write_text(
+        "all:\n  children:\n    db:\n      hosts:\n"
+        f"        host-a: {{{local}}}\n        host-b: {{{local}}}\n"
+    )
+    return repo, inventory, log
+
+
+def spans(log: Path) -> dict[str, list[tuple[float, float]]]:
+    """Per host, the (start, end) of each finished host step in the stand-in's log."""
+    starts, result = {}, {}
+    for line in log.read_text().splitlines():
+        what, name, host, at = line.split()
+        if what == "start":
+            starts[name] = float(at)
+        else:
+            result.setdefault(host, []).append((starts[name], float(at)))
+    return result
+
+
+def test_a_job_of_two_steps_releases_its_host_between_them(devdb, catalog, tmp_path, standin):
+    """Host step then route step, each a procrastinate job; the result merges both."""
+    repo, inventory, log = standin
+    settings = make_settings(devdb, inventory, tmp_path / "work", engine=True, repo=repo, poll_interval=0.2)
+    catalog.routed = lambda: True
+    with open(inventory / "hosts.yml", "a") as f:
+        f.write("  vars:\n    fake_log: " + str(log) + "\n    fake_first_sleep: 0\n    fake_sleep: 0\n")
+    job = enqueue(catalog, "two", "host-a")
+    engine = Engine(settings)
+    engine.start()
+    try:
+        row = wait_for(catalog, job["id"], timeout=120)
+    finally:
+        engine.stop()
+    assert row["status"] == "succeeded", row
+    assert row["result"]["endpoint"]["proxy_port"] == 30001 and row["result"]["endpoint"]["port"] == 5432
+    assert row["host_released_at"] and row["stats"] is None
+    steps = [(d["step"], d["state"]) for k, d in events(catalog, job["id"]) if k == "step"]
+    assert steps == [("host", "started"), ("host", "finished"), ("route", "started"), ("route", "finished")]
+    assert catalog.tenant("two")["state"] == "ready"
+
+
+class Worker:
+    """``python -m api worker`` as a real process; kill() is SIGKILL (a crash)."""
+
+    def __init__(self, env: dict, log: Path):
+        self.env, self.log = env, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Worker":
+        out = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api", "worker", "--log-level", "info"],
+            cwd=REPO,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        try:  # what the worker left behind (a killed worker's ansible-playbook, its sleep)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def worker_env(devdb, repo, inventory, work, **extra) -> dict:
+    settings = {
+        "database_url": devdb.url,
+        "inventory": inventory,
+        "repo": repo,
+        "work_dir": work,
+        "poll_interval": 0.5,
+        "stalled_after": 2,
+        "recovery_interval": 1,
+    }
+    env = server_env(settings | extra)
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def workers_seen(catalog, job_ids) -> set[str]:
+    return {
+        d["worker"]
+        for job_id in job_ids
+        for kind, d in events(catalog, job_id)
+        if kind == "job" and d.get("status") == "running"
+    }
+
+
+def test_a_job_is_run_again_after_its_worker_is_killed(devdb, catalog, tmp_path, standin):
+    repo, inventory, log = standin
+    with open(inventory / "hosts.yml", "a") as f:
+        f.write("  vars:\n    fake_log: " + str(log) + "\n    fake_first_sleep: 120\n    fake_sleep: 0\n")
+    env = worker_env(devdb, repo, inventory, tmp_path / "work")
+    first = Worker(env, tmp_path / "worker1.log").start()
+    second = Worker(env, tmp_path / "worker2.log")
+    try:
+        job = enqueue(catalog, "crash", "host-a")
+        deadline = time.monotonic() + 60
+        while not (log.exists() and "start crash" in log.read_text()):
+            assert time.monotonic() < deadline, (tmp_path / "worker1.log").read_text()[-3000:]
+            time.sleep(0.2)
+        assert catalog.job(job["id"])["status"] == "running"
+        first.kill()  # mid-run
+        killed_at = time.monotonic()
+        second.start()
+        row = wait_for(catalog, job["id"], timeout=90)
+        recovered_in = time.monotonic() - killed_at
+    finally:
+        first.stop()
+        second.stop()
+    assert row["status"] == "succeeded", (row, (tmp_path / "worker2.log").read_text()[-3000:])
+    assert row["attempts"] == 2
+    statuses = [d["status"] for k, d in events(catalog, job["id"]) if k == "job"]
+    assert statuses == ["running", "interrupted", "running", "succeeded"], statuses
+    assert len(workers_seen(catalog, [job["id"]])) == 2
+    assert log.read_text().count("start crash") == 2
+    print(f"\nkilled worker's job succeeded on another worker {recovered_in:.1f} s after the kill")
+
+
+def test_two_worker_processes_one_run_per_host(devdb, catalog, tmp_path, standin):
+    repo, inventory, log = standin
+    with open(inventory / "hosts.yml", "a") as f:
+        f.write("  vars:\n    fake_log: " + str(log) + "\n    fake_first_sleep: 2\n    fake_sleep: 2\n")
+    env = worker_env(devdb, repo, inventory, tmp_path / "work", max_workers=1)
+    workers = [Worker(env, tmp_path / f"worker{i}.log").start() for i in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        with psycopg.connect(devdb.url) as conn:  # both registered before the jobs come
+            while conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0] < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        jobs = [enqueue(catalog, f"t{i}", "host-a" if i % 2 == 0 else "host-b") for i in range(6)]
+        rows = [wait_for(catalog, job["id"], timeout=180) for job in jobs]
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert [r["status"] for r in rows] == ["succeeded"] * 6, [r["error"] for r in rows]
+    assert all(r["attempts"] == 1 for r in rows)
+    by_host = spans(log)
+    assert sorted(len(s) for s in by_host.values()) == [3, 3]
+    for host, runs in by_host.items():
+        runs.sort()
+        assert all(a[1] <= b[0] for a, b in zip(runs, runs[1:], strict=False)), f"two runs at once on {host}"
+    both = [max(a[0], b[0]) < min(a[1], b[1]) for a in by_host["host-a"] for b in by_host["host-b"]]
+    assert any(both), "the two hosts never ran at the same time"
+    assert len(workers_seen(catalog, [j["id"] for j in jobs])) == 2

@@ -1,7 +1,7 @@
 """High availability through the API, against the real catalog (no lab): which requests run
-tenant_ha.yml, the early 422s on replicas, the exclusive claim rule of HA jobs (they may touch
-every db host) and their crash recovery, what GET /tenants/{name} shows of members and
-endpoints, and one real ansible-runner run of the HA wrapper playbook against missing hosts."""
+tenant_ha.yml, the early 422s on replicas, the locks of HA steps (they may touch every db host),
+what GET /tenants/{name} shows of members and endpoints, and one real ansible-runner run of the
+HA wrapper playbook against missing hosts."""
 
 import base64
 import subprocess
@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 
 from api import sealing
 from api.app import create_app
-from api.catalog import ROUTING_LOCK
-from api.jobs import Engine
+from api.jobs import HOSTS_LOCK, Engine
 
 from .conftest import REPO, make_settings
+from .test_engine import fetch_all
 
 HA_HOSTS = ["sdb-api-nohost-h1", "sdb-api-nohost-h2", "sdb-api-nohost-h3"]
 PROXY = "sdb-api-nohost-px"
@@ -56,13 +56,10 @@ def job_row(catalog, job):
 
 
 def finish(engine, catalog, job, result, status="succeeded"):
-    """Claim a job and finish it the way the engine does after a run (real catalog, real code)."""
-    conn, claimed = engine._claim()
-    try:
-        assert str(claimed["id"]) == job["id"]
+    """Start a job and finish it the way the engine does after a run (real catalog, real code)."""
+    with catalog.conn() as conn:
+        assert engine._begin(conn, job["id"], catalog.job(job["id"])["step"]) is not None
         engine._finish(conn, job["id"], status, None, result, None)
-    finally:
-        conn.close()
 
 
 HA_RESULT = {
@@ -237,59 +234,20 @@ def enqueue(ha, admin, name, replicas=0):
     return r.json()
 
 
-def claim_ids(engine, held):
-    got = engine._claim()
-    if got is None:
-        return None
-    held.append(got[0])
-    return str(got[1]["id"])
-
-
-def test_an_ha_job_runs_alone(ha, admin, catalog, engine):
-    held: list = []
-    try:
-        s1 = enqueue(ha, admin, "s1")  # placed on h1
-        h = enqueue(ha, admin, "hh", replicas=2)
-        s2 = enqueue(ha, admin, "s2")  # another host, but queued after the HA job
-        assert claim_ids(engine, held) == s1["id"]
-        # The HA job waits for s1; s2 (free host) waits behind the HA job (no starvation).
-        assert claim_ids(engine, held) is None
-        # s1 in its routing step (host released) still runs: the HA job still waits.
-        held[0].execute("UPDATE jobs SET host_released_at = now() WHERE id = %s", (s1["id"],))
-        assert claim_ids(engine, held) is None
-        held.pop().close()  # s1 finishes
-        with catalog.conn() as conn:
-            conn.execute(
-                "UPDATE jobs SET status = 'succeeded', finished_at = now() WHERE id = %s", (s1["id"],)
-            )
-        assert claim_ids(engine, held) == h["id"]
-        s3 = enqueue(ha, admin, "s3")
-        assert claim_ids(engine, held) is None  # nothing runs beside an HA job, on any host
-        held.pop().close()  # the HA job's process dies
-        assert engine.recover() == 1
-        assert job_row(catalog, h)["status"] == "queued"
-        assert claim_ids(engine, held) == h["id"]  # re-run first (oldest), alone again
-        assert job_row(catalog, h)["attempts"] == 2
-        with catalog.conn() as conn:
-            conn.execute(
-                "UPDATE jobs SET status = 'succeeded', finished_at = now() WHERE id = %s", (h["id"],)
-            )
-        assert {claim_ids(engine, held), claim_ids(engine, held)} == {s2["id"], s3["id"]}
-    finally:
-        for conn in held:
-            conn.close()
-
-
-def test_two_ha_jobs_never_overlap(ha, admin, catalog, engine):
-    held: list = []
-    try:
-        a = enqueue(ha, admin, "ha-a", replicas=1)
-        enqueue(ha, admin, "ha-b", replicas=1)
-        assert claim_ids(engine, held) == a["id"]
-        assert claim_ids(engine, held) is None
-    finally:
-        for conn in held:
-            conn.close()
+def test_ha_steps_take_the_routing_lock(ha, admin, catalog, engine):
+    """An HA step waits for the route and HA steps queued before it, and those after it wait for
+    it (procrastinate's lock, in queue order); host steps are kept out by HOSTS_LOCK
+    (tests/api/test_engine.py: test_an_ha_step_excludes_host_steps)."""
+    s1 = enqueue(ha, admin, "s1")
+    h1 = enqueue(ha, admin, "ha-a", replicas=1)
+    enqueue(ha, admin, "ha-b", replicas=1)
+    got = fetch_all(engine, 3)
+    assert [t and t.task_kwargs for t in got] == [
+        {"job_id": s1["id"], "step": "host"},
+        {"job_id": h1["id"], "step": "ha"},
+        None,  # the second HA step waits for the first
+    ]
+    assert got[1].lock == "shadowdb:routing"
 
 
 def test_the_ha_result_needs_a_record_and_credentials(engine):
@@ -359,7 +317,7 @@ def test_a_real_ha_run_against_missing_hosts_fails_cleanly(devdb, ha_inventory, 
     tenant = catalog.tenant("ghost")
     assert tenant["state"] == "failed" and tenant["ha"]
     assert row["wrapped_key"] is None
-    with catalog.conn() as conn:
-        assert conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (ROUTING_LOCK,)).fetchone()["ok"]
-        conn.execute("SELECT pg_advisory_unlock(%s)", (ROUTING_LOCK,))
+    with catalog.conn() as conn:  # the HA step let the hosts go
+        assert conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (HOSTS_LOCK,)).fetchone()["ok"]
+        conn.execute("SELECT pg_advisory_unlock(%s)", (HOSTS_LOCK,))
     assert list(tmp_path.iterdir()) == []
