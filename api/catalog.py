@@ -228,10 +228,10 @@ class Catalog:
         if n >= max_queued:
             raise QueueFull(f"{n} jobs are queued or running (limit {max_queued}); retry later")
 
-    def _insert_job(self, conn, job: dict) -> dict:
+    def _insert_job(self, conn, job: dict, routed: bool) -> dict:
         """Record a job and queue its first step (one transaction: both or neither)."""
         job = {"public_key": None, "wrapped_key": None, "prior_state": None, "exclusive": False} | job
-        steps = plan(job, self.routed())
+        steps = plan(job, routed)
         try:
             with conn.transaction():
                 row = conn.execute(
@@ -250,6 +250,7 @@ class Catalog:
 
     def create_tenant(self, spec: dict, pick_host, job: dict, max_queued: int) -> dict:
         """Record a new tenant (state creating) and its create job, atomically."""
+        routed = self.routed()  # may read the inventory: before the transaction's locks
         with self.conn() as conn, conn.transaction():
             self._admit(conn, max_queued)
             existing = conn.execute("SELECT host FROM tenants WHERE name = %s", (spec["name"],)).fetchone()
@@ -275,6 +276,7 @@ class Catalog:
                     "spec": spec,
                     "exclusive": spec.get("replicas", 0) > 0,
                 },
+                routed,
             )
 
     def change_tenant(self, name: str, kind: str, build_spec, job: dict, max_queued: int) -> dict:
@@ -284,6 +286,7 @@ class Catalog:
         tenant_ha.yml touched it and did not leave it standalone), or the new spec asks for
         replicas; see :func:`ha_job`.
         """
+        routed = self.routed()  # may read the inventory: before the transaction's locks
         with self.conn() as conn, conn.transaction():
             self._admit(conn, max_queued)
             tenant = conn.execute("SELECT * FROM tenants WHERE name = %s FOR UPDATE", (name,)).fetchone()
@@ -303,6 +306,7 @@ class Catalog:
                     "prior_state": tenant["state"],
                     "exclusive": ha_job(tenant, spec),
                 },
+                routed,
             )
             state = "deleting" if kind == "delete" else "updating"
             conn.execute(
@@ -362,6 +366,13 @@ class Catalog:
                 ).fetchone()
                 _settle_tenant(conn, job)
                 add_event(conn, job_id, "job", {"status": "cancelled", "message": job["error"]})
+                # Its queued step leaves procrastinate's queue (a worker that took it already
+                # finds the job cancelled and does nothing).
+                conn.execute(
+                    "SELECT procrastinate_cancel_job_v1(id, false, true) FROM procrastinate_jobs"
+                    " WHERE status = 'todo' AND queue_name = %s AND args->>'job_id' = %s",
+                    (QUEUE, str(job_id)),
+                )
                 return job
             return conn.execute(
                 "UPDATE jobs SET cancel_requested = true WHERE id = %s RETURNING *", (job_id,)

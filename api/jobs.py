@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import ansible_runner
@@ -185,8 +186,13 @@ class Engine:
         }
 
     async def _serve(self, install_signal_handlers: bool) -> None:
+        loop = asyncio.get_running_loop()
+        # Sync tasks run in the loop's default executor: room for every run, and the recovery.
+        loop.set_default_executor(
+            ThreadPoolExecutor(self.settings.max_workers + 2, thread_name_prefix="shadowdb-step")
+        )
         async with self.app.open_async():
-            self._loop = asyncio.get_running_loop()
+            self._loop = loop
             self._worker = asyncio.current_task()
             self._started.set()
             await self.app.run_worker_async(**self._worker_options(install_signal_handlers))

@@ -159,7 +159,9 @@ def test_a_stale_copy_of_a_step_does_nothing(engine, catalog):
     with catalog.conn() as conn:
         assert engine._begin(conn, str(job["id"]), "route") is None  # not the job's step
         catalog.request_cancel(job["id"])
-        assert engine._begin(conn, str(job["id"]), "host") is None  # cancelled before it ran
+        # Its queued step left procrastinate's queue; a worker that had taken it does nothing.
+        assert conn.execute("SELECT count(*) AS n FROM procrastinate_jobs").fetchone()["n"] == 0
+        assert engine._begin(conn, str(job["id"]), "host") is None
 
 
 def test_cancel_of_a_running_job_is_a_request(engine, catalog):
@@ -330,6 +332,41 @@ def test_a_job_of_two_steps_releases_its_host_between_them(devdb, catalog, tmp_p
     steps = [(d["step"], d["state"]) for k, d in events(catalog, job["id"]) if k == "step"]
     assert steps == [("host", "started"), ("host", "finished"), ("route", "started"), ("route", "finished")]
     assert catalog.tenant("two")["state"] == "ready"
+
+
+def test_a_stopping_worker_interrupts_its_run_and_another_runs_it(devdb, catalog, tmp_path, standin):
+    """A worker asked to stop (SIGTERM, the API's shutdown) stops its ansible-playbook and hands
+    the step back to the queue (procrastinate's retry): the next worker runs it, no wait for a
+    heartbeat to go stale."""
+    repo, inventory, log = standin
+    with open(inventory / "hosts.yml", "a") as f:
+        f.write("  vars:\n    fake_log: " + str(log) + "\n    fake_first_sleep: 120\n    fake_sleep: 0\n")
+    settings = make_settings(devdb, inventory, tmp_path / "work", engine=True, repo=repo, stalled_after=600)
+    job = enqueue(catalog, "stop", "host-a")
+    first = Engine(settings)
+    first.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (log.exists() and "start stop" in log.read_text()):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        first.stop()
+    assert not first.alive()
+    row = catalog.job(job["id"])
+    assert row["status"] == "queued" and row["attempts"] == 1, row
+    with catalog.conn() as conn:
+        (task,) = conn.execute("SELECT status, attempts FROM procrastinate_jobs").fetchall()
+    assert task == {"status": "todo", "attempts": 1}
+    second = Engine(settings)
+    second.start()
+    try:
+        row = wait_for(catalog, job["id"], timeout=90)
+    finally:
+        second.stop()
+    assert row["status"] == "succeeded" and row["attempts"] == 2, row
+    statuses = [d["status"] for k, d in events(catalog, job["id"]) if k == "job"]
+    assert statuses == ["running", "interrupted", "running", "succeeded"], statuses
 
 
 class Worker:
