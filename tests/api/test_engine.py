@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 from api.catalog import ROUTING, defer_step
-from api.jobs import HOSTS_LOCK, Engine, new_job_id, sanitize_event
+from api.jobs import HOSTS_LOCK, Engine, new_job_id
+from api.runs import sanitize_event
 
 from .conftest import REPO, make_settings, server_env
 

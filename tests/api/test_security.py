@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 
 from api import sealing
 from api.app import create_app
-from api.jobs import GUARD_TASK, Engine, failure_message, new_job_id
+from api.jobs import Engine, new_job_id
+from api.runs import GUARD_TASK, failure_message
 
 from .conftest import Server, bearer, make_settings, server_env, truncate
 
