@@ -103,16 +103,20 @@ def plan(job: dict, routed: bool) -> list[str]:
 
     An HA job is one step (tenant_ha.yml routes the tenant itself). Without routing (no etcd
     group) a job is its host step; with routing a create or update is its host step then its
-    route step, and a delete its route step (unregister) then its host step.
+    route step, and a delete its route step (unregister) then its host step. A standalone
+    create starts with its guard step.
     """
     if job.get("exclusive"):
         return ["ha"]
-    if not routed:
-        return ["host"]
-    return ["route", "host"] if job["kind"] == "delete" else ["host", "route"]
+    if job["kind"] == "delete":
+        return ["route", "host"] if routed else ["host"]
+    steps = ["host", "route"] if routed else ["host"]
+    # A create first runs the create guard (api/playbooks/create_guard.yml) on its own, so that
+    # its host step may share a run with other jobs of the host (a batch).
+    return ["guard", *steps] if job["kind"] == "create" else steps
 
 
-def step_lock(job: dict, step: str) -> str:
+def step_lock(job: dict, step: str) -> str | None:
     """procrastinate's lock of a step: one run at a time per lock, in queue order.
 
     A host step holds its host. A route step renders HAProxy, which all hosts share, from a
@@ -120,6 +124,8 @@ def step_lock(job: dict, step: str) -> str:
     each apply a render that lacks the other's tenant). An HA step renders HAProxy too, so it
     takes the same lock; it may also touch any db host, which api/jobs.py guards (HOSTS_LOCK).
     """
+    if step == "guard":
+        return None  # reads the hosts and the registry only
     return ROUTING if step in ("route", "ha") else f"shadowdb:host:{job['host']}"
 
 

@@ -192,73 +192,96 @@ class Engine(Runs):
                         queries["finish_job"], {"job_id": task["id"], "status": "failed", "delete_job": True}
                     )
                     continue
-                recovered += 1
-                if job["attempts"] >= self.settings.max_attempts or job["cancel_requested"]:
-                    status = "cancelled" if job["cancel_requested"] else "failed"
-                    reason = (
-                        "cancelled; its worker stopped while it ran"
-                        if job["cancel_requested"]
-                        else f"interrupted {job['attempts']} times; giving up"
-                    )
-                    self._finish(conn, job["id"], status, reason, None, None)
-                    conn.execute(
-                        queries["finish_job"], {"job_id": task["id"], "status": "failed", "delete_job": False}
-                    )
-                else:
-                    conn.execute("UPDATE jobs SET status = 'queued' WHERE id = %s", (job["id"],))
-                    add_event(
-                        conn,
-                        job["id"],
-                        "job",
-                        {
-                            "status": "interrupted",
-                            "message": "the worker running this job stopped; it runs again "
-                            "(the playbooks are idempotent)",
-                            "attempt": job["attempts"],
-                        },
-                    )
+                # The job and the jobs of its batch (their own queued steps wait behind it).
+                members = conn.execute(
+                    "SELECT * FROM jobs WHERE run_by = %s AND id <> %s FOR UPDATE", (job["id"], job["id"])
+                ).fetchall()
+                again = []
+                for member in [job, *members]:
+                    recovered += 1
+                    log.warning("job %s was interrupted (attempt %s)", member["id"], member["attempts"])
+                    if member["attempts"] >= self.settings.max_attempts or member["cancel_requested"]:
+                        reason = (
+                            "cancelled; its worker stopped while it ran"
+                            if member["cancel_requested"]
+                            else f"interrupted {member['attempts']} times; giving up"
+                        )
+                        status = "cancelled" if member["cancel_requested"] else "failed"
+                        self._finish(conn, member["id"], status, reason, None, None)
+                    else:
+                        again.append(member)
+                self._requeue(
+                    conn,
+                    again,
+                    "the worker running this job stopped; it runs again (the playbooks are idempotent)",
+                )
+                if job in again:
                     conn.execute(
                         queries["retry_job"],
                         {"job_id": task["id"], "retry_at": None, "new_priority": None,
                          "new_queue_name": None, "new_lock": None},
                     )  # fmt: skip
-                log.warning("job %s was interrupted (attempt %s)", job["id"], job["attempts"])
+                else:
+                    conn.execute(
+                        queries["finish_job"], {"job_id": task["id"], "status": "failed", "delete_job": False}
+                    )
         return recovered
 
     # --- one step of a job ----------------------------------------------------------------
 
-    def _begin(self, conn, job_id: str, step: str) -> dict | None:
-        """Mark the job running for this step; None when there is nothing to run (the job
-        was cancelled or has finished, or this step is a stale copy of a finished one)."""
+    def _begin(self, conn, job_id: str, step: str) -> list[dict] | None:
+        """Mark the job running for this step, with the jobs its run takes along: for a host
+        step of a create or update, the other creates and updates waiting for a host step on the
+        same host (a batch, up to ``batch_max``). None when there is nothing to run: the job was
+        cancelled or has finished, a run is doing its step, or this is a stale copy of a step."""
         with conn.transaction():
             job = conn.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
-            if job is None or job["status"] not in ACTIVE or job["step"] != step:
+            if job is None or job["status"] not in ACTIVE or job["step"] != step or job["run_by"]:
                 log.info("job %s: step %s has nothing to do", job_id, step)
                 return None
             if job["cancel_requested"]:  # cancelled between two steps
                 self._finish(conn, job_id, "cancelled", "cancelled while running", None, None)
                 return None
-            first = job["status"] == "queued"
-            job = conn.execute(
-                "UPDATE jobs SET status = 'running', attempts = attempts + %s::int,"
-                " started_at = CASE WHEN %s THEN clock_timestamp() ELSE started_at END,"
-                " host_released_at = CASE WHEN %s THEN NULL ELSE host_released_at END"
-                " WHERE id = %s RETURNING *",
-                (int(first), first and step == job["steps"][0], step == "host", job_id),
-            ).fetchone()
-            if first:
-                add_event(
-                    conn,
-                    job_id,
-                    "job",
-                    {
-                        "status": "running",
-                        "attempt": job["attempts"],
-                        "host": job["host"],
-                        "worker": self.name,
-                    },
-                )
-        return job
+            members = [job]
+            if (
+                step == "host"
+                and job["kind"] != "delete"
+                and not job["exclusive"]
+                and self.settings.batch_max > 1
+            ):
+                members += conn.execute(
+                    "SELECT * FROM jobs WHERE host = %s AND step = 'host' AND run_by IS NULL"
+                    " AND status IN ('queued', 'running') AND kind IN ('create', 'update') AND NOT exclusive"
+                    " AND NOT cancel_requested AND id <> %s"
+                    " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                    (job["host"], job_id, self.settings.batch_max - 1),
+                ).fetchall()
+            started = []
+            for member in members:
+                first = member["status"] == "queued"
+                row = conn.execute(
+                    "UPDATE jobs SET status = 'running', run_by = %s, attempts = attempts + %s::int,"
+                    " started_at = CASE WHEN %s THEN clock_timestamp() ELSE started_at END,"
+                    " host_released_at = CASE WHEN %s THEN NULL ELSE host_released_at END"
+                    " WHERE id = %s RETURNING *",
+                    (job_id, int(first), first and step == member["steps"][0], step == "host", member["id"]),
+                ).fetchone()
+                if first:
+                    event = {"status": "running", "attempt": row["attempts"], "host": row["host"]}
+                    add_event(conn, row["id"], "job", event | {"worker": self.name})
+                started.append(row)
+        return started
+
+    def _requeue(self, conn, jobs: list[dict], message: str) -> None:
+        """Put jobs back in the queue (their step runs again): in the caller's transaction."""
+        for job in jobs:
+            conn.execute("UPDATE jobs SET status = 'queued', run_by = NULL WHERE id = %s", (job["id"],))
+            add_event(
+                conn,
+                job["id"],
+                "job",
+                {"status": "interrupted", "message": message, "attempt": job["attempts"]},
+            )
 
     def _hold_hosts(self, conn, exclusive: bool, stop) -> bool:
         """Take HOSTS_LOCK (False: the step was cancelled or the worker stops while waiting).
@@ -287,21 +310,23 @@ class Engine(Runs):
             conn.execute("RESET lock_timeout")
 
     def _step_task(self, context, job_id: str, step: str) -> None:
-        """procrastinate's task: one step of one job."""
+        """procrastinate's task: one step of one job (and of the jobs of its batch)."""
         with self._connect() as conn:  # the step's session (its advisory lock goes with it)
-            job = self._begin(conn, job_id, step)
-            if job is None:
+            members = self._begin(conn, job_id, step)
+            if members is None:
                 return
             with self._count_lock:
                 self._running += 1
             try:
-                self._run_step(context, conn, job, step)
+                self._run_step(context, conn, members, step)
             finally:
                 with self._count_lock:
                     self._running -= 1
 
-    def _run_step(self, context, conn, job: dict, step: str) -> None:
+    def _run_step(self, context, conn, members: list[dict], step: str) -> None:
+        job = members[0]
         job_id = str(job["id"])
+        ids = [str(m["id"]) for m in members]
         data_dir = None
         check = {"last": 0.0, "cancel": False}
 
@@ -311,8 +336,10 @@ class Engine(Runs):
             now = time.monotonic()
             if now - check["last"] >= _CANCEL_CHECK_EVERY:
                 check["last"] = now
-                row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = %s", (job_id,)).fetchone()
-                check["cancel"] = bool(row and row["cancel_requested"])
+                row = conn.execute(
+                    "SELECT bool_or(cancel_requested) AS c FROM jobs WHERE id = ANY(%s::uuid[])", (ids,)
+                ).fetchone()
+                check["cancel"] = bool(row and row["c"])
             return check["cancel"]
 
         def stopped() -> tuple[str, str | None]:
@@ -320,7 +347,7 @@ class Engine(Runs):
                 return "interrupted", None
             return "cancelled", "cancelled while running"
 
-        stats = dict(job["stats"] or {})
+        stats: dict = {}
         status = error = conflict = None
         try:
             if step in ("host", "ha") and not self._hold_hosts(conn, step == "ha", cancelled):
@@ -330,20 +357,32 @@ class Engine(Runs):
                     # From now on the tenant may be HA on the hosts: its next jobs go through
                     # tenant_ha.yml too, until one leaves it standalone (catalog._settle_tenant).
                     conn.execute("UPDATE tenants SET ha = true WHERE name = %s", (job["tenant"],))
-                planned = {s: (p, e) for s, p, e in self._steps(job, self._guard_passed(conn, job))}
-                playbook, extravars = planned[step]
-                skip = "register" if step == "host" and len(planned) > 1 else None
+                if len(members) > 1:
+                    playbook, extravars, skip = self._batch(job, members)
+                else:
+                    planned = {s: (p, e) for s, p, e in self._steps(job, self._guard_passed(conn, job))}
+                    playbook, extravars = planned[step]
+                    skip = "register" if step == "host" and "route" in planned else None
                 data_dir = tempfile.mkdtemp(
                     prefix=f"{job_id}-{job['attempts']}-{step}-", dir=self.settings.work_dir
                 )
-                add_event(conn, job_id, "step", {"step": step, "state": "started"})
-                runner, state = self._ansible(conn, job, step, playbook, extravars, skip, data_dir, cancelled)
-                add_event(conn, job_id, "step", {"step": step, "state": "finished", "runner": runner.status})
-                stats[step] = state["stats"]
+                batch = (
+                    {"batch": job_id, "tenants": [m["tenant"] for m in members]} if len(members) > 1 else {}
+                )
+                for i in ids:
+                    add_event(conn, i, "step", {"step": step, "state": "started"} | batch)
+                runner, state = self._ansible(
+                    conn, job, step, playbook, extravars, skip, data_dir, cancelled, streams=ids
+                )
+                for i in ids:
+                    add_event(
+                        conn, i, "step", {"step": step, "state": "finished", "runner": runner.status} | batch
+                    )
+                stats = state["stats"]
                 status, error = self._failure(runner, state)
                 if status == "cancelled" or status == "interrupted":
                     status, error = stopped()
-                conflict = self._conflict(job, state["stats"]) if status == "failed" else None
+                conflict = self._conflict(job, stats) if status == "failed" else None
                 if conflict:
                     error = conflict["error"]
         except Exception:  # the runner itself failed: record it, never leave the job running
@@ -354,20 +393,39 @@ class Engine(Runs):
                 shutil.rmtree(data_dir, ignore_errors=True)
         if status == "interrupted":
             with conn.transaction():
-                conn.execute("UPDATE jobs SET status = 'queued' WHERE id = %s", (job_id,))
-                add_event(
-                    conn,
-                    job_id,
-                    "job",
-                    {"status": "interrupted", "message": "the worker is stopping; the job runs again"},
-                )
+                self._requeue(conn, members, "the worker is stopping; the job runs again")
             raise Interrupted(f"job {job_id}: its worker stops")
+        if status == "cancelled" and len(members) > 1:
+            # One job of the batch was cancelled: the run stopped; the others run again.
+            with conn.transaction():
+                flags = conn.execute(
+                    "SELECT id, cancel_requested FROM jobs WHERE id = ANY(%s::uuid[])", (ids,)
+                ).fetchall()
+                gone = {str(r["id"]) for r in flags if r["cancel_requested"]}
+                for member in members:
+                    if str(member["id"]) in gone:
+                        self._finish(conn, member["id"], "cancelled", error, None, None)
+                again = [m for m in members if str(m["id"]) not in gone]
+                self._requeue(conn, again, "another job of its batch was cancelled; it runs again")
+                if job in again:  # this procrastinate job ends: the first job needs another
+                    defer_step(conn, job, step)
+            return
+        for member in members:
+            outcome, reason, own = status, error, stats
+            if status is None and len(members) > 1:
+                outcome, reason, own = self._batch_outcome(member, stats)
+            self._advance(conn, member, step, outcome, reason, own, conflict)
+
+    def _advance(self, conn, job: dict, step: str, status, error, step_stats: dict, conflict) -> None:
+        """After a step of a job: queue its next step, or end the job (its outcome)."""
+        job_id = str(job["id"])
+        stats = dict(job["stats"] or {}) | {step: step_stats}
         steps = job["steps"] or [step]
         if status is None and steps.index(step) + 1 < len(steps):
             following = steps[steps.index(step) + 1]
             with conn.transaction():
                 row = conn.execute(
-                    "UPDATE jobs SET step = %s, stats = %s,"
+                    "UPDATE jobs SET step = %s, stats = %s, run_by = NULL,"
                     " host_released_at = CASE WHEN %s THEN now() ELSE host_released_at END"
                     " WHERE id = %s RETURNING *",
                     (following, Jsonb(stats), step == "host", job_id),

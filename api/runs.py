@@ -113,7 +113,10 @@ class Runs:
         steps = job.get("steps") or plan(job, self.routed())
         planned = []
         for step in steps:
-            if step == "ha":
+            if step == "guard":
+                extravars = {"tenant_host": job["host"], "tenant": job["spec"]} | guard
+                planned.append(("guard", str(playbooks / "create_guard.yml"), extravars))
+            elif step == "ha":
                 extravars = {"tenant": job["spec"], "api_job_public_key": public_key} | guard
                 if job["kind"] == "delete":
                     extravars = {"tenant": {"name": name, "state": "absent"}, "confirm": name}
@@ -132,6 +135,8 @@ class Runs:
                     "tenant": job["spec"],
                     "api_job_public_key": public_key,
                 }
+                # A create whose guard ran as a step of its own does not run it again.
+                guard["api_job_guard_passed"] = guard_passed or "guard" in steps
                 planned.append(("host", str(playbooks / "tenant_job.yml"), extravars | guard))
             else:
                 state = "absent" if job["kind"] == "delete" else "present"
@@ -163,9 +168,43 @@ class Runs:
             "hosts": hosts,
         }
 
-    def _ansible(self, conn, job, step, playbook, extravars, skip_tags, data_dir, cancelled):
-        """One ansible-runner run of a job's step; its events go to the job's stream."""
+    def _batch(self, job: dict, members: list[dict]) -> tuple[str, dict, str]:
+        """(playbook, extra vars, skipped tags) of one run of the host step of several jobs."""
+        return (
+            str(self.settings.repo / "api" / "playbooks" / "tenants_job.yml"),
+            {
+                "tenant_host": job["host"],
+                "tenants": [m["spec"] for m in members],
+                "api_jobs": [
+                    {
+                        "name": m["tenant"],
+                        "public_key": base64.b64encode(bytes(m["public_key"])).decode()
+                        if m["public_key"]
+                        else "",
+                    }
+                    for m in members
+                ],
+            },
+            "report,register" if "route" in (job["steps"] or []) else "report",
+        )
+
+    @staticmethod
+    def _batch_outcome(job: dict, stats: dict) -> tuple[str | None, str | None, dict]:
+        """(status, error, host step stats) of one job of a batch whose run succeeded."""
+        name = job["tenant"]
+        failed = stats.get("shadowdb_api_failed") or {}
+        done = (stats.get("shadowdb_api_batch") or {}).get(name)
+        if name in failed:
+            return "failed", f"{name}: {failed[name]}"[: 2 * _MAX_MSG], {}
+        if not done:
+            return "failed", f"the run returned no result for tenant {name}", {}
+        return None, None, {"shadowdb_api_endpoint": done["endpoint"], "shadowdb_api_sealed": done["sealed"]}
+
+    def _ansible(self, conn, job, step, playbook, extravars, skip_tags, data_dir, cancelled, streams=None):
+        """One ansible-runner run of a job's step; its events go to the job's stream (and to the
+        streams of the other jobs of its batch)."""
         job_id = str(job["id"])
+        streams = streams or [job_id]
         state: dict = {"stats": {}, "failure": None}
 
         def on_event(event: dict) -> bool:
@@ -181,7 +220,8 @@ class Runs:
                 ):
                     state["failure"] = data
                     log_failure(job_id, data, (event.get("event_data") or {}).get("res") or {})
-                add_event(conn, job_id, kind, data)
+                for stream in streams:
+                    add_event(conn, stream, kind, data)
             return self.settings.keep_artifacts
 
         runner = ansible_runner.run(

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     max_workers: int = Field(
         4, ge=1, le=64, description="ansible-runner runs at once in one worker (never two on one host)"
     )
+    batch_max: int = Field(
+        10, ge=1, le=100, description="jobs of one host converged by one run of tenant.yml (1: no batches)"
+    )
     max_queued: int = Field(64, ge=1, description="unfinished jobs accepted before new ones get 429")
     max_attempts: int = Field(3, ge=1, description="runs of one job (first run + re-runs after a crash)")
     stalled_after: float = Field(

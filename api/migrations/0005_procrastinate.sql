@@ -10,3 +10,7 @@ ALTER TABLE jobs ADD COLUMN step text;
 -- stats: the custom stats of the job's finished steps, until it ends (the host step's endpoint
 -- and sealed credentials wait there for its route step; never a secret in clear).
 ALTER TABLE jobs ADD COLUMN stats jsonb;
+-- run_by: while a run does the job's current step, the job whose procrastinate job runs it (the
+-- job itself, or the first job of a batch: jobs waiting for a host step of the same host share
+-- one run of tenant.yml); NULL while the step waits.
+ALTER TABLE jobs ADD COLUMN run_by uuid;

@@ -11,7 +11,8 @@ looked for in the runner artifacts, the catalog and the API log: it must be in n
 
 Concurrency: SHADOWDB_API_CONCURRENT tenants (default 10) requested at once: all healthy and
 routable, spread over both hosts, no port or name collision, never two host steps on one host
-at the same time, never two routing steps at the same time (they share the proxy).
+at the same time (jobs that waited for their host share one run of tenant.yml, a batch), never two
+routing steps at the same time (they share the proxy).
 
 Never adopt: a tenant made with playbooks/tenant.yml directly (not in the catalog) on the host
 the API would pick; a create of the same name through the API fails at the create guard with
@@ -271,22 +272,30 @@ def test_concurrent_onboardings(lab, api, token, devdb):
     for job_id, events in zip(jobs, streams, strict=True):
         succeeded(api, token, job_id, events)
 
-    # Host steps one at a time per host; routing steps one at a time in the deployment.
+    # Host steps one at a time per host (jobs that waited for their host share one run, a
+    # batch: the same run in each one's events); routing steps one at a time in the deployment.
     with psycopg.connect(devdb.url) as conn:
-        rows = conn.execute(
-            "SELECT id::text, host, started_at, coalesce(host_released_at, finished_at)"
-            " FROM jobs WHERE id = ANY(%s::uuid[])",
-            (jobs,),
-        ).fetchall()
+        hosts = dict(conn.execute("SELECT id::text, host FROM jobs WHERE id = ANY(%s::uuid[])", (jobs,)))
+    assert sorted(list(hosts.values()).count(h) for h in set(hosts.values())) == [n // 2, n - n // 2]
+    runs: dict[str, dict] = {}
+    for job_id, events in zip(jobs, streams, strict=True):
+        at = {
+            d["state"]: datetime.fromisoformat(d["at"])
+            for k, d in events
+            if k == "step" and d["step"] == "host"
+        }
+        run = next((d.get("batch") for k, d in events if k == "step" and d["step"] == "host"), None) or job_id
+        runs.setdefault(run, {"host": hosts[job_id], "span": (at["started"], at["finished"]), "jobs": 0})
+        runs[run]["jobs"] += 1
     by_host: dict[str, list] = {}
-    for _, host, start, released in rows:
-        by_host.setdefault(host, []).append((start, released))
-    assert sorted(len(spans) for spans in by_host.values()) == [n // 2, n - n // 2], by_host.keys()
+    for run in runs.values():
+        by_host.setdefault(run["host"], []).append(run["span"])
     for host, spans in by_host.items():
         spans.sort()
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), (
             f"host steps overlap on {host}"
         )
+    batches = sorted(run["jobs"] for run in runs.values())
     route_spans = sorted(
         [datetime.fromisoformat(d["at"]) for k, d in events if k == "step" and d["step"] == "route"]
         for events in streams
@@ -310,7 +319,8 @@ def test_concurrent_onboardings(lab, api, token, devdb):
     fragments = lab.sh(lab.hosts[0], "ls /etc/haproxy/conf.d").split()
     assert sorted(f"{name}.cfg" for name in names) == sorted(fragments)
     print(
-        f"\n{n} concurrent onboardings over {len(by_host)} hosts (request -> all routable): {elapsed:.1f} s"
+        f"\n{n} concurrent onboardings over {len(by_host)} hosts (request -> all routable): {elapsed:.1f} s;"
+        f" host step runs (jobs each): {batches}"
     )
     # The lab is removed with its tenants (lab.down); removal through the API is checked above.
 

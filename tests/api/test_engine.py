@@ -28,6 +28,15 @@ def enqueue(catalog, name, host):
     return catalog.create_tenant({"name": name}, lambda counts: host, job, max_queued=100)
 
 
+def past_guard(catalog, job):
+    """A create whose guard step is done: its host step is queued (as the engine leaves it)."""
+    with catalog.conn() as conn, conn.transaction():
+        conn.execute("DELETE FROM procrastinate_jobs WHERE args->>'job_id' = %s", (str(job["id"]),))
+        row = conn.execute("UPDATE jobs SET step = 'host' WHERE id = %s RETURNING *", (job["id"],)).fetchone()
+        defer_step(conn, row, "host")
+    return row
+
+
 @pytest.fixture
 def engine(devdb, fake_inventory, tmp_path, catalog):
     return Engine(make_settings(devdb, fake_inventory, tmp_path, max_attempts=2))
@@ -51,9 +60,9 @@ def fetch_all(engine, n: int) -> list:
 
 
 def test_one_run_per_host_and_hosts_in_parallel(engine, catalog):
-    a1 = enqueue(catalog, "a1", "host-a")
-    enqueue(catalog, "a2", "host-a")
-    b1 = enqueue(catalog, "b1", "host-b")
+    a1 = past_guard(catalog, enqueue(catalog, "a1", "host-a"))
+    past_guard(catalog, enqueue(catalog, "a2", "host-a"))
+    b1 = past_guard(catalog, enqueue(catalog, "b1", "host-b"))
     got = fetch_all(engine, 3)
     assert [t and t.task_kwargs["job_id"] for t in got] == [str(a1["id"]), str(b1["id"]), None]
     assert got[0].lock == "shadowdb:host:host-a" and got[1].lock == "shadowdb:host:host-b"
@@ -100,9 +109,10 @@ def test_an_ha_step_excludes_host_steps(engine, catalog):
 @pytest.mark.parametrize(
     ("routed", "kind", "steps"),
     [
-        (False, "create", ["host"]),
+        (False, "create", ["guard", "host"]),
+        (False, "update", ["host"]),
         (False, "delete", ["host"]),
-        (True, "create", ["host", "route"]),
+        (True, "create", ["guard", "host", "route"]),
         (True, "update", ["host", "route"]),
         (True, "delete", ["route", "host"]),
     ],
@@ -118,22 +128,30 @@ def test_steps_of_a_job(engine, routed, kind, steps):
         assert playbook.endswith("api/playbooks/tenant_route.yml")
         assert extravars["api_route_state"] == ("absent" if kind == "delete" else "present")
     assert by_step["host"][0].endswith("tenant_remove.yml" if kind == "delete" else "tenant_job.yml")
+    if kind == "create":  # the guard runs as a step of its own, not again in the host step
+        assert by_step["guard"][0].endswith("api/playbooks/create_guard.yml")
+        assert by_step["guard"][1]["api_job_guard_passed"] is False
+        assert by_step["host"][1]["api_job_guard_passed"] is True
 
 
 def test_the_steps_are_fixed_when_the_job_is_queued(catalog):
     catalog.routed = lambda: True
     job = enqueue(catalog, "a1", "host-a")
-    assert job["steps"] == ["host", "route"] and job["step"] == "host"
+    assert job["steps"] == ["guard", "host", "route"] and job["step"] == "guard"
+    with catalog.conn() as conn:
+        (task,) = conn.execute("SELECT lock, args FROM procrastinate_jobs").fetchall()
+    assert task == {"lock": None, "args": {"job_id": str(job["id"]), "step": "guard"}}  # no host lock
+    past_guard(catalog, job)
     with catalog.conn() as conn:
         (task,) = conn.execute("SELECT lock, args FROM procrastinate_jobs").fetchall()
     assert task == {"lock": "shadowdb:host:host-a", "args": {"job_id": str(job["id"]), "step": "host"}}
 
 
 def test_a_step_whose_worker_died_is_queued_again(engine, catalog):
-    job = enqueue(catalog, "a1", "host-a")
+    job = past_guard(catalog, enqueue(catalog, "a1", "host-a"))
     (task,) = fetch_all(engine, 1)  # a worker took it...
     with catalog.conn() as conn:
-        assert engine._begin(conn, str(job["id"]), "host")["attempts"] == 1
+        assert engine._begin(conn, str(job["id"]), "host")[0]["attempts"] == 1
         assert engine.recover() == 0  # ...and is alive (its heartbeat is fresh)
         # ...then its process died: no heartbeat since.
         conn.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour'")
@@ -145,7 +163,7 @@ def test_a_step_whose_worker_died_is_queued_again(engine, catalog):
     (again,) = fetch_all(engine, 1)
     assert again.id == task.id and again.attempts == 1  # procrastinate's retry of the same job
     with catalog.conn() as conn:
-        assert engine._begin(conn, str(job["id"]), "host")["attempts"] == 2
+        assert engine._begin(conn, str(job["id"]), "host")[0]["attempts"] == 2
         conn.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour'")
     assert engine.recover() == 1
     row = catalog.job(job["id"])
@@ -156,7 +174,7 @@ def test_a_step_whose_worker_died_is_queued_again(engine, catalog):
 
 
 def test_a_stale_copy_of_a_step_does_nothing(engine, catalog):
-    job = enqueue(catalog, "a1", "host-a")
+    job = past_guard(catalog, enqueue(catalog, "a1", "host-a"))
     with catalog.conn() as conn:
         assert engine._begin(conn, str(job["id"]), "route") is None  # not the job's step
         catalog.request_cancel(job["id"])
@@ -166,7 +184,7 @@ def test_a_stale_copy_of_a_step_does_nothing(engine, catalog):
 
 
 def test_cancel_of_a_running_job_is_a_request(engine, catalog):
-    job = enqueue(catalog, "a1", "host-a")
+    job = past_guard(catalog, enqueue(catalog, "a1", "host-a"))
     with catalog.conn() as conn:
         engine._begin(conn, str(job["id"]), "host")
     row = catalog.request_cancel(job["id"])
@@ -282,6 +300,46 @@ ROUTE_STEP = """\
 """
 
 
+# A batch (api/playbooks/tenants_job.yml): one run for several tenants of the host; a tenant
+# named bad* fails on its own, as tenant.yml reports it.
+BATCH_STEP = """\
+- name: Converge the tenants (stand-in)
+  hosts: "{{ tenant_host }}"
+  gather_facts: false
+  tasks:
+    - name: Run for a while
+      ansible.builtin.shell: |
+        echo "start {{ names }} {{ tenant_host }} $(date +%s.%N)" >> {{ fake_log }}
+        sleep {{ fake_sleep }}
+        echo "end {{ names }} {{ tenant_host }} $(date +%s.%N)" >> {{ fake_log }}
+      vars:
+        names: "{{ tenants | map(attribute='name') | join(',') }}"
+      changed_when: false
+    - name: Results as custom stats
+      ansible.builtin.set_stats:
+        data:
+          shadowdb_api_batch: >-
+            {% set out = {} %}{% for t in tenants if not t.name.startswith('bad') %}{%
+              set _ = out.update({t.name: {'endpoint': {'host': t.name ~ '.test', 'port': 5432},
+                                           'sealed': ''}})
+            %}{% endfor %}{{ out }}
+          shadowdb_api_failed: >-
+            {% set out = {} %}{% for t in tenants if t.name.startswith('bad') %}{%
+              set _ = out.update({t.name: 'cluster: the server did not start'}) %}{% endfor %}{{ out }}
+        per_host: false
+        aggregate: false
+"""
+GUARD_STEP = """\
+- name: Refuse to create a tenant that already exists (stand-in)
+  hosts: "{{ tenant_host }}"
+  gather_facts: false
+  tasks:
+    - name: Nothing of that name
+      ansible.builtin.debug:
+        msg: ok
+"""
+
+
 @pytest.fixture
 def standin(tmp_path):
     """A checkout with stand-in playbooks and an inventory of local hosts: (repo, inventory, log)."""
@@ -290,6 +348,8 @@ def standin(tmp_path):
     (repo / "ansible.cfg").write_text("[defaults]\nhost_key_checking = False\n")
     (repo / "api" / "playbooks" / "tenant_job.yml").write_text(HOST_STEP)
     (repo / "api" / "playbooks" / "tenant_route.yml").write_text(ROUTE_STEP)
+    (repo / "api" / "playbooks" / "tenants_job.yml").write_text(BATCH_STEP)
+    (repo / "api" / "playbooks" / "create_guard.yml").write_text(GUARD_STEP)
     log = tmp_path / "runs.log"
     inventory = tmp_path / "inventory"
     inventory.mkdir()
@@ -313,8 +373,9 @@ def spans(log: Path) -> dict[str, list[tuple[float, float]]]:
     return result
 
 
-def test_a_job_of_two_steps_releases_its_host_between_them(devdb, catalog, tmp_path, standin):
-    """Host step then route step, each a procrastinate job; the result merges both."""
+def test_a_job_of_three_steps(devdb, catalog, tmp_path, standin):
+    """A create: guard, host and route steps, each a procrastinate job; the result merges the
+    host and route steps' stats, the host is released after its step."""
     repo, inventory, log = standin
     settings = make_settings(devdb, inventory, tmp_path / "work", engine=True, repo=repo, poll_interval=0.2)
     catalog.routed = lambda: True
@@ -331,7 +392,7 @@ def test_a_job_of_two_steps_releases_its_host_between_them(devdb, catalog, tmp_p
     assert row["result"]["endpoint"]["proxy_port"] == 30001 and row["result"]["endpoint"]["port"] == 5432
     assert row["host_released_at"] and row["stats"] is None
     steps = [(d["step"], d["state"]) for k, d in events(catalog, job["id"]) if k == "step"]
-    assert steps == [("host", "started"), ("host", "finished"), ("route", "started"), ("route", "finished")]
+    assert steps == [(s, state) for s in ("guard", "host", "route") for state in ("started", "finished")]
     assert catalog.tenant("two")["state"] == "ready"
 
 
@@ -368,6 +429,48 @@ def test_a_stopping_worker_interrupts_its_run_and_another_runs_it(devdb, catalog
     assert row["status"] == "succeeded" and row["attempts"] == 2, row
     statuses = [d["status"] for k, d in events(catalog, job["id"]) if k == "job"]
     assert statuses == ["running", "interrupted", "running", "succeeded"], statuses
+
+
+def test_a_batch_converges_the_jobs_waiting_for_a_host(devdb, catalog, tmp_path, standin):
+    """Jobs waiting for their host while it is busy are converged by one run (a batch): each keeps
+    its own job, events and result, and one tenant's failure fails its own job only."""
+    repo, inventory, log = standin
+    with open(inventory / "hosts.yml", "a") as f:
+        f.write("  vars:\n    fake_log: " + str(log) + "\n    fake_first_sleep: 8\n    fake_sleep: 0\n")
+    settings = make_settings(devdb, inventory, tmp_path / "work", engine=True, repo=repo, poll_interval=0.2)
+    engine = Engine(settings)
+    engine.start()
+    try:
+        lead = enqueue(catalog, "lead", "host-a")  # holds host-a for 8 s
+        deadline = time.monotonic() + 60
+        while not (log.exists() and "start lead" in log.read_text()):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        waiting = [enqueue(catalog, name, "host-a") for name in ("ok1", "bad1", "ok2")]
+        while any(catalog.job(j["id"])["step"] != "host" for j in waiting):  # their guards ran
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert "end lead" not in log.read_text(), "the host was free before the jobs waited for it"
+        rows = {j["tenant"]: wait_for(catalog, j["id"], timeout=120) for j in [lead, *waiting]}
+    finally:
+        engine.stop()
+    runs = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("start")]
+    assert runs[0] == "lead" and len(runs) == 2 and sorted(runs[1].split(",")) == ["bad1", "ok1", "ok2"], runs
+    assert {name: row["status"] for name, row in rows.items()} == {
+        "lead": "succeeded", "ok1": "succeeded", "bad1": "failed", "ok2": "succeeded"
+    }  # fmt: skip
+    assert rows["bad1"]["error"] == "bad1: cluster: the server did not start"
+    assert rows["ok2"]["result"]["endpoint"] == {"host": "ok2.test", "port": 5432}
+    assert catalog.tenant("bad1")["state"] == "failed" and catalog.tenant("ok1")["state"] == "ready"
+    leaders = set()
+    for job in waiting:  # each job has its own stream with the batch's run in it
+        steps = [d for k, d in events(catalog, job["id"]) if k == "step" and d["step"] == "host"]
+        assert [d["state"] for d in steps] == ["started", "finished"]
+        assert sorted(steps[0]["tenants"]) == ["bad1", "ok1", "ok2"]
+        leaders.add(steps[0]["batch"])
+        assert "Run for a while" in [d["task"] for k, d in events(catalog, job["id"]) if k == "task"]
+        assert catalog.job(job["id"])["attempts"] == 1
+    assert len(leaders) == 1 and leaders <= {str(j["id"]) for j in waiting}
 
 
 class Worker:
@@ -481,8 +584,8 @@ def test_two_worker_processes_one_run_per_host(devdb, catalog, tmp_path, standin
             worker.stop()
     assert [r["status"] for r in rows] == ["succeeded"] * 6, [r["error"] for r in rows]
     assert all(r["attempts"] == 1 for r in rows)
-    by_host = spans(log)
-    assert sorted(len(s) for s in by_host.values()) == [3, 3]
+    by_host = spans(log)  # jobs that waited for their host share a run (a batch)
+    assert sorted(by_host) == ["host-a", "host-b"] and all(len(s) <= 3 for s in by_host.values())
     for host, runs in by_host.items():
         runs.sort()
         assert all(a[1] <= b[0] for a, b in zip(runs, runs[1:], strict=False)), f"two runs at once on {host}"

@@ -28,6 +28,26 @@ def shadowdb_api_seal(credentials, public_key_b64) -> str:
     return _sealing.seal(base64.b64decode(public_key_b64), secrets)
 
 
+def shadowdb_api_batch(credentials_by_tenant, done, jobs) -> dict:
+    """{tenant: {endpoint, sealed}} of the tenants of a batch that converged: each tenant's
+    credentials sealed for its own job's public key ('' when the job has none)."""
+    out = {}
+    for job in jobs:
+        name = job["name"]
+        credentials = (credentials_by_tenant or {}).get(name)
+        if name in (done or []) and credentials:
+            key = job.get("public_key") or ""
+            out[name] = {
+                "endpoint": shadowdb_api_endpoint(credentials),
+                "sealed": shadowdb_api_seal(credentials, key) if key else "",
+            }
+    return out
+
+
 class FilterModule:
     def filters(self):
-        return {"shadowdb_api_endpoint": shadowdb_api_endpoint, "shadowdb_api_seal": shadowdb_api_seal}
+        return {
+            "shadowdb_api_batch": shadowdb_api_batch,
+            "shadowdb_api_endpoint": shadowdb_api_endpoint,
+            "shadowdb_api_seal": shadowdb_api_seal,
+        }
