@@ -7,6 +7,9 @@
   queue order; workers in any number of processes (the API's own, ``python -m api worker``
   elsewhere) share the catalog. Admission stops at ``max_queued`` unfinished jobs (HTTP 429);
   a worker runs at most ``max_workers`` steps at once.
+- Batches: a host step of a create or update takes along the creates and updates waiting for a
+  host step on the same host (``batch_max``): one run of tenant.yml for all their tenants, each
+  job keeping its own outcome (``jobs.run_by``: the job whose run does a job's step).
 - High availability: an HA step (tenant_ha.yml) may touch any db host. Besides the routing lock
   it takes HOSTS_LOCK, a PostgreSQL advisory lock, exclusively, while every host step holds it
   shared: an HA run waits for the host steps running, and host steps wait behind a waiting HA
