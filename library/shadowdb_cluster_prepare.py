@@ -13,6 +13,7 @@ import string
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch, tenant_params
 from ansible.module_utils.shadowdb_common import UnsafePathError, read_listening_ports
+from ansible.module_utils.shadowdb_firewall import EGRESS_FILE, converge_firewall
 from ansible.module_utils.shadowdb_fs import converge_directory, converge_file, read_small, wanted_attributes
 from ansible.module_utils.shadowdb_identity import converge_identity_view
 from ansible.module_utils.shadowdb_lease import LeaseFileError, lease_port
@@ -31,7 +32,9 @@ description:
   - Then, each only when needed, the tenant's system group and user, its directories (walked from
     C(/) one directory at a time; a planted link is refused, never followed), the tenant's view of
     C(/etc/passwd) and C(/etc/group) without the other tenants (C(<secrets_dir>/passwd) and
-    C(<secrets_dir>/group), bind-mounted in its sandbox), a stable random port
+    C(<secrets_dir>/group), bind-mounted in its sandbox), the host's tenant egress firewall with
+    the tenant's user in it (its processes open no connection; module_utils/shadowdb_firewall.py,
+    loaded with C(nft) once per call and after each new user), a stable random port
     leased from the host's C(postgres) pool, the generated passwords (kept root-only in
     C(<secrets_dir>/passwords.json), never replaced), the server's private key (EC P-256, made on
     the host, never leaving it) and a signing request for O(server_name).
@@ -240,13 +243,30 @@ def user_changes(entry, home, gid, comment, shell="/usr/sbin/nologin"):
     return args
 
 
+class Firewall:
+    """The host's tenant egress firewall (module_utils/shadowdb_firewall.py), converged once per
+    call, and again after each new tenant user (its uid joins the ruleset before it starts)."""
+
+    def __init__(self, module):
+        self.module = module
+        self.converged = False
+
+    def converge(self, new_user):
+        if self.converged and not new_user:
+            return False
+        self.converged = True
+        return converge_firewall(self.module, self.module.check_mode)
+
+
 class Prepare:
-    def __init__(self, module, params, taken=None):
+    def __init__(self, module, params, taken=None, firewall=None):
         self.module = module
         self.p = params
         self.check = module.check_mode
         self.actions = []
         self.taken = TakenPorts() if taken is None else taken
+        self.firewall = Firewall(module) if firewall is None else firewall
+        self.new_user = False
 
     def run(self, argv, data=None):
         rc, out, err = self.module.run_command(argv, data=data, binary_data=True)
@@ -287,6 +307,7 @@ class Prepare:
             entry = pwd.getpwnam(user)
         except KeyError:
             self.actions.append(f"made the user {user}")
+            self.new_user = True
             if not self.check:
                 self.run(
                     ["useradd", "--system", "--gid", str(gid), "--home-dir", home, "--no-create-home"]
@@ -376,6 +397,15 @@ class Prepare:
             self.directories()
             if converge_identity_view(self.p["secrets_dir"], self.p["os_user"], self.check):
                 self.actions.append("wrote the tenant's view of /etc/passwd and /etc/group")
+        # A standalone tenant has no egress allowance (one left by its Patroni past goes).
+        allowances = os.path.join(self.p["secrets_dir"], EGRESS_FILE)
+        allowances_removed = os.path.lexists(allowances)
+        if allowances_removed:
+            self.actions.append(f"removed {allowances} (a standalone tenant opens no connection)")
+            if not self.check:
+                os.unlink(allowances)
+        if self.firewall.converge(self.new_user or allowances_removed):
+            self.actions.append("loaded the host's tenant egress firewall")
         port = self.port()
         passwords = self.passwords()
         csr, certificate = self.tls(user_exists)
@@ -432,10 +462,11 @@ def main():
             "(1024 <= port_range_start <= port_range_end <= 65535)"
         )
     taken = TakenPorts()  # one per call: a port leased for a tenant is not given to the next
+    firewall = Firewall(module)
 
     def converge_one(params):
         params = dict(params, directories=checked_directories(params["name"], params["directories"]))
-        prepare = Prepare(module, params, taken)
+        prepare = Prepare(module, params, taken, firewall)
         try:
             result = prepare.converge()
         except (PrepareError, UnsafePathError, OSError, ValueError) as e:

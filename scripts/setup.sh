@@ -8,7 +8,8 @@ ANSIBLE_BUNDLE_VERSION=14.5.0   # PyPI "ansible": the collections below are copi
 COLLECTIONS="community/postgresql community/general ansible/posix community/crypto containers/podman"
 # podman/runc/debootstrap: lab hosts; postgresql: the API's throwaway catalog (tests, demo);
 # etcd-server/etcd-client: the registry module's tests against a real etcd.
-APT_PACKAGES="podman runc debootstrap uidmap postgresql etcd-server etcd-client"
+# nftables: the tenant egress firewall's unit tests check the rendered ruleset with nft --check.
+APT_PACKAGES="podman runc debootstrap uidmap postgresql etcd-server etcd-client nftables"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/shadowdb"
 mkdir -p "$cache"
 

@@ -384,16 +384,46 @@ def test_cannot_use_the_hosts_admin_endpoints(lab, db1, conn):
         address, _, port = line.split()[3].rpartition(":")
         if int(port) not in ports:
             listeners.add(("127.0.0.1" if address in wildcard else address.strip("[]"), int(port)))
-    # Control: the probe reaches the tenant's own server (it answers the HTTP nonsense with
-    # nothing, but the TCP connection is made).
-    code, out = run_program(conn, f"python3 -c '{_PROBE}' 127.0.0.1 {lab.leases(db1)[SU]}")
-    assert code == 0 and "ConnectionRefused" not in out, out
     exposed = []
     for address, port in sorted(listeners):
         code, out = run_program(conn, f"python3 -c '{_PROBE}' {address} {port}")
         if any(marker in out for marker in _ADMIN_MARKERS) or re.search(r"HTTP/1\.[01] 200", out):
             exposed.append(f"{address}:{port}: {out[:120]}")
     assert not exposed, f"admin endpoints answer the superuser tenant: {exposed}"
+
+
+# --- the tenant egress firewall (module_utils/shadowdb_firewall.py) -------------------------------
+def tls_subject_command(address: str, port: int) -> str:
+    """Open TLS on a PostgreSQL port and print the server certificate's subject (what PostgreSQL
+    shows anyone before any authentication: CN=<tenant>.<domain>)."""
+    return (
+        f"timeout 10 openssl s_client -starttls postgres -connect {address}:{port} </dev/null 2>&1"
+        " | grep -E '^(subject|depth)|connect:|errno|refused' | head -5"
+    )
+
+
+@pytest.mark.parametrize("where", ["loopback", "host address", "another host"])
+def test_cannot_open_a_connection_to_a_neighbours_port(lab, db1, db2, conn, where):
+    """The certificate a PostgreSQL server shows to anyone opening TLS names its tenant; a tenant
+    could scan its host's ports (or any host's) and read its neighbours' names, or try their
+    passwords. Its processes open no connection at all: the host's egress firewall rejects them,
+    while root on the same host (the control) reads the certificate."""
+    host = db2 if where == "another host" else db1
+    neighbour = "itc" if where == "another host" else OTHER
+    address = "127.0.0.1" if where == "loopback" else lab.ip(host)
+    port = lab.leases(host)[neighbour]
+    control = lab.sh(db1, tls_subject_command(address, port), check=False)
+    assert names(neighbour, control), f"root does not read {neighbour}'s certificate: {control}"
+    _, out = run_program(conn, tls_subject_command(address, port))
+    assert not names(neighbour, out), f"the tenant read {neighbour}'s certificate: {out}"
+    assert "refused" in out or "errno=111" in out, out
+    # Not the TLS tool: no TCP connection at all, to the neighbour nor to the tenant's own port.
+    for target in (port, lab.leases(db1)[SU]):
+        code, out = run_program(conn, f"timeout 5 bash -c 'echo > /dev/tcp/{address}/{target}'")
+        assert code != 0 and "refused" in out.lower(), f"{address}:{target}: {out}"
+    firewall = lab.sh(db1, "nft list table inet shadowdb_tenant_egress")
+    uid = lab.sh(db1, f"id -u pg-{SU}").strip()
+    assert re.search(rf"elements = {{[^}}]*\b{uid}\b", firewall), firewall
 
 
 # --- the sandbox, rated -------------------------------------------------------------------------
