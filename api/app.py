@@ -22,7 +22,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import shadowdb
-from shadowdb import NoHosts, SpecError, pick_host
+from shadowdb import NoHosts, SpecError, tenant_hosts
 
 from . import __version__, sealing
 from .auth import Principal, admin, reader, writer
@@ -375,6 +375,19 @@ def _keys(who: Principal, job_id: str) -> dict:
 def _v1(settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
+    def placer(inventory: Inventory, hosts: list[str]):
+        """Where a job's tenant goes (shadowdb.tenant_hosts): among ``hosts``, the catalog's
+        tenants and the inventory's own counted, with the deployment's tiers."""
+        tiers, declared = inventory.tiers(), inventory.host_tenants()
+
+        def place(spec: dict, records: list[dict], current: list[str]) -> list[str]:
+            try:
+                return tenant_hosts(hosts, spec, records, tiers, declared, current)
+            except SpecError as exc:
+                raise spec_error(exc) from None
+
+        return place
+
     def check_replicas(request: Request, replicas: int | None, loc: tuple, hosts=None) -> None:
         """Replicas this deployment can serve, checked before any job (422 naming the field).
         ``hosts``: the db hosts that can serve the tenant (default: all of them)."""
@@ -440,7 +453,7 @@ def _v1(settings: Settings) -> APIRouter:
         job_id = new_job_id()
         job = request.app.state.catalog.create_tenant(
             spec,
-            lambda counts: pick_host(hosts, counts),
+            placer(inventory, hosts),
             {"id": job_id, "created_by": who.id} | _keys(who, job_id),
             settings.max_queued,
         )
@@ -526,7 +539,10 @@ def _v1(settings: Settings) -> APIRouter:
         if current["endpoint"] is None:
             # Never converged (its create failed): this run hands the credentials to the caller.
             job |= _keys(who, job_id)
-        row = catalog.change_tenant(name, "update", build_spec, job, settings.max_queued)
+        inventory = request.app.state.inventory
+        row = catalog.change_tenant(
+            name, "update", build_spec, job, settings.max_queued, placer(inventory, inventory.hosts())
+        )
         return _accepted(row, response)
 
     @router.delete(

@@ -122,7 +122,8 @@ def step_lock(job: dict, step: str) -> str | None:
     A host step holds its host. A route step renders HAProxy, which all hosts share, from a
     read of the registry: route steps run one at a time in the deployment (two at once could
     each apply a render that lacks the other's tenant). An HA step renders HAProxy too, so it
-    takes the same lock; it may also touch any db host, which api/jobs.py guards (HOSTS_LOCK).
+    takes the same lock; it also touches the hosts of its members (jobs.hosts), which api/jobs.py
+    locks (host locks).
     """
     if step == "guard":
         return None  # reads the hosts and the registry only
@@ -220,9 +221,14 @@ class Catalog:
         return row
 
     def tenant_counts(self) -> dict[str, int]:
+        """Tenants per db host, every member of an HA tenant counted on its host."""
         with self.conn() as conn:
-            rows = conn.execute("SELECT host, count(*) AS n FROM tenants GROUP BY host").fetchall()
-        return {r["host"]: r["n"] for r in rows}
+            records = placement_records(conn)
+        counts: dict[str, int] = {}
+        for record in records:
+            for member in record["members"]:
+                counts[member["host"]] = counts.get(member["host"], 0) + 1
+        return counts
 
     # --- job admission ---------------------------------------------------------------------
 
@@ -236,15 +242,21 @@ class Catalog:
 
     def _insert_job(self, conn, job: dict, routed: bool) -> dict:
         """Record a job and queue its first step (one transaction: both or neither)."""
-        job = {"public_key": None, "wrapped_key": None, "prior_state": None, "exclusive": False} | job
+        job = {
+            "public_key": None,
+            "wrapped_key": None,
+            "prior_state": None,
+            "exclusive": False,
+            "hosts": None,
+        } | job
         steps = plan(job, routed)
         try:
             with conn.transaction():
                 row = conn.execute(
-                    "INSERT INTO jobs (id, kind, tenant, host, spec, created_by, public_key, wrapped_key,"
-                    " prior_state, exclusive, steps, step) VALUES (%(id)s, %(kind)s, %(tenant)s, %(host)s,"
-                    " %(spec)s, %(created_by)s, %(public_key)s, %(wrapped_key)s, %(prior_state)s,"
-                    " %(exclusive)s, %(steps)s, %(step)s) RETURNING *",
+                    "INSERT INTO jobs (id, kind, tenant, host, hosts, spec, created_by, public_key,"
+                    " wrapped_key, prior_state, exclusive, steps, step) VALUES (%(id)s, %(kind)s,"
+                    " %(tenant)s, %(host)s, %(hosts)s, %(spec)s, %(created_by)s, %(public_key)s,"
+                    " %(wrapped_key)s, %(prior_state)s, %(exclusive)s, %(steps)s, %(step)s) RETURNING *",
                     job | {"spec": Jsonb(job["spec"]), "steps": steps, "step": steps[0]},
                 ).fetchone()
                 defer_step(conn, row, steps[0])
@@ -254,23 +266,22 @@ class Catalog:
                 f"tenant {job['tenant']!r} has a job queued or running; wait for it or cancel it"
             ) from None
 
-    def create_tenant(self, spec: dict, pick_host, job: dict, max_queued: int) -> dict:
-        """Record a new tenant (state creating) and its create job, atomically."""
+    def create_tenant(self, spec: dict, place, job: dict, max_queued: int) -> dict:
+        """Record a new tenant (state creating) and its create job, atomically.
+
+        ``place(spec, records, current) -> [host, ...]``: the hosts the job touches, its host
+        first (shadowdb.tenant_hosts), from the catalog's tenants (``placement_records``)."""
         routed = self.routed()  # may read the inventory: before the transaction's locks
         with self.conn() as conn, conn.transaction():
             self._admit(conn, max_queued)
             existing = conn.execute("SELECT host FROM tenants WHERE name = %s", (spec["name"],)).fetchone()
             if existing:
                 raise Conflict(f"tenant {spec['name']!r} already exists on host {existing['host']}")
-            counts = {
-                r["host"]: r["n"]
-                for r in conn.execute("SELECT host, count(*) AS n FROM tenants GROUP BY host").fetchall()
-            }
-            host = pick_host(counts)
+            hosts = place(spec, placement_records(conn), [])
             conn.execute(
                 "INSERT INTO tenants (name, host, spec, state, last_job_id)"
                 " VALUES (%s, %s, %s, 'creating', %s)",
-                (spec["name"], host, Jsonb(spec), job["id"]),
+                (spec["name"], hosts[0], Jsonb(spec), job["id"]),
             )
             return self._insert_job(
                 conn,
@@ -278,19 +289,21 @@ class Catalog:
                 | {
                     "kind": "create",
                     "tenant": spec["name"],
-                    "host": host,
+                    "host": hosts[0],
+                    "hosts": hosts,
                     "spec": spec,
                     "exclusive": spec.get("replicas", 0) > 0,
                 },
                 routed,
             )
 
-    def change_tenant(self, name: str, kind: str, build_spec, job: dict, max_queued: int) -> dict:
+    def change_tenant(self, name: str, kind: str, build_spec, job: dict, max_queued: int, place=None) -> dict:
         """Queue an update or delete job for an existing tenant (409 when one is unfinished).
 
         The job is exclusive (an HA job: tenant_ha.yml) when the tenant is HA or may be (a job of
         tenant_ha.yml touched it and did not leave it standalone), or the new spec asks for
-        replicas; see :func:`ha_job`.
+        replicas; see :func:`ha_job`. Its hosts: the tenant's hosts now, and for an HA job that
+        adds members the hosts ``place`` (as for create_tenant) chooses for them.
         """
         routed = self.routed()  # may read the inventory: before the transaction's locks
         with self.conn() as conn, conn.transaction():
@@ -301,6 +314,13 @@ class Catalog:
             if tenant["state"] == "deleting" and kind == "update":
                 raise Conflict(f"tenant {name!r} is being deleted")
             spec = build_spec(tenant)
+            exclusive = ha_job(tenant, spec)
+            current = [tenant["host"]]
+            if tenant["members"]:
+                current = list(dict.fromkeys(m["host"] for m in tenant["members"] if m.get("host")))
+            hosts = current
+            if exclusive and place is not None:
+                hosts = place(spec, placement_records(conn), current)
             row = self._insert_job(
                 conn,
                 job
@@ -308,9 +328,10 @@ class Catalog:
                     "kind": kind,
                     "tenant": name,
                     "host": tenant["host"],
+                    "hosts": hosts,
                     "spec": spec,
                     "prior_state": tenant["state"],
-                    "exclusive": ha_job(tenant, spec),
+                    "exclusive": exclusive,
                 },
                 routed,
             )
@@ -405,6 +426,27 @@ def add_event(conn, job_id, type_: str, data: dict) -> int:
         (job_id, type_, Jsonb(data), job_id),
     ).fetchone()
     return row["seq"] if isinstance(row, dict) else row[0]
+
+
+def placement_records(conn) -> list[dict]:
+    """The catalog's tenants as shadowdb's placement reads registry records: {tenant, host,
+    tier, members: [{host}]}. An HA tenant counts on each member's host; one whose members are
+    not recorded yet (a create or conversion under way) on its last job's hosts."""
+    rows = conn.execute(
+        "SELECT t.name, t.host, t.spec->>'tier' AS tier, coalesce("
+        "  (SELECT array_agg(m->>'host') FROM jsonb_array_elements(t.members) m WHERE m ? 'host'),"
+        "  j.hosts, ARRAY[t.host]) AS hosts"
+        " FROM tenants t LEFT JOIN jobs j ON j.id = t.last_job_id ORDER BY t.name"
+    ).fetchall()
+    return [
+        {
+            "tenant": r["name"],
+            "host": r["host"],
+            "tier": r["tier"] or "small",
+            "members": [{"host": h} for h in dict.fromkeys(r["hosts"])],
+        }
+        for r in rows
+    ]
 
 
 def ha_job(tenant: dict, spec: dict) -> bool:

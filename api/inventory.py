@@ -93,6 +93,13 @@ class Inventory:
                     declared.setdefault(spec["name"], host)
         return declared
 
+    def host_tenants(self) -> dict[str, list[dict]]:
+        """The inventory's own tenant specs per db host (``shadowdb_tenants``), for placement."""
+        return {
+            host: [s for s in self.hostvars(host).get("shadowdb_tenants") or [] if isinstance(s, dict)]
+            for host in self.hosts()
+        }
+
     def hosts(self, group: str | None = None) -> list[str]:
         """The hosts of a group (default: the db group) and of its children."""
         data = self._current()

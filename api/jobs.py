@@ -10,10 +10,13 @@
 - Batches: a host step of a create or update takes along the creates and updates waiting for a
   host step on the same host (``batch_max``): one run of tenant.yml for all their tenants, each
   job keeping its own outcome (``jobs.run_by``: the job whose run does a job's step).
-- High availability: an HA step (tenant_ha.yml) may touch any db host. Besides the routing lock
-  it takes HOSTS_LOCK, a PostgreSQL advisory lock, exclusively, while every host step holds it
-  shared: an HA run waits for the host steps running, and host steps wait behind a waiting HA
-  run (PostgreSQL queues a shared request behind a waiting exclusive one), so it never starves.
+- High availability: an HA step (tenant_ha.yml) touches the hosts of its members, chosen when
+  the job is queued (``jobs.hosts``, shadowdb.tenant_hosts; tenant_ha.yml places them there).
+  Besides the routing lock it takes a PostgreSQL advisory lock per host it touches
+  (HOST_LOCK_CLASS, the host's name hashed) exclusively, while a host step holds its own host's
+  shared: an HA run waits for the host steps running on its hosts, host steps on its hosts wait
+  behind a waiting HA run (PostgreSQL queues a shared request behind a waiting exclusive one),
+  so it never starves, and host steps on the other hosts go on.
 - Liveness: procrastinate's workers send heartbeats. A periodic task (and each worker at its
   start) finds the steps of workers silent for ``stalled_after`` seconds (killed, their machine
   gone), records them as interrupted and queues them again (the playbooks are idempotent), up to
@@ -44,16 +47,17 @@ from psycopg import errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from .catalog import ACTIVE, QUEUE, STEP_TASK, _settle_tenant, add_event, defer_step
+from .catalog import ACTIVE, QUEUE, STEP_TASK, _settle_tenant, add_event, defer_step, placement_records
 from .runs import Runs
 from .settings import Settings
 
 log = logging.getLogger("shadowdb.api.jobs")
 
 _CANCEL_CHECK_EVERY = 1.0
-# Advisory locks (arbitrary, fixed keys): every db host (shared: a host step; exclusive: an HA
-# step), and the recovery of stalled steps (a transaction lock: one recovery at a time).
-HOSTS_LOCK = 0x5DB0005
+# Advisory locks (arbitrary, fixed keys): a db host (two-key form: this class and the host's
+# name hashed; shared: a host step; exclusive: an HA step), and the recovery of stalled steps (a
+# transaction lock: one recovery at a time).
+HOST_LOCK_CLASS = 0x5DB0005
 _RECOVERY_LOCK = 0x5DB0006
 _LOCK_POLL = 0.2
 RECOVER_TASK = "shadowdb_recover"
@@ -286,31 +290,50 @@ class Engine(Runs):
                 {"status": "interrupted", "message": message, "attempt": job["attempts"]},
             )
 
-    def _hold_hosts(self, conn, exclusive: bool, stop) -> bool:
-        """Take HOSTS_LOCK (False: the step was cancelled or the worker stops while waiting).
+    def _hold_hosts(self, conn, hosts: list[str], exclusive: bool, stop) -> bool:
+        """Take the locks of ``hosts`` (False: the step was cancelled or the worker stops while
+        waiting; nothing is held then).
 
-        A host step takes it shared (try, then poll); an HA step waits in PostgreSQL's lock queue
-        (2 s at a time, to notice a cancel), so that the shared requests coming after it wait
-        behind it.
+        A host step takes its host's shared (try, then poll); an HA step takes each of its hosts
+        exclusively, in name order, waiting in PostgreSQL's lock queue (2 s at a time, to notice
+        a cancel), so that the shared requests coming after it wait behind it. Only one HA step
+        runs at a time (the routing lock), so the order cannot deadlock.
         """
+        key = "SELECT {}(%s, hashtext(%s)) AS ok"
         if not exclusive:
-            query = "SELECT pg_try_advisory_lock_shared(%s) AS ok"
-            while not conn.execute(query, (HOSTS_LOCK,)).fetchone()["ok"]:
-                if stop():
-                    return False
-                time.sleep(_LOCK_POLL)
+            for host in hosts:
+                while not conn.execute(
+                    key.format("pg_try_advisory_lock_shared"), (HOST_LOCK_CLASS, host)
+                ).fetchone()["ok"]:
+                    if stop():
+                        conn.execute("SELECT pg_advisory_unlock_all()")
+                        return False
+                    time.sleep(_LOCK_POLL)
             return True
         conn.execute("SET lock_timeout = '2s'")
         try:
-            while True:
-                try:
-                    conn.execute("SELECT pg_advisory_lock(%s)", (HOSTS_LOCK,))
-                    return True
-                except errors.LockNotAvailable:
-                    if stop():
-                        return False
+            for host in sorted(set(hosts)):
+                while True:
+                    try:
+                        conn.execute(key.format("pg_advisory_lock"), (HOST_LOCK_CLASS, host))
+                        break
+                    except errors.LockNotAvailable:
+                        if stop():
+                            conn.execute("SELECT pg_advisory_unlock_all()")
+                            return False
+            return True
         finally:
             conn.execute("RESET lock_timeout")
+
+    def _step_hosts(self, conn, job: dict, step: str) -> list[str]:
+        """The hosts a step locks: a host step its host; an HA step the job's hosts (a job
+        queued before jobs had hosts: every host the catalog knows, as before)."""
+        if step == "host":
+            return [job["host"]]
+        if job.get("hosts"):
+            return list(job["hosts"])
+        known = {m["host"] for record in placement_records(conn) for m in record["members"]}
+        return sorted(known | {job["host"]})
 
     def _step_task(self, context, job_id: str, step: str) -> None:
         """procrastinate's task: one step of one job (and of the jobs of its batch)."""
@@ -353,7 +376,8 @@ class Engine(Runs):
         stats: dict = {}
         status = error = conflict = None
         try:
-            if step in ("host", "ha") and not self._hold_hosts(conn, step == "ha", cancelled):
+            hosts = self._step_hosts(conn, job, step) if step in ("host", "ha") else []
+            if hosts and not self._hold_hosts(conn, hosts, step == "ha", cancelled):
                 status, error = stopped()
             else:
                 if step == "ha":

@@ -120,6 +120,8 @@ class Runs:
                 extravars = {"tenant": job["spec"], "api_job_public_key": public_key} | guard
                 if job["kind"] == "delete":
                     extravars = {"tenant": {"name": name, "state": "absent"}, "confirm": name}
+                elif job.get("hosts"):  # placed and locked by the API: the members go there only
+                    extravars["shadowdb_ha_candidates"] = list(job["hosts"])
                 planned.append(("ha", str(playbooks / "tenant_ha_job.yml"), extravars))
             elif step == "host" and job["kind"] == "delete":
                 planned.append(

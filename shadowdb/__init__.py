@@ -18,7 +18,7 @@ from .errors import SpecError
 from .fingerprint import FingerprintError, canonical_json, shadowdb_fingerprint, shadowdb_tree_digest
 from .layout import OS_USER_PREFIX, TenantLayout, shadowdb_converged_record, shadowdb_os_user, tenant_layout
 from .network import shadowdb_proxy_cidrs
-from .placement import NoHosts, pick_host, shadowdb_host_load, shadowdb_placement
+from .placement import NoHosts, pick_host, shadowdb_host_load, shadowdb_placement, tenant_hosts
 from .postgres import (
     DEFAULT_PG_VERSION,
     EXTENSIONS,
@@ -81,6 +81,7 @@ __all__ = [
     "TenantLayout",
     "canonical_json",
     "pick_host",
+    "tenant_hosts",
     "reserved_name_reason",
     "resolve_tiers",
     "shadowdb_batch_refusals",

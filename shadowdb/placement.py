@@ -3,6 +3,11 @@
 ``pick_host(hosts, counts)`` places a standalone tenant created through the API: the host with
 the fewest tenants.
 
+``tenant_hosts(hosts, spec, records=..., ...)``: the db hosts a tenant's job touches, its host
+first: a new standalone tenant's host (the fewest tenants, HA members counted), or an HA
+tenant's members (its current ones kept, the others placed as below). The API locks these hosts
+for the job and hands an HA job's hosts to tenant_ha.yml (``shadowdb_ha_candidates``).
+
 ``shadowdb_placement(hosts, members, tenant, records=..., tiers=..., host_tenants=...)``
 returns ``members`` distinct host names chosen among ``hosts`` for an HA tenant:
 
@@ -31,6 +36,22 @@ def pick_host(hosts: list[str], counts: dict[str, int]) -> str:
     if not hosts:
         raise NoHosts("the inventory has no db host")
     return min(hosts, key=lambda h: (counts.get(h, 0), h))
+
+
+def tenant_hosts(hosts, spec: Mapping, records=None, tiers=None, host_tenants=None, current=None) -> list:
+    """The hosts a job of ``spec`` touches (see the module docstring); ``current``: the hosts
+    that hold its cluster or members now. Fewer members wanted than current ones (a replica
+    removed, the tenant removed) touches the current hosts only."""
+    current = [h for h in dict.fromkeys(current or []) if h]
+    name = spec.get("name")
+    members = int(spec.get("replicas") or 0) + 1
+    if spec.get("state") == "absent" or (current and members <= len(current)):
+        return current
+    if members == 1:
+        load = shadowdb_host_load(hosts, records, tiers, host_tenants, exclude=name)
+        return current or [pick_host(list(hosts), {h: load[h]["tenants"] for h in load})]
+    placed = shadowdb_placement(hosts, members, name, records, tiers, host_tenants, current)
+    return list(dict.fromkeys(current + placed))
 
 
 def _tier_memory(tier, table: Mapping) -> int:

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from api.catalog import ROUTING, defer_step
-from api.jobs import HOSTS_LOCK, Engine, new_job_id
+from api.jobs import HOST_LOCK_CLASS, Engine, new_job_id
 from api.runs import sanitize_event
 
 from .conftest import REPO, make_settings, server_env
@@ -25,7 +25,7 @@ from .conftest import REPO, make_settings, server_env
 
 def enqueue(catalog, name, host):
     job = {"id": new_job_id(), "created_by": None}
-    return catalog.create_tenant({"name": name}, lambda counts: host, job, max_queued=100)
+    return catalog.create_tenant({"name": name}, lambda spec, records, current: [host], job, max_queued=100)
 
 
 def past_guard(catalog, job):
@@ -81,29 +81,46 @@ def test_route_and_ha_steps_run_one_at_a_time(engine, catalog):
     assert got[1] is None  # the HA step waits for the route step, the next route step behind it
 
 
-def test_an_ha_step_excludes_host_steps(engine, catalog):
-    host_step, ha_step, later_host_step = engine._connect(), engine._connect(), engine._connect()
+def test_an_ha_step_excludes_host_steps_on_its_hosts_only(engine, catalog):
+    host_step, ha_step, later_host_step, other_host = (engine._connect() for _ in range(4))
+    ha_hosts = ["host-a", "host-b"]
     try:
-        assert engine._hold_hosts(host_step, exclusive=False, stop=lambda: False)
+        assert engine._hold_hosts(host_step, ["host-a"], exclusive=False, stop=lambda: False)
         result = {}
         waiter = threading.Thread(
-            target=lambda: result.setdefault("ha", engine._hold_hosts(ha_step, True, lambda: False))
+            target=lambda: result.setdefault("ha", engine._hold_hosts(ha_step, ha_hosts, True, lambda: False))
         )
         waiter.start()
         time.sleep(0.5)
-        assert "ha" not in result  # waits for the running host step
+        assert "ha" not in result  # waits for the running host step on one of its hosts
         polls = []
-        # A host step coming after the waiting HA step queues behind it (no starvation).
-        assert not engine._hold_hosts(later_host_step, False, lambda: polls.append(1) or len(polls) > 3)
-        host_step.execute("SELECT pg_advisory_unlock_shared(%s)", (HOSTS_LOCK,))
+        # A host step on its host coming after the waiting HA step queues behind it (no starvation).
+        assert not engine._hold_hosts(
+            later_host_step, ["host-a"], False, lambda: polls.append(1) or len(polls) > 3
+        )
+        # A host step on a host the HA step does not touch goes on.
+        assert engine._hold_hosts(other_host, ["host-c"], False, lambda: True)
+        host_step.execute("SELECT pg_advisory_unlock_shared(%s, hashtext(%s))", (HOST_LOCK_CLASS, "host-a"))
         waiter.join(10)
         assert result == {"ha": True}
-        assert not engine._hold_hosts(later_host_step, False, lambda: True)  # the HA run holds them all
-        # A cancelled HA step stops waiting.
-        assert not engine._hold_hosts(host_step, True, lambda: True)
+        for host in ha_hosts:  # the HA run holds both of its hosts
+            assert not engine._hold_hosts(later_host_step, [host], False, lambda: True)
+        # A cancelled HA step stops waiting, and holds nothing.
+        assert not engine._hold_hosts(host_step, ["host-c", "host-d"], True, lambda: True)
+        assert engine._hold_hosts(later_host_step, ["host-d"], False, lambda: True)
     finally:
-        for conn in (host_step, ha_step, later_host_step):
+        for conn in (host_step, ha_step, later_host_step, other_host):
             conn.close()
+
+
+def test_the_hosts_a_step_locks(engine, catalog):
+    job = enqueue(catalog, "lk", "host-a")
+    with catalog.conn() as conn:
+        assert engine._step_hosts(conn, job, "host") == ["host-a"]
+        assert engine._step_hosts(conn, job | {"hosts": ["host-b", "host-c"]}, "ha") == ["host-b", "host-c"]
+        # A job queued before jobs had hosts: every host the catalog knows.
+        enqueue(catalog, "lk2", "host-z")
+        assert engine._step_hosts(conn, job | {"hosts": None}, "ha") == ["host-a", "host-z"]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from api import sealing
 from api.app import create_app
-from api.jobs import HOSTS_LOCK, Engine
+from api.jobs import HOST_LOCK_CLASS, Engine
 
 from .conftest import REPO, make_settings
 from .test_engine import fetch_all
@@ -206,6 +206,7 @@ def test_delete_of_an_ha_tenant(ha, admin, catalog, engine):
     deleted = ha.delete("/v1/tenants/acme?confirm=acme", headers=admin).json()
     row = job_row(catalog, deleted)
     assert row["exclusive"]
+    assert row["hosts"] == [m["host"] for m in HA_RESULT["members"]]  # locked: its members' hosts only
     ((step, playbook, extravars),) = engine._steps(row)
     assert extravars == {"tenant": {"name": "acme", "state": "absent"}, "confirm": "acme"}
     finish(engine, catalog, deleted, {})
@@ -225,7 +226,33 @@ def test_a_started_conversion_keeps_the_tenant_on_the_ha_path(ha, admin, catalog
     assert job_row(catalog, retry)["exclusive"]
 
 
-# --- serialization: an HA job takes every host ---------------------------------------------
+# --- placement over the catalog, and the hosts an HA job locks -------------------------------
+
+
+def test_placement_counts_members_and_an_ha_job_touches_its_members_only(ha, admin, catalog, engine):
+    """The API places an HA tenant's members itself (the catalog's tenants, members counted on
+    each of their hosts), locks those hosts only for its run, and hands them to tenant_ha.yml;
+    a standalone tenant then goes to the host the HA tenant left free."""
+    h1, h2, h3 = HA_HOSTS
+    first = ha.post("/v1/tenants", json={"name": "solo"}, headers=admin).json()
+    assert job_row(catalog, first)["hosts"] == [h1]  # every host empty: the first
+    job = ha.post("/v1/tenants", json={"name": "acme", "replicas": 1}, headers=admin).json()
+    row = job_row(catalog, job)
+    assert row["hosts"] == [h2, h3] and row["host"] == h2  # h1 holds solo
+    ((step, _, extravars),) = engine._steps(row)
+    assert extravars["shadowdb_ha_candidates"] == [h2, h3]
+    # While acme's create runs (no members recorded yet), its hosts count already.
+    assert catalog.tenant_counts() == {h1: 1, h2: 1, h3: 1}
+    finish(engine, catalog, job, HA_RESULT)
+    assert catalog.tenant_counts() == {h1: 1, h2: 1, h3: 1}  # acme's members, as registered
+    nxt = ha.post("/v1/tenants", json={"name": "solo2"}, headers=admin).json()
+    assert job_row(catalog, nxt)["hosts"] == [h1]  # a tie everywhere: the first name
+    # Adding a replica keeps the members where they are and adds the emptiest other host.
+    up = ha.patch("/v1/tenants/acme", json={"replicas": 2}, headers=admin).json()
+    assert job_row(catalog, up)["hosts"] == [h3, h2, h1]
+
+
+# --- serialization: one route or HA step at a time ------------------------------------------
 
 
 def enqueue(ha, admin, name, replicas=0):
@@ -236,8 +263,8 @@ def enqueue(ha, admin, name, replicas=0):
 
 def test_ha_steps_take_the_routing_lock(ha, admin, catalog, engine):
     """An HA step waits for the route and HA steps queued before it, and those after it wait for
-    it (procrastinate's lock, in queue order); host steps are kept out by HOSTS_LOCK
-    (tests/api/test_engine.py: test_an_ha_step_excludes_host_steps)."""
+    it (procrastinate's lock, in queue order); host steps on its hosts are kept out by their host
+    locks (tests/api/test_engine.py: test_an_ha_step_excludes_host_steps_on_its_hosts_only)."""
     s1 = enqueue(ha, admin, "s1")
     h1 = enqueue(ha, admin, "ha-a", replicas=1)
     enqueue(ha, admin, "ha-b", replicas=1)
@@ -317,7 +344,10 @@ def test_a_real_ha_run_against_missing_hosts_fails_cleanly(devdb, ha_inventory, 
     tenant = catalog.tenant("ghost")
     assert tenant["state"] == "failed" and tenant["ha"]
     assert row["wrapped_key"] is None
-    with catalog.conn() as conn:  # the HA step let the hosts go
-        assert conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (HOSTS_LOCK,)).fetchone()["ok"]
-        conn.execute("SELECT pg_advisory_unlock(%s)", (HOSTS_LOCK,))
+    assert len(row["hosts"]) == 2  # the two members placed by the API, locked by the step
+    with catalog.conn() as conn:  # the HA step let its hosts go
+        for host in row["hosts"]:
+            lock = (HOST_LOCK_CLASS, host)
+            assert conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS ok", lock).fetchone()["ok"]
+            conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", lock)
     assert list(tmp_path.iterdir()) == []

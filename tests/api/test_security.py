@@ -272,7 +272,7 @@ def test_create_of_an_inventory_tenant_is_409_naming_the_host(app_for, admin, ca
 def test_the_guard_is_skipped_only_after_an_attempt_passed_it(devdb, fake_inventory, tmp_path, catalog):
     engine = Engine(make_settings(devdb, fake_inventory, tmp_path))
     job = catalog.create_tenant(
-        {"name": "acme"}, lambda counts: "h", {"id": new_job_id(), "created_by": None}, 10
+        {"name": "acme"}, lambda spec, records, current: ["h"], {"id": new_job_id(), "created_by": None}, 10
     )
     steps = engine._steps(job | {"attempts": 1})
     assert steps[0][2]["api_job_kind"] == "create" and steps[0][2]["api_job_guard_passed"] is False
@@ -310,7 +310,7 @@ def test_the_on_host_guard_refuses_an_existing_tenant(devdb, catalog, tmp_path, 
     # first task (spec validation), before changing anything on this machine.
     job = catalog.create_tenant(
         {"name": "dupe", "tier": "no-such-tier"},
-        lambda counts: "sdb-guard-local",
+        lambda spec, records, current: ["sdb-guard-local"],
         {"id": job_id, "created_by": None, "public_key": public, "wrapped_key": b"x"},
         10,
     )

@@ -107,3 +107,40 @@ def test_pick_host_takes_the_fewest_tenants_then_the_first_name():
 def test_pick_host_without_hosts_is_no_hosts():
     with pytest.raises(pl.NoHosts, match="no db host"):
         pl.pick_host([], {})
+
+
+# --- tenant_hosts: the hosts a job touches (the API locks them) --------------------------------
+
+
+def test_a_standalone_tenant_goes_where_fewest_tenants_are_ha_members_counted():
+    records = [
+        {"tenant": "ha1", "host": "db1", "tier": "small", "members": [{"host": "db1"}, {"host": "db2"}]},
+        {"tenant": "s1", "host": "db3", "tier": "small"},
+    ]
+    # db1, db2 and db3 hold one each (ha1's members count on both of their hosts): db4 is empty.
+    assert pl.tenant_hosts(["db1", "db2", "db3", "db4"], {"name": "new"}, records) == ["db4"]
+    assert pl.tenant_hosts(["db1", "db2", "db3"], {"name": "new"}, records) == ["db1"]  # a tie: the first
+
+
+def test_an_ha_tenant_touches_its_members_current_and_placed():
+    records = [{"tenant": "s1", "host": "db1", "tier": "small"}]
+    spec = {"name": "acme", "replicas": 1}
+    assert pl.tenant_hosts(["db1", "db2", "db3"], spec, records) == ["db2", "db3"]
+    # Converting a standalone tenant: its host stays first, one member is added.
+    assert pl.tenant_hosts(
+        ["db1", "db2", "db3"], {"name": "s1", "replicas": 1}, records, current=["db1"]
+    ) == [
+        "db1",
+        "db2",
+    ]
+    # Fewer members wanted, or the tenant removed: the current hosts only (the dropped ones too).
+    shrink = {"name": "acme", "replicas": 1}
+    assert pl.tenant_hosts(["db1", "db2", "db3"], shrink, current=["db3", "db2", "db1"]) == [
+        "db3",
+        "db2",
+        "db1",
+    ]
+    gone = {"name": "acme", "state": "absent"}
+    assert pl.tenant_hosts(["db1", "db2", "db3"], gone, current=["db2", "db3"]) == ["db2", "db3"]
+    with pytest.raises(SpecError, match="needs 3 members"):
+        pl.tenant_hosts(["db1", "db2"], {"name": "acme", "replicas": 2})
