@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings()
         migrate(settings.database_url)
         inventory = Inventory(settings.inventory, settings.host_group, settings.repo)
-        Engine(settings, routed=inventory.routed).run()
+        Engine(settings, routed=inventory.routed, declared=lambda: set(inventory.declared_tenants())).run()
         return 0
     if args.command == "migrate":
         from .catalog import migrate

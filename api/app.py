@@ -32,6 +32,7 @@ from .jobs import Engine, new_job_id
 from .metrics import Metrics
 from .models import (
     Credentials,
+    Drift,
     Endpoint,
     Endpoints,
     ErrorBody,
@@ -134,7 +135,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         inventory = Inventory(settings.inventory, settings.host_group, settings.repo)
         catalog = Catalog(settings.database_url, max_size=settings.pool_max, routed=inventory.routed)
         catalog.open()
-        engine = Engine(settings, metrics, routed=inventory.routed)
+        engine = Engine(
+            settings, metrics, routed=inventory.routed, declared=lambda: set(inventory.declared_tenants())
+        )
         metrics.bind(catalog, engine)
         app.state.catalog = catalog
         app.state.engine = engine
@@ -470,7 +473,16 @@ def _v1(settings: Settings) -> APIRouter:
                     jobs[t["name"]] = catalog.job(t["last_job_id"])
                 except NotFound:
                     pass
-        return TenantList(tenants=[_tenant(t, jobs.get(t["name"]), settings) for t in tenants])
+        check = catalog.last_drift_check()
+        drift = None
+        if check is not None:
+            drift = Drift(
+                started_at=check["started_at"],
+                checked_at=check["finished_at"],
+                error=check["error"],
+                findings=check["findings"],
+            )
+        return TenantList(tenants=[_tenant(t, jobs.get(t["name"]), settings) for t in tenants], drift=drift)
 
     def _get_tenant(request: Request, name: str) -> Tenant:
         catalog = request.app.state.catalog

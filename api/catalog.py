@@ -230,6 +230,11 @@ class Catalog:
                 counts[member["host"]] = counts.get(member["host"], 0) + 1
         return counts
 
+    def last_drift_check(self) -> dict | None:
+        """The last drift check (api/drift.py), or None."""
+        with self.conn() as conn:
+            return conn.execute("SELECT * FROM drift_checks ORDER BY id DESC LIMIT 1").fetchone()
+
     # --- job admission ---------------------------------------------------------------------
 
     def _admit(self, conn, max_queued: int) -> None:

@@ -22,6 +22,8 @@
   gone), records them as interrupted and queues them again (the playbooks are idempotent), up to
   ``max_attempts`` runs of the job, then fails it. A worker asked to stop (SIGTERM) interrupts
   its runs the same way: they are retried by the next worker.
+- Drift: a periodic task (``drift_interval``) runs the read-only drift check (api/drift.py) on
+  one worker at a time and records its findings; it never changes a tenant.
 - Runs (api/runs.py): a fresh private_data_dir per run (under ``work_dir``, removed afterwards
   unless ``keep_artifacts``), extra vars on the command line, ``suppress_env_files``, events
   filtered to a fixed set of fields before they reach the catalog, credentials sealed by the
@@ -47,7 +49,17 @@ from psycopg import errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from .catalog import ACTIVE, QUEUE, STEP_TASK, _settle_tenant, add_event, defer_step, placement_records
+from .catalog import (
+    ACTIVE,
+    QUEUE,
+    ROUTING,
+    STEP_TASK,
+    _settle_tenant,
+    add_event,
+    defer_step,
+    placement_records,
+)
+from .drift import DriftCheck
 from .runs import Runs
 from .settings import Settings
 
@@ -61,6 +73,7 @@ HOST_LOCK_CLASS = 0x5DB0005
 _RECOVERY_LOCK = 0x5DB0006
 _LOCK_POLL = 0.2
 RECOVER_TASK = "shadowdb_recover"
+DRIFT_TASK = "shadowdb_drift"
 
 
 class Interrupted(Exception):
@@ -68,9 +81,10 @@ class Interrupted(Exception):
 
 
 class Engine(Runs):
-    def __init__(self, settings: Settings, metrics=None, routed=None):
+    def __init__(self, settings: Settings, metrics=None, routed=None, declared=None):
         self.settings = settings
         self.metrics = metrics
+        self.drift = DriftCheck(settings, declared)
         # Whether jobs have a route step: only for jobs queued without their steps (tests).
         self.routed = routed or (lambda: False)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -92,6 +106,16 @@ class Engine(Runs):
             self._recover_task
         )
         self.app.periodic(cron=f"* * * * * */{settings.recovery_interval}")(recover)
+        if settings.drift_interval:
+            # The routing lock: it reads the registry with the controller's identity, which route
+            # and HA steps may be issuing at the same moment.
+            drift = self.app.task(
+                name=DRIFT_TASK, queue=QUEUE, priority=5, queueing_lock=DRIFT_TASK, lock=ROUTING
+            )(self._drift_task)
+            interval = settings.drift_interval
+            # cron: seconds below a minute, whole minutes above (rounded down)
+            every = f"* * * * * */{interval}" if interval < 60 else f"*/{interval // 60} * * * *"
+            self.app.periodic(cron=every)(drift)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -169,6 +193,10 @@ class Engine(Runs):
     def _recover_task(self, timestamp: int) -> None:
         self.recover()
 
+    def _drift_task(self, timestamp: int) -> None:
+        with self._connect() as conn:
+            self.drift.run(conn)
+
     def recover(self) -> int:
         """Queue again (or fail, past max_attempts) the steps of workers gone silent.
 
@@ -232,6 +260,20 @@ class Engine(Runs):
                     conn.execute(
                         queries["finish_job"], {"job_id": task["id"], "status": "failed", "delete_job": False}
                     )
+            # A drift check whose worker died holds the routing lock: end it (the next period
+            # checks again), so that route and HA steps go on.
+            for task in conn.execute(
+                queries["select_stalled_jobs_by_heartbeat"],
+                {
+                    "queue": QUEUE,
+                    "task_name": DRIFT_TASK,
+                    "seconds_since_heartbeat": self.settings.stalled_after,
+                },
+            ).fetchall():
+                log.warning("the drift check %s stopped with its worker", task["id"])
+                conn.execute(
+                    queries["finish_job"], {"job_id": task["id"], "status": "failed", "delete_job": True}
+                )
         return recovered
 
     # --- one step of a job ----------------------------------------------------------------

@@ -64,6 +64,26 @@ class Metrics:
         for state, n in sorted(self._catalog.tenant_state_counts().items()):
             tenants.add_metric([state], n)
         yield tenants
+        check = self._catalog.last_drift_check()
+        if check is not None:
+            drift = GaugeMetricFamily(
+                "shadowdb_api_drift_findings",
+                "Findings of the last drift check (api/drift.py)",
+                labels=["kind"],
+            )
+            kinds: dict[str, int] = {}
+            for finding in check["findings"]:
+                kinds[finding["kind"]] = kinds.get(finding["kind"], 0) + 1
+            for kind, n in sorted(kinds.items()):
+                drift.add_metric([kind], n)
+            yield drift
+            checked = GaugeMetricFamily(
+                "shadowdb_api_drift_checked_timestamp_seconds",
+                "When the last drift check ended (unix time)",
+                labels=["ok"],
+            )
+            checked.add_metric(["false" if check["error"] else "true"], check["finished_at"].timestamp())
+            yield checked
         if self._engine is not None:
             local = GaugeMetricFamily("shadowdb_api_runs_in_process", "ansible-runner runs in this process")
             local.add_metric([], self._engine.running_count())

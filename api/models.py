@@ -168,8 +168,30 @@ class Tenant(BaseModel):
     updated_at: datetime
 
 
+class DriftFinding(BaseModel):
+    """A difference between the catalog and the hosts or the registry (api/drift.py)."""
+
+    kind: str = Field(
+        description="unknown_on_host, unknown_in_registry, missing_from_host, not_registered,"
+        " leader_changed or host_unreachable"
+    )
+    tenant: str | None = None
+    host: str | None = None
+    detail: str
+
+
+class Drift(BaseModel):
+    """The last drift check: reported only, never repaired by the API."""
+
+    started_at: datetime
+    checked_at: datetime = Field(description="when the check ended")
+    error: str | None = Field(None, description="why the check could not run (then no findings)")
+    findings: list[DriftFinding]
+
+
 class TenantList(BaseModel):
     tenants: list[Tenant]
+    drift: Drift | None = Field(None, description="the last drift check (none yet: null)")
 
 
 class Credentials(BaseModel):

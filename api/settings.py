@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         10, ge=1, le=59, description="seconds between two looks for the runs of stalled workers"
     )
     job_timeout: int = Field(1800, ge=10, description="seconds before a run is stopped")
+    drift_interval: int = Field(
+        300,
+        ge=0,
+        description="seconds between two drift checks of the catalog against the hosts"
+        " (whole minutes above 60; 0: none)",
+    )
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body accepted")
     max_replicas: int = Field(0, ge=0, description="replicas a tenant may ask for (0 until HA is deployed)")
     sni_port: int | None = Field(

@@ -5,6 +5,7 @@ The catalog server is started once per test session from the machine's own Postg
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -38,8 +39,9 @@ def devdb():
 def truncate(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE job_events, jobs, tenants, api_tokens, procrastinate_jobs, procrastinate_workers,"
-            " procrastinate_periodic_defers, procrastinate_events RESTART IDENTITY CASCADE"
+            "TRUNCATE job_events, jobs, tenants, api_tokens, drift_checks, procrastinate_jobs,"
+            " procrastinate_workers, procrastinate_periodic_defers, procrastinate_events"
+            " RESTART IDENTITY CASCADE"
         )
 
 
@@ -171,3 +173,40 @@ def server_env(settings: dict) -> dict:
     env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
     env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env['PATH']}"
     return env
+
+
+class Worker:
+    """``python -m api worker`` as a real process; kill() is SIGKILL (a crash)."""
+
+    def __init__(self, env: dict, log: Path):
+        self.env, self.log = env, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Worker":
+        out = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api", "worker", "--log-level", "info"],
+            cwd=REPO,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        try:  # what the worker left behind (a killed worker's ansible-playbook, its sleep)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

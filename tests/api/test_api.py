@@ -364,6 +364,7 @@ def test_migrations_are_idempotent(devdb, catalog):
         "0004_write_scope",
         "0005_procrastinate",
         "0006_job_hosts",
+        "0007_drift",
     ]
     # procrastinate's schema, and every migration file of the pinned version marked as in it
     from procrastinate.schema import migrations_path

@@ -5,9 +5,6 @@ recovery of a step whose worker died, real ansible-runner runs, and worker proce
 one run per host at a time over two workers."""
 
 import asyncio
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -16,11 +13,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from api.catalog import ROUTING, defer_step
-from api.jobs import HOST_LOCK_CLASS, Engine, new_job_id
+from api.catalog import ROUTING, STEP_TASK, defer_step
+from api.jobs import DRIFT_TASK, HOST_LOCK_CLASS, Engine, new_job_id
 from api.runs import sanitize_event
 
-from .conftest import REPO, make_settings, server_env
+from .conftest import REPO, Worker, make_settings, server_env
 
 
 def enqueue(catalog, name, host):
@@ -188,6 +185,29 @@ def test_a_step_whose_worker_died_is_queued_again(engine, catalog):
     assert catalog.tenant("a1")["state"] == "failed"
     with catalog.conn() as conn:
         assert conn.execute("SELECT status FROM procrastinate_jobs").fetchone()["status"] == "failed"
+
+
+def test_a_drift_check_whose_worker_died_lets_the_routing_lock_go(engine, catalog):
+    """A drift check holds the routing lock while it reads; its worker killed, the recovery ends it
+    so that the route steps queued behind it run (the next period checks again)."""
+    job = enqueue(catalog, "r1", "host-a")
+
+    async def defer_drift():
+        async with engine.app.open_async():
+            await engine.app.tasks[DRIFT_TASK].defer_async(timestamp=0)
+
+    asyncio.run(defer_drift())
+    with catalog.conn() as conn, conn.transaction():
+        conn.execute("DELETE FROM procrastinate_jobs WHERE task_name = %s", (STEP_TASK,))
+        defer_step(conn, job, "route")
+    (drift,) = fetch_all(engine, 1)  # a worker took the check (priority over steps)...
+    assert drift.task_name == DRIFT_TASK and drift.lock == ROUTING
+    assert fetch_all(engine, 1) == [None]  # ...the route step waits for its lock
+    with catalog.conn() as conn:  # ...then its process died: no heartbeat since.
+        conn.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour'")
+    engine.recover()
+    (route,) = fetch_all(engine, 1)
+    assert route.task_kwargs == {"job_id": str(job["id"]), "step": "route"}
 
 
 def test_a_stale_copy_of_a_step_does_nothing(engine, catalog):
@@ -488,43 +508,6 @@ def test_a_batch_converges_the_jobs_waiting_for_a_host(devdb, catalog, tmp_path,
         assert "Run for a while" in [d["task"] for k, d in events(catalog, job["id"]) if k == "task"]
         assert catalog.job(job["id"])["attempts"] == 1
     assert len(leaders) == 1 and leaders <= {str(j["id"]) for j in waiting}
-
-
-class Worker:
-    """``python -m api worker`` as a real process; kill() is SIGKILL (a crash)."""
-
-    def __init__(self, env: dict, log: Path):
-        self.env, self.log = env, log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Worker":
-        out = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api", "worker", "--log-level", "info"],
-            cwd=REPO,
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        try:  # what the worker left behind (a killed worker's ansible-playbook, its sleep)
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def worker_env(devdb, repo, inventory, work, **extra) -> dict:
