@@ -72,6 +72,7 @@ def local_inventory(tmp_path):
     (root / "etc/patroni").mkdir(parents=True)
     (root / "var/lib/shadowdb/converged/solo.json").write_text("{}")
     (root / "var/lib/shadowdb/converged/stray.json").write_text("{}")
+    (root / "var/lib/shadowdb/converged/host_base.json").write_text("{}")  # the host's own record
     (root / "etc/patroni/acme.yml").write_text("scope: acme\n")
     inventory = tmp_path / "inventory"
     inventory.mkdir()
