@@ -265,28 +265,33 @@ def test_tenant_lifecycle_through_haproxy(lab, api, token, devdb):
     assert httpx.get(f"{api.url}/v1/tenants", headers=h).json()["tenants"] == []
 
 
-def host_runs(streams: dict[str, list]) -> dict[str, list]:
+def host_runs(streams: dict[str, list]) -> dict[str, dict]:
     """The host-step runs seen in the jobs' events: {run: {"span": (start, end), "jobs": [...]}}.
 
-    Jobs that waited for their host share a run (a batch: its id in each one's step events). A
-    run whose worker was killed ends, at the latest, when the job was found interrupted."""
+    Jobs that waited for their host share a run (a batch: its first job's id in each one's step
+    events; the n-th run of that id is the same run for all its jobs). A run whose worker was
+    killed ends, at the latest, when its jobs were found interrupted."""
     runs: dict[str, dict] = {}
     for job_id, events in streams.items():
+        seen: dict[str, int] = {}
         started = run = None
         for kind, d in events:
             if "at" not in d:  # the stream's own end
                 continue
             at = datetime.fromisoformat(d["at"])
             if kind == "step" and d["step"] == "host" and d["state"] == "started":
-                started, run = at, f"{d.get('batch') or job_id}@{at.isoformat()}"
+                key = d.get("batch") or job_id
+                run, started = f"{key}#{seen.get(key, 0)}", at
+                seen[key] = seen.get(key, 0) + 1
             elif run and (
                 (kind == "step" and d["step"] == "host" and d["state"] == "finished")
                 or (kind == "job" and d.get("status") == "interrupted")
             ):
-                entry = runs.setdefault(run, {"span": (started, at), "jobs": []})
+                entry = runs.setdefault(run, {"start": started, "end": at, "jobs": []})
+                entry["start"], entry["end"] = min(entry["start"], started), max(entry["end"], at)
                 entry["jobs"].append(job_id)
-                started = run = None
-    return runs
+                run = None
+    return {run: {"span": (e["start"], e["end"]), "jobs": e["jobs"]} for run, e in runs.items()}
 
 
 def engine_overhead(streams: dict[str, list]) -> tuple[list[float], list[float]]:
