@@ -265,12 +265,12 @@ def test_tenant_lifecycle_through_haproxy(lab, api, token, devdb):
     assert httpx.get(f"{api.url}/v1/tenants", headers=h).json()["tenants"] == []
 
 
-def host_runs(streams: dict[str, list]) -> dict[str, dict]:
-    """The host-step runs seen in the jobs' events: {run: {"span": (start, end), "jobs": [...]}}.
+def step_runs(streams: dict[str, list], step: str = "host") -> dict[str, dict]:
+    """The runs of a step seen in the jobs' events: {run: {"span": (start, end), "jobs": [...]}}.
 
-    Jobs that waited for their host share a run (a batch: its first job's id in each one's step
-    events; the n-th run of that id is the same run for all its jobs). A run whose worker was
-    killed ends, at the latest, when its jobs were found interrupted."""
+    Jobs that waited for their host share a host run (a batch: its first job's id in each one's
+    step events; the n-th run of that id is the same run for all its jobs). A run whose worker
+    was killed ends, at the latest, when its jobs were found interrupted."""
     runs: dict[str, dict] = {}
     for job_id, events in streams.items():
         seen: dict[str, int] = {}
@@ -279,12 +279,12 @@ def host_runs(streams: dict[str, list]) -> dict[str, dict]:
             if "at" not in d:  # the stream's own end
                 continue
             at = datetime.fromisoformat(d["at"])
-            if kind == "step" and d["step"] == "host" and d["state"] == "started":
+            if kind == "step" and d["step"] == step and d["state"] == "started":
                 key = d.get("batch") or job_id
                 run, started = f"{key}#{seen.get(key, 0)}", at
                 seen[key] = seen.get(key, 0) + 1
             elif run and (
-                (kind == "step" and d["step"] == "host" and d["state"] == "finished")
+                (kind == "step" and d["step"] == step and d["state"] == "finished")
                 or (kind == "job" and d.get("status") == "interrupted")
             ):
                 entry = runs.setdefault(run, {"start": started, "end": at, "jobs": []})
@@ -382,7 +382,7 @@ def test_scale_out_two_workers_one_killed(lab, api, token, devdb, tmp_path):
     assert retried, "no run was interrupted by the kill"
 
     # Never two host runs on one host at once; routing steps one at a time.
-    runs = host_runs(streams)
+    runs = step_runs(streams, "host")
     by_host: dict[str, list] = {}
     for run in runs.values():
         by_host.setdefault(hosts[run["jobs"][0]], []).append(run["span"])
@@ -393,12 +393,8 @@ def test_scale_out_two_workers_one_killed(lab, api, token, devdb, tmp_path):
         )
     bad_run = next(run for run in runs.values() if bad_job in run["jobs"])
     assert len(bad_run["jobs"]) >= 3, f"the failing tenant's run was not a batch of 3 or more: {bad_run}"
-    route_spans = sorted(
-        [datetime.fromisoformat(d["at"]) for k, d in events if k == "step" and d["step"] == "route"]
-        for events in streams.values()
-        if [d for k, d in events if k == "step" and d["step"] == "route"]
-    )
-    assert all(a[-1] <= b[0] for a, b in zip(route_spans, route_spans[1:], strict=False)), (
+    route_spans = sorted(run["span"] for run in step_runs(streams, "route").values())
+    assert all(a[1] <= b[0] for a, b in zip(route_spans, route_spans[1:], strict=False)), (
         "routing steps overlap"
     )
 
