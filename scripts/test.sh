@@ -28,7 +28,8 @@ pytest tests/integration -q --durations=15
 stage "routing on a lab host (SNI and per-tenant ports through HAProxy, registry in etcd, faults)"
 pytest tests/routing -q
 stage "API end to end on a lab host"
-pytest tests/api -m lab -q --durations=5
+# -s: the scale-out test prints its figures (batches, engine overhead per job) into the log.
+pytest tests/api -m lab -q -s --durations=5
 stage "HA on HA labs: lifecycle (replicas removed, tenant removed), standalone <-> HA conversion, HA through the API"
 pytest tests/ha -q --durations=5
 stage "all stages passed"
