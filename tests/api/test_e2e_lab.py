@@ -343,13 +343,15 @@ def test_scale_out_two_workers_one_killed(lab, api, token, devdb, tmp_path):
         assert [r.status_code for r in posts] == [202] * n, [r.text for r in posts]
         jobs = [r.json()["id"] for r in posts]
 
-        # SIGKILL the second worker the moment it runs a host or route step (procrastinate's
-        # record of the step being done, by that worker).
+        # SIGKILL the second worker the moment it runs a host or route step: procrastinate's
+        # record of the step being done by that worker, for a job whose run has begun (a copy
+        # of a step that a batch already took along does nothing and would prove nothing).
         deadline = time.monotonic() + 300
         with psycopg.connect(devdb.url, autocommit=True) as conn:
             while not conn.execute(
-                "SELECT 1 FROM procrastinate_jobs WHERE status = 'doing' AND worker_id = %s"
-                " AND args->>'step' IN ('host', 'route')",
+                "SELECT 1 FROM procrastinate_jobs p JOIN jobs j ON j.run_by::text = p.args->>'job_id'"
+                " WHERE p.status = 'doing' AND p.worker_id = %s AND p.args->>'step' IN ('host', 'route')"
+                " AND j.status = 'running' AND j.step = p.args->>'step'",
                 (second_id,),
             ).fetchone():
                 assert time.monotonic() < deadline, "the second worker never ran a host or route step"
