@@ -101,29 +101,30 @@ def hash_token(token: str) -> bytes:
 def plan(job: dict, routed: bool) -> list[str]:
     """The steps of a job, in order (api/jobs.py runs each as one ansible-runner run).
 
-    An HA job is one step (tenant_ha.yml routes the tenant itself). Without routing (no etcd
-    group) a job is its host step; with routing a create or update is its host step then its
-    route step, and a delete its route step (unregister) then its host step. A standalone
-    create starts with its guard step.
+    An HA job is one step (tenant_ha.yml routes the tenant itself). A create or update is its
+    host step, which also registers and routes the tenant when the inventory has routing; a
+    create starts with its guard step. A delete with routing is its route step (unregister,
+    before the cluster goes) then its host step.
     """
     if job.get("exclusive"):
         return ["ha"]
     if job["kind"] == "delete":
         return ["route", "host"] if routed else ["host"]
-    steps = ["host", "route"] if routed else ["host"]
     # A create first runs the create guard (api/playbooks/create_guard.yml) on its own, so that
-    # its host step may share a run with other jobs of the host (a batch).
-    return ["guard", *steps] if job["kind"] == "create" else steps
+    # its host step may share a run with other jobs of the host (a batch); the guards of creates
+    # waiting at once share a run too.
+    return ["guard", "host"] if job["kind"] == "create" else ["host"]
 
 
 def step_lock(job: dict, step: str) -> str | None:
     """procrastinate's lock of a step: one run at a time per lock, in queue order.
 
-    A host step holds its host. A route step renders HAProxy, which all hosts share, from a
-    read of the registry: route steps run one at a time in the deployment (two at once could
-    each apply a render that lacks the other's tenant). An HA step renders HAProxy too, so it
-    takes the same lock; it also touches the hosts of its members (jobs.hosts), which api/jobs.py
-    locks (host locks).
+    A host step holds its host. Host steps on different hosts may register tenants and render
+    HAProxy at the same time: the proxy applies a render only when it was made from a newer
+    registry revision than the live one (shadowdb_haproxy_config), so the last render holds
+    every tenant. A route step (a delete's unregistration) and an HA step take the deployment's
+    routing lock (one at a time); an HA step also locks the hosts of its members (jobs.hosts)
+    in api/jobs.py (host locks).
     """
     if step == "guard":
         return None  # reads the hosts and the registry only

@@ -3,13 +3,16 @@
 - Queue: procrastinate (its tables in the catalog database, psycopg 3). A job's steps (see
   catalog.plan) are queued one after the other, each when the previous one succeeded, in the
   same transaction as the catalog's update. procrastinate's lock of a step (catalog.step_lock)
-  gives one run at a time per host and one route or HA step at a time in the deployment, in
-  queue order; workers in any number of processes (the API's own, ``python -m api worker``
+  gives one run at a time per host and one route (a delete's) or HA step at a time in the
+  deployment, in queue order; workers in any number of processes (the API's own, ``python -m api worker``
   elsewhere) share the catalog. Admission stops at ``max_queued`` unfinished jobs (HTTP 429);
   a worker runs at most ``max_workers`` steps at once.
 - Batches: a host step of a create or update takes along the creates and updates waiting for a
-  host step on the same host (``batch_max``): one run of tenant.yml for all their tenants, each
-  job keeping its own outcome (``jobs.run_by``: the job whose run does a job's step).
+  host step on the same host (``batch_max``): one run of tenant.yml for all their tenants (with
+  routing, it registers and routes them too), each job keeping its own outcome (``jobs.run_by``:
+  the job whose run does a job's step). A guard step takes along the creates waiting for their
+  guard, on any host: one look at every db host and the registry for all their names. Both
+  wait ``batch_wait`` seconds first, so that requests sent together share one run.
 - High availability: an HA step (tenant_ha.yml) touches the hosts of its members, chosen when
   the job is queued (``jobs.hosts``, shadowdb.tenant_hosts; tenant_ha.yml places them there).
   Besides the routing lock it takes a PostgreSQL advisory lock per host it touches
@@ -298,12 +301,22 @@ class Engine(Runs):
                 and not job["exclusive"]
                 and self.settings.batch_max > 1
             ):
+                # The same steps: whether the run registers the tenants or their route steps do.
                 members += conn.execute(
                     "SELECT * FROM jobs WHERE host = %s AND step = 'host' AND run_by IS NULL"
                     " AND status IN ('queued', 'running') AND kind IN ('create', 'update') AND NOT exclusive"
+                    " AND NOT cancel_requested AND id <> %s AND steps = %s::text[]"
+                    " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                    (job["host"], job_id, job["steps"], self.settings.batch_max - 1),
+                ).fetchall()
+            elif step == "guard" and self.settings.batch_max > 1:
+                # The guards of the creates waiting at once, on any host: one look at every host.
+                members += conn.execute(
+                    "SELECT * FROM jobs WHERE step = 'guard' AND run_by IS NULL"
+                    " AND status IN ('queued', 'running') AND kind = 'create' AND NOT exclusive"
                     " AND NOT cancel_requested AND id <> %s"
                     " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                    (job["host"], job_id, self.settings.batch_max - 1),
+                    (job_id, self.settings.batch_max - 1),
                 ).fetchall()
             started = []
             for member in members:
@@ -379,6 +392,10 @@ class Engine(Runs):
 
     def _step_task(self, context, job_id: str, step: str) -> None:
         """procrastinate's task: one step of one job (and of the jobs of its batch)."""
+        if step in ("guard", "host") and self.settings.batch_max > 1:
+            # A short window, so that the requests sent together (and the jobs that passed one
+            # guard run together) are all waiting when this step takes the others along.
+            time.sleep(self.settings.batch_wait)
         with self._connect() as conn:  # the step's session (its advisory lock goes with it)
             members = self._begin(conn, job_id, step)
             if members is None:
@@ -426,7 +443,9 @@ class Engine(Runs):
                     # From now on the tenant may be HA on the hosts: its next jobs go through
                     # tenant_ha.yml too, until one leaves it standalone (catalog._settle_tenant).
                     conn.execute("UPDATE tenants SET ha = true WHERE name = %s", (job["tenant"],))
-                if len(members) > 1:
+                if step == "guard":
+                    playbook, extravars, skip = self._guards(job, members)
+                elif len(members) > 1:
                     playbook, extravars, skip = self._batch(job, members)
                 else:
                     planned = {s: (p, e) for s, p, e in self._steps(job, self._guard_passed(conn, job))}
@@ -438,8 +457,9 @@ class Engine(Runs):
                 batch = (
                     {"batch": job_id, "tenants": [m["tenant"] for m in members]} if len(members) > 1 else {}
                 )
+                started = {"step": step, "state": "started", "worker": self.name} | batch
                 for i in ids:
-                    add_event(conn, i, "step", {"step": step, "state": "started"} | batch)
+                    add_event(conn, i, "step", started)
                 runner, state = self._ansible(
                     conn, job, step, playbook, extravars, skip, data_dir, cancelled, streams=ids
                 )
@@ -480,10 +500,13 @@ class Engine(Runs):
                     defer_step(conn, job, step)
             return
         for member in members:
-            outcome, reason, own = status, error, stats
-            if status is None and len(members) > 1:
+            outcome, reason, own, found = status, error, stats, conflict
+            if status is None and step == "guard":
+                outcome, reason, found = self._guard_outcome(member, stats)
+                own = {}
+            elif status is None and len(members) > 1:
                 outcome, reason, own = self._batch_outcome(member, stats)
-            self._advance(conn, member, step, outcome, reason, own, conflict)
+            self._advance(conn, member, step, outcome, reason, own, found)
 
     def _advance(self, conn, job: dict, step: str, status, error, step_stats: dict, conflict) -> None:
         """After a step of a job: queue its next step, or end the job (its outcome)."""
@@ -516,7 +539,9 @@ class Engine(Runs):
         with conn.transaction():
             job = conn.execute(
                 "UPDATE jobs SET status = %s, finished_at = now(), error = %s, result = %s,"
-                " sealed_credentials = %s, stats = NULL WHERE id = %s RETURNING *",
+                " sealed_credentials = %s, stats = NULL,"
+                " host_released_at = CASE WHEN step = 'host' THEN now() ELSE host_released_at END"
+                " WHERE id = %s RETURNING *",
                 (status, error, Jsonb(result) if result is not None else None, sealed, job_id),
             ).fetchone()
             if job["kind"] == "create" and status != "succeeded":

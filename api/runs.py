@@ -90,6 +90,13 @@ def failure_message(res: dict) -> str:
     return line if len(line) <= _MAX_MSG else line[: _MAX_MSG - 3] + "..."
 
 
+def _conflict_of(job: dict, found: dict) -> dict:
+    """{error, hosts} of a create whose name the guard found ({hosts, found, registry})."""
+    hosts = [str(h) for h in found.get("hosts") or []] or ["(unknown)"]
+    log.warning("job %s: tenant %s already exists: %s", job["id"], job["tenant"], found)
+    return {"error": f"tenant {job['tenant']} already exists on host {', '.join(hosts)}", "hosts": hosts}
+
+
 def log_failure(job_id: str, data: dict, res: dict) -> None:
     """The whole failure of a task, for the operator: in the server log only."""
     detail = {k: res[k] for k in ("msg", "rc", "stderr", "module_stderr", "module_stdout") if res.get(k)}
@@ -102,8 +109,9 @@ class Runs:
     def _steps(self, job: dict, guard_passed: bool = False) -> list[tuple[str, str, dict]]:
         """(step, playbook, extra vars) of a job, in order (catalog.plan).
 
-        With routing, the host step of a create or update runs with tag register skipped: its
-        route step (api/playbooks/tenant_route.yml) registers and routes the tenant.
+        With routing, the host step of a create or update registers and routes its tenant; a
+        job queued with a route step of its own (before that) runs its host step with tag
+        register skipped and its route step (api/playbooks/tenant_route.yml) registers it.
         """
         playbooks = self.settings.repo / "api" / "playbooks"
         name = job["tenant"]
@@ -113,9 +121,8 @@ class Runs:
         steps = job.get("steps") or plan(job, self.routed())
         planned = []
         for step in steps:
-            if step == "guard":
-                extravars = {"tenant_host": job["host"], "tenant": job["spec"]} | guard
-                planned.append(("guard", str(playbooks / "create_guard.yml"), extravars))
+            if step == "guard":  # alone here; _run_step takes the other waiting creates along
+                planned.append(("guard", *self._guards(job, [job])[:2]))
             elif step == "ha":
                 extravars = {"tenant": job["spec"], "api_job_public_key": public_key} | guard
                 if job["kind"] == "delete":
@@ -159,16 +166,36 @@ class Runs:
 
     @staticmethod
     def _conflict(job: dict, stats: dict) -> dict | None:
-        """A create refused by the create guard: {error, hosts}, or None."""
+        """A create refused by the create guard (create_guard.yml): {error, hosts}, or None."""
         found = (stats or {}).get("shadowdb_api_conflict")
         if job["kind"] != "create" or not isinstance(found, dict):
             return None
-        hosts = [str(h) for h in found.get("hosts") or []] or ["(unknown)"]
-        log.warning("job %s: tenant %s already exists: %s", job["id"], job["tenant"], found)
-        return {
-            "error": f"tenant {job['tenant']} already exists on host {', '.join(hosts)}",
-            "hosts": hosts,
-        }
+        return _conflict_of(job, found)
+
+    def _guards(self, job: dict, members: list[dict]) -> tuple[str, dict, None]:
+        """(playbook, extra vars, skipped tags) of one guard step for the creates ``members``."""
+        guards = [
+            {"name": m["tenant"], "pg_version": (m["spec"] or {}).get("pg_version", 17), "host": m["host"]}
+            for m in members
+        ]
+        playbook = self.settings.repo / "api" / "playbooks" / "create_guards.yml"
+        return str(playbook), {"tenant_host": job["host"], "api_guards": guards}, None
+
+    @staticmethod
+    def _guard_outcome(job: dict, stats: dict) -> tuple[str | None, str | None, dict | None]:
+        """(status, error, conflict) of one create after a guard run that succeeded."""
+        guard = stats.get("shadowdb_api_guard")
+        if not isinstance(guard, dict):
+            return "failed", "the create guard returned no result", None
+        name = job["tenant"]
+        refused = guard.get("refused") or {}
+        if name in refused:
+            return "failed", str(refused[name])[: 2 * _MAX_MSG], None
+        found = (guard.get("conflicts") or {}).get(name)
+        if isinstance(found, dict):
+            conflict = _conflict_of(job, found)
+            return "failed", conflict["error"], conflict
+        return None, None, None
 
     def _batch(self, job: dict, members: list[dict]) -> tuple[str, dict, str]:
         """(playbook, extra vars, skipped tags) of one run of the host step of several jobs."""
@@ -200,7 +227,15 @@ class Runs:
             return "failed", f"{name}: {failed[name]}"[: 2 * _MAX_MSG], {}
         if not done:
             return "failed", f"the run returned no result for tenant {name}", {}
-        return None, None, {"shadowdb_api_endpoint": done["endpoint"], "shadowdb_api_sealed": done["sealed"]}
+        return (
+            None,
+            None,
+            {
+                "shadowdb_api_endpoint": done["endpoint"],
+                "shadowdb_api_sealed": done["sealed"],
+                "shadowdb_api_route": {"proxy_port": done.get("proxy_port")},
+            },
+        )
 
     def _ansible(self, conn, job, step, playbook, extravars, skip_tags, data_dir, cancelled, streams=None):
         """One ansible-runner run of a job's step; its events go to the job's stream (and to the
@@ -275,7 +310,9 @@ class Runs:
             return self._ha_result(job, stats.get("ha") or {})
         host = stats.get("host") or {}
         endpoint = host.get("shadowdb_api_endpoint")
-        proxy_port = ((stats.get("route") or {}).get("shadowdb_api_route") or {}).get("proxy_port")
+        # Registered by the host step (or, for a job queued before that, by its route step).
+        route = (stats.get("route") or host).get("shadowdb_api_route") or {}
+        proxy_port = route.get("proxy_port")
         if endpoint and proxy_port not in (None, "", "None"):
             endpoint = dict(endpoint) | {"proxy_port": int(proxy_port)}
         sealed = host.get("shadowdb_api_sealed") or None

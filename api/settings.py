@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     batch_max: int = Field(
         10, ge=1, le=100, description="jobs of one host converged by one run of tenant.yml (1: no batches)"
     )
+    batch_wait: float = Field(
+        0.5,
+        ge=0,
+        le=10,
+        description="seconds a guard or host step waits before taking the waiting jobs along, so that"
+        " requests sent together share one run (0: no wait)",
+    )
     max_queued: int = Field(64, ge=1, description="unfinished jobs accepted before new ones get 429")
     max_attempts: int = Field(3, ge=1, description="runs of one job (first run + re-runs after a crash)")
     stalled_after: float = Field(

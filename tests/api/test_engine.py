@@ -126,8 +126,8 @@ def test_the_hosts_a_step_locks(engine, catalog):
         (False, "create", ["guard", "host"]),
         (False, "update", ["host"]),
         (False, "delete", ["host"]),
-        (True, "create", ["guard", "host", "route"]),
-        (True, "update", ["host", "route"]),
+        (True, "create", ["guard", "host"]),
+        (True, "update", ["host"]),
         (True, "delete", ["route", "host"]),
     ],
 )
@@ -137,21 +137,21 @@ def test_steps_of_a_job(engine, routed, kind, steps):
     planned = engine._steps(job)
     assert [step for step, _, _ in planned] == steps
     by_step = {step: (playbook, extravars) for step, playbook, extravars in planned}
-    if routed:
+    if routed and kind == "delete":  # unregistered first; creates and updates register in their host step
         playbook, extravars = by_step["route"]
         assert playbook.endswith("api/playbooks/tenant_route.yml")
-        assert extravars["api_route_state"] == ("absent" if kind == "delete" else "present")
+        assert extravars["api_route_state"] == "absent"
     assert by_step["host"][0].endswith("tenant_remove.yml" if kind == "delete" else "tenant_job.yml")
     if kind == "create":  # the guard runs as a step of its own, not again in the host step
-        assert by_step["guard"][0].endswith("api/playbooks/create_guard.yml")
-        assert by_step["guard"][1]["api_job_guard_passed"] is False
+        assert by_step["guard"][0].endswith("api/playbooks/create_guards.yml")
+        assert by_step["guard"][1]["api_guards"] == [{"name": "a1", "pg_version": 17, "host": "host-a"}]
         assert by_step["host"][1]["api_job_guard_passed"] is True
 
 
 def test_the_steps_are_fixed_when_the_job_is_queued(catalog):
     catalog.routed = lambda: True
     job = enqueue(catalog, "a1", "host-a")
-    assert job["steps"] == ["guard", "host", "route"] and job["step"] == "guard"
+    assert job["steps"] == ["guard", "host"] and job["step"] == "guard"
     with catalog.conn() as conn:
         (task,) = conn.execute("SELECT lock, args FROM procrastinate_jobs").fetchall()
     assert task == {"lock": None, "args": {"job_id": str(job["id"]), "step": "guard"}}  # no host lock
@@ -319,6 +319,8 @@ HOST_STEP = """\
             dbname: "{{ tenant.name }}"
             user: "{{ tenant.name }}"
             readonly_user: null
+          shadowdb_api_route:
+            proxy_port: 30001
         per_host: false
         aggregate: false
 """
@@ -366,14 +368,29 @@ BATCH_STEP = """\
         per_host: false
         aggregate: false
 """
+# The guard step (api/playbooks/create_guards.yml): one run for the creates waiting at once; a
+# tenant named taken* already exists on the run's host.
 GUARD_STEP = """\
 - name: Refuse to create a tenant that already exists (stand-in)
   hosts: "{{ tenant_host }}"
   gather_facts: false
   tasks:
-    - name: Nothing of that name
-      ansible.builtin.debug:
-        msg: ok
+    - name: One look for all the names
+      ansible.builtin.shell: echo "guard {{ names }} - 0" >> {{ fake_log | default('/dev/null') }}
+      vars:
+        names: "{{ api_guards | map(attribute='name') | join(',') }}"
+      changed_when: false
+    - name: Each tenant's conflict
+      ansible.builtin.set_stats:
+        data:
+          shadowdb_api_guard:
+            refused: {}
+            conflicts: >-
+              {% set out = {} %}{% for g in api_guards if g.name.startswith('taken') %}{%
+                set _ = out.update({g.name: {'hosts': [tenant_host], 'found': {}, 'registry': false}})
+              %}{% endfor %}{{ out }}
+        per_host: false
+        aggregate: false
 """
 
 
@@ -386,7 +403,7 @@ def standin(tmp_path):
     (repo / "api" / "playbooks" / "tenant_job.yml").write_text(HOST_STEP)
     (repo / "api" / "playbooks" / "tenant_route.yml").write_text(ROUTE_STEP)
     (repo / "api" / "playbooks" / "tenants_job.yml").write_text(BATCH_STEP)
-    (repo / "api" / "playbooks" / "create_guard.yml").write_text(GUARD_STEP)
+    (repo / "api" / "playbooks" / "create_guards.yml").write_text(GUARD_STEP)
     log = tmp_path / "runs.log"
     inventory = tmp_path / "inventory"
     inventory.mkdir()
@@ -403,6 +420,8 @@ def spans(log: Path) -> dict[str, list[tuple[float, float]]]:
     starts, result = {}, {}
     for line in log.read_text().splitlines():
         what, name, host, at = line.split()
+        if what == "guard":
+            continue
         if what == "start":
             starts[name] = float(at)
         else:
@@ -410,9 +429,9 @@ def spans(log: Path) -> dict[str, list[tuple[float, float]]]:
     return result
 
 
-def test_a_job_of_three_steps(devdb, catalog, tmp_path, standin):
-    """A create: guard, host and route steps, each a procrastinate job; the result merges the
-    host and route steps' stats, the host is released after its step."""
+def test_a_routed_create_is_two_steps(devdb, catalog, tmp_path, standin):
+    """A create with routing: guard and host steps, each a procrastinate job; the host step
+    registers the tenant (its proxy port is in the result), the host is released after it."""
     repo, inventory, log = standin
     settings = make_settings(devdb, inventory, tmp_path / "work", engine=True, repo=repo, poll_interval=0.2)
     catalog.routed = lambda: True
@@ -429,7 +448,7 @@ def test_a_job_of_three_steps(devdb, catalog, tmp_path, standin):
     assert row["result"]["endpoint"]["proxy_port"] == 30001 and row["result"]["endpoint"]["port"] == 5432
     assert row["host_released_at"] and row["stats"] is None
     steps = [(d["step"], d["state"]) for k, d in events(catalog, job["id"]) if k == "step"]
-    assert steps == [(s, state) for s in ("guard", "host", "route") for state in ("started", "finished")]
+    assert steps == [(s, state) for s in ("guard", "host") for state in ("started", "finished")]
     assert catalog.tenant("two")["state"] == "ready"
 
 
@@ -510,6 +529,36 @@ def test_a_batch_converges_the_jobs_waiting_for_a_host(devdb, catalog, tmp_path,
     assert len(leaders) == 1 and leaders <= {str(j["id"]) for j in waiting}
 
 
+def test_the_guards_of_waiting_creates_share_one_run(devdb, catalog, tmp_path, standin):
+    """Creates waiting for their guard at once, on any host, are looked for by one run; a name
+    found on a host fails its own job with the conflict (the catalog forgets it), the others go
+    on to their host steps."""
+    repo, inventory, log = standin
+    with open(inventory / "hosts.yml", "a") as f:
+        f.write("  vars:\n    fake_log: " + str(log) + "\n    fake_first_sleep: 0\n    fake_sleep: 0\n")
+    settings = make_settings(devdb, inventory, tmp_path / "work", engine=True, repo=repo, poll_interval=0.2)
+    placed = (("g1", "host-a"), ("taken1", "host-b"), ("g2", "host-b"))
+    jobs = [enqueue(catalog, name, host) for name, host in placed]
+    engine = Engine(settings)
+    engine.start()
+    try:
+        rows = {j["tenant"]: wait_for(catalog, j["id"], timeout=120) for j in jobs}
+    finally:
+        engine.stop()
+    guards = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("guard")]
+    assert guards == ["g1,taken1,g2"], guards
+    assert {name: row["status"] for name, row in rows.items()} == {
+        "g1": "succeeded", "taken1": "failed", "g2": "succeeded"
+    }  # fmt: skip
+    assert rows["taken1"]["error"] == "tenant taken1 already exists on host host-a", rows["taken1"]
+    assert rows["taken1"]["result"] == {"conflict": {"hosts": ["host-a"]}}
+    assert sorted(t["name"] for t in catalog.tenants()) == ["g1", "g2"]
+    for job in jobs:  # each job's own stream has the shared guard run
+        guard = [d for k, d in events(catalog, job["id"]) if k == "step" and d["step"] == "guard"]
+        assert [d["state"] for d in guard] == ["started", "finished"]
+        assert sorted(guard[0]["tenants"]) == ["g1", "g2", "taken1"]
+
+
 def worker_env(devdb, repo, inventory, work, **extra) -> dict:
     settings = {
         "database_url": devdb.url,
@@ -526,11 +575,12 @@ def worker_env(devdb, repo, inventory, work, **extra) -> dict:
 
 
 def workers_seen(catalog, job_ids) -> set[str]:
+    """The workers that ran a step of these jobs (their step events name them)."""
     return {
         d["worker"]
         for job_id in job_ids
         for kind, d in events(catalog, job_id)
-        if kind == "job" and d.get("status") == "running"
+        if (kind, d.get("status"), d.get("state")) in (("job", "running", None), ("step", None, "started"))
     }
 
 

@@ -137,11 +137,11 @@ def test_standalone_tenants_keep_their_path(ha, admin, catalog, engine):
     job = ha.post("/v1/tenants", json={"name": "solo"}, headers=admin).json()
     row = job_row(catalog, job)
     assert not row["exclusive"]
-    assert [s for s, _, _ in engine._steps(row)] == ["guard", "host", "route"]
+    assert [s for s, _, _ in engine._steps(row)] == ["guard", "host"]
     finish(engine, catalog, job, {"endpoint": None})
     patched = ha.patch("/v1/tenants/solo", json={"tier": "medium", "replicas": 0}, headers=admin).json()
     row = job_row(catalog, patched)
-    assert not row["exclusive"] and [s for s, _, _ in engine._steps(row)] == ["host", "route"]
+    assert not row["exclusive"] and [s for s, _, _ in engine._steps(row)] == ["host"]
     finish(engine, catalog, patched, {"endpoint": None})
     deleted = ha.delete("/v1/tenants/solo?confirm=solo", headers=admin).json()
     assert [s for s, _, _ in engine._steps(job_row(catalog, deleted))] == ["route", "host"]

@@ -28,9 +28,11 @@ def shadowdb_api_seal(credentials, public_key_b64) -> str:
     return _sealing.seal(base64.b64decode(public_key_b64), secrets)
 
 
-def shadowdb_api_batch(credentials_by_tenant, done, jobs) -> dict:
-    """{tenant: {endpoint, sealed}} of the tenants of a batch that converged: each tenant's
-    credentials sealed for its own job's public key ('' when the job has none)."""
+def shadowdb_api_batch(credentials_by_tenant, done, jobs, registered=()) -> dict:
+    """{tenant: {endpoint, sealed, proxy_port}} of the tenants of a batch that converged: each
+    tenant's credentials sealed for its own job's public key ('' when the job has none), and its
+    proxy port when the run registered it (``registered``: [{tenant, record}], else None)."""
+    proxy_ports = {item["tenant"]: (item.get("record") or {}).get("proxy_port") for item in registered or []}
     out = {}
     for job in jobs:
         name = job["name"]
@@ -40,6 +42,7 @@ def shadowdb_api_batch(credentials_by_tenant, done, jobs) -> dict:
             out[name] = {
                 "endpoint": shadowdb_api_endpoint(credentials),
                 "sealed": shadowdb_api_seal(credentials, key) if key else "",
+                "proxy_port": proxy_ports.get(name),
             }
     return out
 
