@@ -16,6 +16,7 @@ from ansible.module_utils.shadowdb_fs import (  # noqa: F401 (the tests import t
     parse_mode,
     read_current,
     read_small,
+    remove_file,
     resolve_ids,
     wanted_attributes,
 )
@@ -102,6 +103,14 @@ options:
     type: list
     elements: path
     default: []
+  absent:
+    description:
+      - Files to remove after the writes, under the same rules - a symbolic link is removed itself, never
+        what it points to, and no planted link above it is followed. A directory is refused; a missing
+        file is no change.
+    type: list
+    elements: path
+    default: []
 author:
   - ShadowDB contributors
 """
@@ -175,6 +184,7 @@ def main():
                 ),
             ),
             read=dict(type="list", elements="path", default=[]),
+            absent=dict(type="list", elements="path", default=[]),
         ),
         supports_check_mode=True,
     )
@@ -191,9 +201,10 @@ def main():
                 attributes[kind].append(wanted_attributes(entry))
             except ValueError as exc:
                 module.fail_json(msg=f"shadowdb_files: {entry['path']}: {exc}")
-    for path in module.params["read"]:
-        if not os.path.isabs(path):
-            module.fail_json(msg=f"shadowdb_files: read: path '{path}' is not absolute")
+    for option in ("read", "absent"):
+        for path in module.params[option]:
+            if not os.path.isabs(path):
+                module.fail_json(msg=f"shadowdb_files: {option}: path '{path}' is not absolute")
     try:
         for path in module.params["read"]:
             contents[path] = read_small(path)
@@ -214,6 +225,9 @@ def main():
                         after=entry["content"],
                     )
                 )
+        for path in module.params["absent"]:
+            if remove_file(path, module.check_mode):
+                changed_paths.append(path)
     except UnsafePathError as exc:
         module.fail_json(
             msg=f"shadowdb_files: {exc}", changed_paths=changed_paths, content_changed=content_changed

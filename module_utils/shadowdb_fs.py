@@ -151,6 +151,25 @@ def converge_file(entry, attributes, check_mode):
                 os.close(fd)
 
 
+def remove_file(path, check_mode):
+    """Whether path (a file, or a link itself, never what it points to) was, or would be, removed.
+    Its directory is walked as open_safe_dir does, so no planted link above it is followed."""
+    directory, name = os.path.split(os.path.normpath(path))
+    try:
+        parent = open_safe_dir(directory)
+    except FileNotFoundError:
+        return False
+    with parent:
+        st = parent.lstat(name)
+        if st is None:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            raise ValueError(f"{path} is a directory")
+        if not check_mode:
+            os.unlink(name, dir_fd=parent.fd)
+        return True
+
+
 def read_small(path):
     """Text of a small file (at most READ_LIMIT bytes, UTF-8 or replaced), None when missing."""
     data = safe_read_bytes(path, READ_LIMIT)

@@ -4,7 +4,11 @@ tenant holds (its etcd client certificate and key, its etcd and REST passwords f
 configuration). Prints one line `<attempt> <outcome>` per attempt; tests/ha/test_lifecycle.py
 checks them. Standard library and PyYAML (a Patroni dependency) only.
 
-    python3 tenant_attack.py <tenant> <other tenant> <etcd URL> <other tenant's REST API URL>
+    python3 tenant_attack.py <tenant> <other tenant> <etcd URL> <other tenant's REST API URL> \
+        <this tenant's REST API URL on another member>
+
+Run as root instead (not sandboxed, not under the egress firewall), it is a network client
+holding everything the tenant holds.
 """
 
 import base64
@@ -17,7 +21,7 @@ import urllib.request
 
 import yaml
 
-tenant, other, etcd, rest = sys.argv[1:5]
+tenant, other, etcd, rest, own_rest = sys.argv[1:6]
 tls = f"/mnt/db/{tenant}/tls"
 with open(f"/etc/patroni/{tenant}.yml") as f:
     config = yaml.safe_load(f)
@@ -35,7 +39,10 @@ def context(client_cert=True):
 def request(url, body, method="POST", headers=None, client_cert=True):
     """(HTTP status, decoded answer) of one request; status 0 when it failed before an answer."""
     req = urllib.request.Request(  # noqa: S310 - https URLs given by the test
-        url, data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"}
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Content-Type": "application/json"},
     )
     for key, value in (headers or {}).items():
         req.add_header(key, value)
@@ -103,6 +110,17 @@ print("cert_only", outcome(*request(etcd + "/v3/kv/range", prefix(others))))
 login_other = {"name": f"patroni-{other}", "password": etcd_password}
 print("other_login", outcome(*request(etcd + "/v3/auth/authenticate", login_other)))
 
+
+def rest_outcome(status, answer):
+    """The HTTP status, or "refused" when the connection was (the egress firewall's reset)."""
+    if status == 0 and "Connection refused" in answer.get("message", ""):
+        return "refused"
+    return str(status) if status else f"error:{answer.get('message', '')[:80]!r}"
+
+
+# This tenant's own member on another host: reachable (its allowance), so a refusal below is
+# the firewall's answer to the other tenant's port, not a broken network.
+print("rest_own", rest_outcome(*request(own_rest + "/patroni", None, method="GET")))
 # The other tenant's Patroni REST API: unsafe endpoints with this tenant's certificate and password.
 basic = {"Authorization": "Basic " + b64(f"patroni:{rest_password}")}
 for name, method, path, client_cert in (
@@ -112,8 +130,9 @@ for name, method, path, client_cert in (
     ("rest_reinitialize", "POST", "/reinitialize", True),
     ("rest_restart_nocert", "POST", "/restart", False),
 ):
-    status, _ = request(rest + path, {}, method=method, headers=basic, client_cert=client_cert)
-    print(name, status)
+    print(
+        name, rest_outcome(*request(rest + path, {}, method=method, headers=basic, client_cert=client_cert))
+    )
 
 # Patroni's configuration directory: the other tenants' names and files.
 try:

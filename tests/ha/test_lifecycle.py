@@ -118,23 +118,35 @@ def test_failsafe_keeps_the_leader_through_an_etcd_outage(lab, other):
     assert writer.lost() == []
 
 
-def attack(lab, attacker: str, host: str, victim: hakit.Cluster, victim_member: str) -> dict[str, str]:
+def attack(
+    lab, attacker: str, host: str, victim: hakit.Cluster, victim_member: str, as_root: bool = False
+) -> dict[str, str]:
     """Run tests/ha/tenant_attack.py as the attacker tenant's OS user from its own PostgreSQL on
-    host (COPY ... FROM PROGRAM as its superuser, as a superuser tenant can); {attempt: outcome}."""
+    host (COPY ... FROM PROGRAM as its superuser, as a superuser tenant can); {attempt: outcome}.
+    as_root: run it as root instead, a network client holding the tenant's secrets (no sandbox,
+    no egress firewall)."""
     script = "/usr/local/share/shadowdb-tenant-attack.py"
     hakit.podman("cp", str(ATTACK_SCRIPT), f"{host}:{script}")
     hakit.sh(host, f"chmod 0644 {script}")
     port = json.loads(hakit.sh(host, "cat /var/lib/shadowdb/ports/ha_postgres.json"))["leases"][attacker]
     etcd = f"https://{lab.proxy[1]}:2379"
     rest = f"https://{victim.members[victim_member]}:{victim.api_ports[victim_member]}"
-    program = f"python3 {script} {attacker} {victim.tenant} {etcd} {rest}"
+    own_host = next(h for h in members_of(lab, attacker) if h != host)
+    own_port = json.loads(hakit.sh(own_host, "cat /var/lib/shadowdb/ports/patroni_api.json"))["leases"][
+        attacker
+    ]
+    own_rest = f"https://{lab.db[own_host]}:{own_port}"
+    program = f"python3 {script} {attacker} {victim.tenant} {etcd} {rest} {own_rest}"
     sql = (
         f"CREATE TEMP TABLE attack (line text); COPY attack FROM PROGRAM '{program}'; SELECT line FROM attack"  # noqa: S608
     )
     try:
-        out = hakit.sh(
-            host, f'psql -q -h /mnt/db/{attacker}/run -p {port} -U postgres -d postgres -Atc "{sql}"'
-        )
+        if as_root:
+            out = hakit.sh(host, program)
+        else:
+            out = hakit.sh(
+                host, f'psql -q -h /mnt/db/{attacker}/run -p {port} -U postgres -d postgres -Atc "{sql}"'
+            )
     finally:
         hakit.sh(host, f"rm -f {script}")
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
@@ -187,14 +199,27 @@ def test_replica_removed_from_a_live_tenant_then_the_tenant(lab, other):
         "grant_root": "denied",
         "cert_only": "anonymous",
         "other_login": "badpassword",
+        # The egress firewall: its own members' exact ports only, not the other tenant's.
+        "rest_own": "200",
+        "rest_restart": "refused",
+        "rest_config": "refused",
+        "rest_switchover": "refused",
+        "rest_reinitialize": "refused",
+        "rest_restart_nocert": "refused",
+        "list_configs": "denied",
+    }
+    assert {attempt: outcomes.get(attempt) for attempt in expected} == expected, outcomes
+    # The same secrets used from outside the sandbox (root, a network client): the other
+    # tenant's REST API asks for its own password and a client certificate.
+    outside = attack(lab, TENANT, leader, other, victim_member, as_root=True)
+    rest_expected = {
         "rest_restart": "401",
         "rest_config": "401",
         "rest_switchover": "401",
         "rest_reinitialize": "401",
         "rest_restart_nocert": "403",
-        "list_configs": "denied",
     }
-    assert {attempt: outcomes.get(attempt) for attempt in expected} == expected, outcomes
+    assert {attempt: outside.get(attempt) for attempt in rest_expected} == rest_expected, outside
     # The other tenant's Patroni configuration, when it has a member on this host: unreadable.
     assert outcomes.get("other_config") in ("denied", "absent"), outcomes
     # etcdctl (gRPC) with TENANT's certificate: no identity from the certificate, its own
@@ -221,6 +246,18 @@ def test_replica_removed_from_a_live_tenant_then_the_tenant(lab, other):
     assert "user name is empty" in as_cert, as_cert
     assert f"/shadowdb/patroni/{TENANT}/leader" in own, own
     assert "permission denied" in theirs, theirs
+
+    # Root never follows a link the tenant planted in its own directory: its OS user (what a
+    # superuser tenant can act as) replaces its server certificate with a link to /etc/shadow.
+    # The next converge fails naming the link; /etc/shadow is neither read out nor written.
+    shadow = "sha256sum /etc/shadow; stat -c '%U %a %s' /etc/shadow"
+    before = hakit.sh(leader, shadow)
+    hakit.sh(leader, f"runuser -u pg-{TENANT} -- ln -sf /etc/shadow /mnt/db/{TENANT}/tls/server.crt")
+    output = tenant_ha(lab, {"name": TENANT, "replicas": 2}, check=False)
+    assert f"/mnt/db/{TENANT}/tls/server.crt: refused" in output and "symbolic link" in output, output[-3000:]
+    assert hakit.sh(leader, "head -1 /etc/shadow").strip() not in output  # nothing of it came back
+    assert hakit.sh(leader, shadow) == before
+    hakit.sh(leader, f"rm /mnt/db/{TENANT}/tls/server.crt")  # the next converge puts it back
 
     # One replica fewer: the leader stays where it is, one replica's host is emptied.
     output = tenant_ha(lab, {"name": TENANT, "replicas": 1})

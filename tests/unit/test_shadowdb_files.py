@@ -250,3 +250,23 @@ def json_text(result):
     import json
 
     return json.dumps(result)
+
+
+def test_absent_removes_a_link_itself_never_what_it_points_to(files, tmp_path, secret):
+    tenant = tmp_path / "acme"
+    (tenant / "data").mkdir(parents=True)
+    (tenant / "data" / "patroni.dynamic.json").write_text("{}\n")
+    os.symlink(secret, tenant / "data" / "standby.signal")
+    before = snapshot(secret)
+    absent = [str(tenant / "data" / name) for name in ("patroni.dynamic.json", "standby.signal", "missing")]
+    result = files(absent=absent)
+    assert result["changed"] is True and sorted(result["changed_paths"]) == sorted(absent[:2]), result
+    assert os.listdir(tenant / "data") == []
+    untouched(secret, before)
+    assert files(absent=absent)["changed"] is False
+    # Through a planted directory link: refused, nothing removed where it points.
+    os.rmdir(tenant / "data")
+    os.symlink(secret.parent, tenant / "data")
+    result = files(absent=[str(tenant / "data" / "shadow")])
+    assert result.get("failed") is True and "symbolic link" in result["msg"], result
+    untouched(secret, before)
