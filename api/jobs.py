@@ -69,6 +69,8 @@ from .settings import Settings
 log = logging.getLogger("shadowdb.api.jobs")
 
 _CANCEL_CHECK_EVERY = 1.0
+# A guard run takes along the creates of up to this many host batches (batch_max each).
+GUARD_BATCHES = 4
 # Advisory locks (arbitrary, fixed keys): a db host (two-key form: this class and the host's
 # name hashed; shared: a host step; exclusive: an HA step), and the recovery of stalled steps (a
 # transaction lock: one recovery at a time).
@@ -311,12 +313,14 @@ class Engine(Runs):
                 ).fetchall()
             elif step == "guard" and self.settings.batch_max > 1:
                 # The guards of the creates waiting at once, on any host: one look at every host.
+                # A name costs the guard one loop in a shell, not a tenant's converge: it takes
+                # the batches of several hosts, so that they reach their host steps together.
                 members += conn.execute(
                     "SELECT * FROM jobs WHERE step = 'guard' AND run_by IS NULL"
                     " AND status IN ('queued', 'running') AND kind = 'create' AND NOT exclusive"
                     " AND NOT cancel_requested AND id <> %s"
                     " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                    (job_id, self.settings.batch_max - 1),
+                    (job_id, GUARD_BATCHES * self.settings.batch_max - 1),
                 ).fetchall()
             started = []
             for member in members:
