@@ -17,6 +17,7 @@ from ansible.module_utils.shadowdb_firewall import EGRESS_FILE, converge_firewal
 from ansible.module_utils.shadowdb_fs import converge_directory, converge_file, read_small, wanted_attributes
 from ansible.module_utils.shadowdb_identity import converge_identity_view
 from ansible.module_utils.shadowdb_lease import LeaseFileError, lease_port
+from ansible.module_utils.shadowdb_tls import new_key, signing_request
 
 DOCUMENTATION = r"""
 ---
@@ -379,14 +380,12 @@ class Prepare:
             self.actions.append(f"made the server key {key_path}")
             if self.check:
                 return None, None
-            key = self.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout"])
+            key = new_key(self.run)
             user = self.p["os_user"]
             entry = dict(path=key_path, content=key, owner=user, group=user, mode="0600", force=True)
             converge_file(entry, wanted_attributes(entry), False)
-        csr = self.run(
-            ["openssl", "req", "-new", "-key", "/dev/stdin", "-subj", f"/CN={name}"]
-            + ["-addext", f"subjectAltName=DNS:{name}", "-addext", "extendedKeyUsage=serverAuth"],
-            data=key,
+        csr = signing_request(
+            self.run, key, name, [f"subjectAltName=DNS:{name}", "extendedKeyUsage=serverAuth"]
         )
         return csr, read_if_there(os.path.join(tls_dir, "server.crt"))
 

@@ -7,6 +7,7 @@ tenant's directory without following anything the tenant planted there."""
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.shadowdb_common import UnsafePathError
 from ansible.module_utils.shadowdb_fs import converge_file, read_small, wanted_attributes
+from ansible.module_utils.shadowdb_tls import new_key, signing_request
 
 DOCUMENTATION = r"""
 ---
@@ -70,21 +71,16 @@ made:
 """
 
 
-def csr_of(module, key, name):
-    """A PEM signing request for key (the subject is a placeholder: the CA sets the names)."""
-    rc, out, err = module.run_command(
-        ["openssl", "req", "-new", "-key", "/dev/stdin", "-subj", f"/CN={name}"], data=key, binary_data=True
-    )
-    if rc != 0:
-        raise ValueError(f"openssl req failed for the {name} key (rc {rc}): {err.strip()}")
-    return out
+def runner(module, name):
+    """The command runner of module_utils/shadowdb_tls for the key ``name``."""
 
+    def run(argv, data=None):
+        rc, out, err = module.run_command(argv, data=data, binary_data=True)
+        if rc != 0:
+            raise ValueError(f"openssl {argv[1]} failed for the {name} key (rc {rc}): {err.strip()}")
+        return out
 
-def new_key(module, name):
-    rc, out, err = module.run_command(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout"])
-    if rc != 0:
-        raise ValueError(f"openssl ecparam failed for the {name} key (rc {rc}): {err.strip()}")
-    return out
+    return run
 
 
 def converge(module, p):
@@ -99,12 +95,12 @@ def converge(module, p):
             if module.check_mode:
                 requests[name] = {"csr": None, "existing": None}
                 continue
-            key = new_key(module, name)
+            key = new_key(runner(module, name))
             write_key(key_path, key, p["owner"], False)
         if p["root_copy_dir"]:
             changed = write_key(f"{p['root_copy_dir']}/{name}.key", key, "root", module.check_mode) or changed
         existing = read_small(f"{p['tls_dir']}/{name}.crt")
-        requests[name] = {"csr": csr_of(module, key, name), "existing": existing}
+        requests[name] = {"csr": signing_request(runner(module, name), key, name), "existing": existing}
     return requests, made, changed
 
 
