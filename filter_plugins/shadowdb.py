@@ -1,16 +1,23 @@
 """ShadowDB Ansible filters: the tenant specification rules of the ``shadowdb`` package.
 
-A thin adapter: the rules live in shadowdb/ (spec, tiers, postgres, layout), which the API
+A thin adapter: the rules live in shadowdb/ (spec, tiers, postgres, layout, backup), which the API
 imports too. Each filter is the package's function, its SpecError (a ValueError) raised as
 AnsibleFilterError with the same message.
 """
 
 from ansible.errors import AnsibleFilterError
 
-from shadowdb import layout, postgres, spec, tiers
+from shadowdb import backup, layout, postgres, spec, tiers
 from shadowdb.errors import raising
 
 FILTERS = {
+    "shadowdb_archive_queue_max_mb": backup.shadowdb_archive_queue_max_mb,
+    "shadowdb_archive_settings": backup.shadowdb_archive_settings,
+    "shadowdb_backup_client_cn": backup.shadowdb_backup_client_cn,
+    "shadowdb_backup_enabled": backup.shadowdb_backup_enabled,
+    "shadowdb_backup_layout": backup.shadowdb_backup_layout,
+    "shadowdb_backup_summary": backup.shadowdb_backup_summary,
+    "shadowdb_restore_target": backup.shadowdb_restore_target,
     "shadowdb_batch_refusals": spec.shadowdb_batch_refusals,
     "shadowdb_check_tenants": spec.shadowdb_check_tenants,
     "shadowdb_converged_record": layout.shadowdb_converged_record,

@@ -13,7 +13,7 @@ import string
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch, tenant_params
 from ansible.module_utils.shadowdb_common import UnsafePathError, read_listening_ports
-from ansible.module_utils.shadowdb_firewall import EGRESS_FILE, converge_firewall
+from ansible.module_utils.shadowdb_firewall import EGRESS_FILE, converge_firewall, egress_file_entry
 from ansible.module_utils.shadowdb_fs import converge_directory, converge_file, read_small, wanted_attributes
 from ansible.module_utils.shadowdb_identity import converge_identity_view
 from ansible.module_utils.shadowdb_lease import LeaseFileError, lease_port
@@ -89,11 +89,20 @@ options:
     description: The name the server's certificate carries (C(<tenant>.<domain>)).
     type: str
     required: true
+  egress:
+    description:
+      - Where the tenant's processes may open connections (its backup repository's address and
+        port, as C({addresses: [IPv4], ports: ["8432"]})), written root-only to
+        C(<secrets_dir>/egress.json) for the host's tenant egress firewall. Empty - no connection
+        at all (an allowances file left there is removed).
+    type: list
+    elements: dict
+    default: []
   tenants:
     description:
       - The batch form - one item per tenant, each with the per-tenant options above (O(name),
         O(os_user), O(home), O(directories), O(data_dir), O(tls_dir), O(secrets_dir),
-        O(pg_version), O(extensions), O(server_name)), which are then not given at the top level.
+        O(pg_version), O(extensions), O(server_name), O(egress)), which are then not given at the top level.
       - A tenant listed twice is refused.
     type: list
     elements: dict
@@ -389,6 +398,23 @@ class Prepare:
         )
         return csr, read_if_there(os.path.join(tls_dir, "server.crt"))
 
+    def egress(self):
+        """A standalone tenant opens no connection, but to the addresses of O(egress) (its backup
+        repository); an allowance left by its Patroni past goes. Whether the allowances changed."""
+        allowances = os.path.join(self.p["secrets_dir"], EGRESS_FILE)
+        if self.p["egress"]:
+            entry = egress_file_entry(self.p["secrets_dir"], self.p["egress"])
+            if converge_file(entry, wanted_attributes(entry), self.check)[0]:
+                self.actions.append(f"wrote {allowances}")
+                return True
+            return False
+        if not os.path.lexists(allowances):
+            return False
+        self.actions.append(f"removed {allowances} (the tenant opens no connection)")
+        if not self.check:
+            os.unlink(allowances)
+        return True
+
     def converge(self):
         existing_version = self.checks()
         user_exists = self.os_user()
@@ -396,14 +422,8 @@ class Prepare:
             self.directories()
             if converge_identity_view(self.p["secrets_dir"], self.p["os_user"], self.check):
                 self.actions.append("wrote the tenant's view of /etc/passwd and /etc/group")
-        # A standalone tenant has no egress allowance (one left by its Patroni past goes).
-        allowances = os.path.join(self.p["secrets_dir"], EGRESS_FILE)
-        allowances_removed = os.path.lexists(allowances)
-        if allowances_removed:
-            self.actions.append(f"removed {allowances} (a standalone tenant opens no connection)")
-            if not self.check:
-                os.unlink(allowances)
-        if self.firewall.converge(self.new_user or allowances_removed):
+        allowances_changed = self.egress()
+        if self.firewall.converge(self.new_user or allowances_changed):
             self.actions.append("loaded the host's tenant egress firewall")
         port = self.port()
         passwords = self.passwords()
@@ -428,6 +448,7 @@ PER_TENANT = dict(
     pg_version=dict(type="int", required=True),
     extensions=dict(type="list", elements="str", default=[]),
     server_name=dict(type="str", required=True),
+    egress=dict(type="list", elements="dict", default=[]),
 )
 
 SHARED = dict(

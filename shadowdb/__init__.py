@@ -6,6 +6,7 @@
 - ``layout``: a tenant's OS user, paths, systemd units and port pools on its host;
 - ``placement``: which db hosts a tenant (or its HA members) goes to;
 - ``network``: the proxy networks a restricted tenant's pg_hba admits;
+- ``backup``: a tenant's backups with pgBackRest: identities, paths, archive settings, restore targets;
 - ``fingerprint``: digests of a tenant's desired state and of the code, for the no-op fast path;
 - ``errors``: SpecError (a ValueError naming the offending field), ``values``: input helpers.
 
@@ -14,6 +15,15 @@ API imports them, so the playbooks and the API enforce exactly the same contract
 imports Ansible.
 """
 
+from .backup import (
+    shadowdb_archive_queue_max_mb,
+    shadowdb_archive_settings,
+    shadowdb_backup_client_cn,
+    shadowdb_backup_enabled,
+    shadowdb_backup_layout,
+    shadowdb_backup_summary,
+    shadowdb_restore_target,
+)
 from .errors import SpecError
 from .fingerprint import FingerprintError, canonical_json, shadowdb_fingerprint, shadowdb_tree_digest
 from .layout import OS_USER_PREFIX, TenantLayout, shadowdb_converged_record, shadowdb_os_user, tenant_layout
@@ -56,6 +66,13 @@ from .tiers import (
 )
 
 __all__ = [
+    "shadowdb_archive_queue_max_mb",
+    "shadowdb_archive_settings",
+    "shadowdb_backup_client_cn",
+    "shadowdb_backup_enabled",
+    "shadowdb_backup_layout",
+    "shadowdb_backup_summary",
+    "shadowdb_restore_target",
     "DEFAULT_HBA",
     "DEFAULT_PG_VERSION",
     "DEFAULT_TIER",

@@ -156,6 +156,7 @@ DEFAULT_HBA = ("0.0.0.0/0",)
 # Fields a tenant spec may contain; anything else is rejected (typos must not
 # be silently ignored).
 TENANT_FIELDS = (
+    "backup",
     "extensions",
     "hba",
     "name",
@@ -259,7 +260,8 @@ def shadowdb_validate_tenant(spec, tiers=None, allowed_extensions=None, pg_versi
     sorted and deduplicated), settings ({}, normalized), hba (["0.0.0.0/0"],
     normalized CIDRs, duplicates dropped, order kept), replicas (0, 0..4), state
     ("present"), readonly_role (false), superuser (false: the key is only returned
-    when true). A field set to null takes its default.
+    when true), backup (returned only when given: true or false; without it the deployment's
+    shadowdb_backup_default decides, shadowdb/backup.py). A field set to null takes its default.
 
     A new tenant's name may not be reserved (RESERVED_NAMES) and its resource settings
     are bounded by its tier (TIER_SETTING_BOUNDS); neither applies with state "absent",
@@ -324,6 +326,8 @@ def shadowdb_validate_tenant(spec, tiers=None, allowed_extensions=None, pg_versi
     # (and so its fingerprint and its stored copies). Read it as spec.get("superuser", False).
     if superuser:
         result["superuser"] = True
+    if spec.get("backup") is not None:
+        result["backup"] = as_bool(spec["backup"], "tenant.backup")
     return dict(sorted(result.items()))
 
 

@@ -25,6 +25,13 @@ from .values import BOOL_STRINGS, as_int, is_int, join_names, show, to_int
 #   tasks_max        systemd TasksMax
 TIER_KEYS = ("cpu_quota_pct", "disk_size_mb", "max_connections", "memory_mb", "nofile", "tasks_max")
 
+# Keys a tier may define (positive integers); a tier without one gets the default below. They
+# matter only for tenants with backups (shadowdb/backup.py):
+#   archive_timeout_s      PostgreSQL archive_timeout: the longest a committed row waits to leave
+#                          the host in an archived WAL segment (the tier's RPO)
+#   backup_retention_full  full backups kept (with their differentials and the WAL they need)
+OPTIONAL_TIER_KEYS = {"archive_timeout_s": 300, "backup_retention_full": 2}
+
 # Default tier table. Every filter taking ``tiers`` accepts a replacement table
 # (e.g. from inventory); when given and non-empty it replaces this one entirely.
 DEFAULT_TIERS = {
@@ -35,6 +42,8 @@ DEFAULT_TIERS = {
         "max_connections": 50,
         "nofile": 1024,
         "tasks_max": 256,
+        "archive_timeout_s": 300,
+        "backup_retention_full": 2,
     },
     "medium": {
         "disk_size_mb": 2048,
@@ -43,6 +52,8 @@ DEFAULT_TIERS = {
         "max_connections": 100,
         "nofile": 2048,
         "tasks_max": 512,
+        "archive_timeout_s": 120,
+        "backup_retention_full": 3,
     },
     "large": {
         "disk_size_mb": 4096,
@@ -51,6 +62,8 @@ DEFAULT_TIERS = {
         "max_connections": 200,
         "nofile": 4096,
         "tasks_max": 1024,
+        "archive_timeout_s": 60,
+        "backup_retention_full": 4,
     },
 }
 DEFAULT_TIER = "small"
@@ -471,14 +484,16 @@ def resolve_tiers(tiers) -> dict:
         tier = tiers[name]
         if not isinstance(tier, Mapping):
             raise SpecError(f"tiers.{name}", f"{show(tier)} is not a mapping; define {', '.join(TIER_KEYS)}")
-        unknown = sorted(set(map(str, tier)) - set(TIER_KEYS))
+        known = TIER_KEYS + tuple(OPTIONAL_TIER_KEYS)
+        unknown = sorted(set(map(str, tier)) - set(known))
         if unknown:
-            raise SpecError(
-                f"tiers.{name}.{unknown[0]}", f"unknown tier key; known keys: {', '.join(TIER_KEYS)}"
-            )
+            raise SpecError(f"tiers.{name}.{unknown[0]}", f"unknown tier key; known keys: {', '.join(known)}")
         entry = {}
-        for key in TIER_KEYS:
+        for key in known:
             key_field = f"tiers.{name}.{key}"
+            if key not in tier and key in OPTIONAL_TIER_KEYS:
+                entry[key] = OPTIONAL_TIER_KEYS[key]
+                continue
             if key not in tier:
                 raise SpecError(key_field, "missing; every tier must define " + ", ".join(TIER_KEYS))
             number = as_int(tier[key], key_field, "use a positive integer")

@@ -198,6 +198,9 @@ class Lab:
             self._seed_apt_cache()
             extravars["lab_hosts"] = len(self.hosts)
             extravars["lab_apt_cache"] = str(self.apt_cache)
+            # db2 keeps the backups (test_backup.py); the session tenants have none.
+            extravars["lab_backup_host"] = self.hosts[1]
+            extravars["lab_backup_default"] = False
         return self.playbook("lab.yml", extravars, inventory="localhost,")
 
     def onboard(self, host: str, spec: dict, **extravars) -> Run:

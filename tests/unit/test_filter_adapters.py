@@ -25,12 +25,19 @@ PLUGINS = ROOT / "filter_plugins"
 # of the same name.
 FILTERS = {
     "shadowdb.py": [
+        "shadowdb_archive_queue_max_mb",
+        "shadowdb_archive_settings",
+        "shadowdb_backup_client_cn",
+        "shadowdb_backup_enabled",
+        "shadowdb_backup_layout",
+        "shadowdb_backup_summary",
         "shadowdb_batch_refusals",
         "shadowdb_check_tenants",
         "shadowdb_converged_record",
         "shadowdb_extension_packages",
         "shadowdb_os_user",
         "shadowdb_pg_settings",
+        "shadowdb_restore_target",
         "shadowdb_tier",
         "shadowdb_tier_limits",
         "shadowdb_validate_settings",

@@ -25,7 +25,14 @@ from shadowdb.spec import (
     shadowdb_validate_tenant,
     shadowdb_validate_tenants,
 )
-from shadowdb.tiers import DEFAULT_TIER, DEFAULT_TIERS, MANAGED_SETTINGS, OVERRIDABLE_SETTINGS, TIER_KEYS
+from shadowdb.tiers import (
+    DEFAULT_TIER,
+    DEFAULT_TIERS,
+    MANAGED_SETTINGS,
+    OPTIONAL_TIER_KEYS,
+    OVERRIDABLE_SETTINGS,
+    TIER_KEYS,
+)
 from tests.unit.spec_cases import TINY, assert_spec_error, raises_spec_error
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +54,7 @@ def test_constants_are_consistent():
     assert DEFAULT_TIER in DEFAULT_TIERS
     assert set(DEFAULT_TIERS) == {"small", "medium", "large"}
     for tier in DEFAULT_TIERS.values():
-        assert set(tier) == set(TIER_KEYS)
+        assert set(tier) == set(TIER_KEYS) | set(OPTIONAL_TIER_KEYS)
     assert PRELOAD_EXTENSIONS <= set(EXTENSIONS)
     assert not set(OVERRIDABLE_SETTINGS) & MANAGED_SETTINGS
     assert len(OVERRIDABLE_SETTINGS) >= 30
@@ -394,7 +401,7 @@ ALLOWED_EXTENSIONS = "allowed: btree_gist, citext, hstore, pg_stat_statements, p
             {"domain": "acme.example.com"},
             "tenant.domain",
             None,
-            ["unknown field; known fields: extensions, hba,"],
+            ["unknown field; known fields: backup, extensions, hba,"],
         ),
         ({"Name": "acme"}, "tenant.Name", None, ["unknown field"]),
         ({"pg_version": 14}, "tenant.pg_version", 14, ["not a supported", "supported versions: 15, 16, 17"]),
@@ -423,7 +430,7 @@ def test_unknown_field_message_lists_known_fields():
     exc = raises_spec_error(shadowdb_validate_tenant, {"name": "acme", "domain": "x"})
     assert str(exc) == (
         "tenant.domain: unknown field; known fields: "
-        "extensions, hba, name, pg_version, readonly_role, replicas, settings, state, superuser, tier"
+        "backup, extensions, hba, name, pg_version, readonly_role, replicas, settings, state, superuser, tier"
     )
 
 

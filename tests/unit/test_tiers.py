@@ -25,6 +25,8 @@ from tests.unit.spec_cases import TINY, assert_spec_error, raises_spec_error
 
 EXPECTED_TIERS = {
     "small": {
+        "archive_timeout_s": 300,
+        "backup_retention_full": 2,
         "cpu_quota": "50%",
         "cpu_quota_pct": 50,
         "disk_size_mb": 1024,
@@ -42,6 +44,8 @@ EXPECTED_TIERS = {
         "work_mem_kb": 2621,
     },
     "medium": {
+        "archive_timeout_s": 120,
+        "backup_retention_full": 3,
         "cpu_quota": "100%",
         "cpu_quota_pct": 100,
         "disk_size_mb": 2048,
@@ -59,6 +63,8 @@ EXPECTED_TIERS = {
         "work_mem_kb": 2621,
     },
     "large": {
+        "archive_timeout_s": 60,
+        "backup_retention_full": 4,
         "cpu_quota": "200%",
         "cpu_quota_pct": 200,
         "disk_size_mb": 4096,

@@ -1,0 +1,209 @@
+"""Backups with pgBackRest: a tenant restored to a point in time, bad targets refused before
+anything changes, one tenant's identity kept out of another's backups, removal keeping (or
+purging) the backups.
+
+The lab's db2 is the repository host (the backup group); the session tenants have no backups
+(shadowdb_backup_default false), the tenants here ask for them in their spec: bka on db1, bkb on
+db2 (a tenant on the repository host itself).
+"""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+BKA, BKB = "bka", "bkb"
+REPO_PATH = "/var/lib/pgbackrest"
+REMOVED = "/var/lib/shadowdb/backup-removed"
+
+
+def pgbackrest_as_tenant(lab, host, tenant, *args):
+    """pgBackRest run as the tenant's own OS user with its own configuration (what a tenant that
+    is superuser of its cluster can run through COPY ... PROGRAM)."""
+    conf = f"/mnt/db/{tenant}/backup"
+    return lab.exec(
+        host,
+        "runuser",
+        "-u",
+        f"pg-{tenant}",
+        "--",
+        "pgbackrest",
+        f"--config={conf}/pgbackrest.conf",
+        f"--config-include-path={conf}/conf.d",
+        "--log-level-console=warn",
+        *args,
+    )
+
+
+@pytest.fixture(scope="module")
+def backups(lab, db1, db2):
+    """The repository converged (twice: the second run changes nothing) and two tenants with
+    backups; both removed at the end, their backups purged."""
+    first = lab.playbook("backup_repository.yml")
+    assert first.rc == 0, first.describe()
+    again = lab.playbook("backup_repository.yml")
+    assert again.rc == 0 and all(r["changed"] == 0 for r in again.recap.values()), again.describe()
+    for host, name in ((db1, BKA), (db2, BKB)):
+        run = lab.onboard(host, {"name": name, "backup": True})
+        assert run.rc == 0, run.describe()
+    yield
+    for host, name in ((db1, BKA), (db2, BKB)):
+        lab.playbook(
+            "tenant_remove.yml",
+            {"tenant_host": host, "tenant_name": name, "confirm": name, "purge_backups": True},
+        )
+
+
+def info(lab, db2, tenant):
+    out = lab.sh(
+        db2,
+        f"runuser -u pgbackrest -- pgbackrest --config=/etc/pgbackrest/pgbackrest.conf "
+        f"--config-include-path=/etc/pgbackrest/conf.d --stanza={tenant} --output=json info",
+    )
+    return json.loads(out)[0]
+
+
+def test_a_tenant_with_backups_archives_and_converges_unchanged(lab, db1, db2, backups):
+    """Its first full backup is taken on its own; its WAL reaches the repository through its
+    egress allowance (pgbackrest check, as the tenant); a second run changes nothing."""
+    lab.sh(
+        db2,
+        f"for i in $(seq 60); do systemctl is-active -q 'shadowdb-backup@{BKA}:full.service' || break; "
+        "sleep 1; done",
+    )
+    stanza = info(lab, db2, BKA)
+    assert stanza["status"]["message"] == "ok", stanza["status"]
+    assert [b["type"] for b in stanza["backup"]] == ["full"], stanza["backup"]
+    assert stanza["cipher"] == "aes-256-cbc"
+    check = pgbackrest_as_tenant(lab, db1, BKA, f"--stanza={BKA}", "check")
+    assert check.returncode == 0, check.stderr
+    timers = lab.sh(
+        db2, "systemctl list-timers --all --no-legend --plain 'shadowdb-backup-*' | awk '{print $NF}'"
+    )
+    assert f"shadowdb-backup@{BKA}:full.service" in timers and f"shadowdb-backup@{BKA}:diff.service" in timers
+    again = lab.onboard(db1, {"name": BKA, "backup": True})
+    assert again.rc == 0 and again.recap[db1]["changed"] == 0, again.changed_tasks()
+
+
+def test_restore_to_a_time_brings_back_exactly_the_rows_of_that_time(lab, db1, db2, backups):
+    lab.psql_root(db1, BKA, "CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 100)")
+    backup = lab.playbook("tenant_backup.yml", {"tenant": BKA, "type": "diff"})
+    assert backup.rc == 0, backup.describe()
+    lab.psql_root(db1, BKA, "INSERT INTO t SELECT generate_series(101, 150)")
+    target = lab.psql_root(db1, BKA, "SELECT now()")
+    lab.psql_root(db1, BKA, "SELECT pg_sleep(1.1); INSERT INTO t SELECT generate_series(151, 200)")
+    lab.psql_root(db1, BKA, "DROP TABLE t")
+    pid = lab.postmaster_pid(db1, BKA)
+
+    run = lab.playbook(
+        "tenant_restore.yml", {"tenant_host": db1, "tenant": BKA, "confirm": BKA, "target": {"time": target}}
+    )
+    assert run.rc == 0, run.describe()
+    assert lab.postmaster_pid(db1, BKA) != pid
+    assert lab.psql_root(db1, BKA, "SELECT count(*), min(i), max(i) FROM t") == "150|1|150"
+    lab.wait_serving(db1, BKA)
+    # It archives again (on its new timeline), and converges unchanged: its configuration is its own.
+    check = pgbackrest_as_tenant(lab, db1, BKA, f"--stanza={BKA}", "check")
+    assert check.returncode == 0, check.stderr
+    again = lab.onboard(db1, {"name": BKA, "backup": True})
+    assert again.rc == 0 and again.recap[db1]["changed"] == 0, again.changed_tasks()
+
+
+@pytest.mark.parametrize(
+    ("extravars", "message"),
+    [
+        ({"target": {"time": "2999-01-01 00:00:00+00"}, "confirm": BKA}, "is in the future"),
+        (
+            {"target": {"time": "2001-01-01 00:00:00+00"}, "confirm": BKA},
+            "is before the end of the first backup",
+        ),
+        ({"target": {"time": "yesterday"}, "confirm": BKA}, "is not a time with a zone"),
+        ({"target": {"latest": True}, "confirm": "bkb"}, "give -e tenant=<name> -e confirm=<the same name>"),
+        ({"target": {"when": "now"}, "confirm": BKA}, "is not a restore target"),
+    ],
+)
+def test_a_bad_restore_changes_nothing(lab, db1, backups, extravars, message):
+    pid = lab.postmaster_pid(db1, BKA)
+    run = lab.playbook("tenant_restore.yml", {"tenant_host": db1, "tenant": BKA, **extravars})
+    assert run.rc != 0
+    assert message in run.text, run.describe()
+    assert lab.postmaster_pid(db1, BKA) == pid
+
+
+def test_a_tenant_cannot_reach_another_tenants_backups(lab, db1, db2, backups):
+    """bka's identity at the repository is authorized for its own stanza only; bkb's backup agent
+    answers the repository's identity only, and bka's processes cannot even connect to it."""
+    own_data = f"--pg1-path=/mnt/db/{BKA}/data"
+    for command in (
+        ["info"],
+        ["expire"],
+        [own_data, "archive-get", "000000010000000000000001", f"/mnt/db/{BKA}/x"],
+    ):
+        run = pgbackrest_as_tenant(lab, db1, BKA, f"--stanza={BKB}", *command)
+        assert "access denied" in run.stdout + run.stderr, (command, run.stdout + run.stderr)
+        assert not lab.exists(db1, f"/mnt/db/{BKA}/x")
+    listing = pgbackrest_as_tenant(lab, db1, BKA, "info")
+    assert f"stanza: {BKB}" not in listing.stdout and "access denied" in listing.stdout + listing.stderr
+
+    agent_port = json.loads(lab.sh(db2, "cat /var/lib/shadowdb/ports/backup_agent.json"))["leases"][BKB]
+    bkb_agent = [
+        f"--stanza={BKB}",
+        f"--pg1-host={lab.ip(db2)}",
+        "--pg1-host-type=tls",
+        f"--pg1-host-port={agent_port}",
+        f"--pg1-host-ca-file=/mnt/db/{BKA}/backup/ca.crt",
+        f"--pg1-host-cert-file=/mnt/db/{BKA}/tls/backup.crt",
+        f"--pg1-path=/mnt/db/{BKB}/data",
+        "--config=/dev/null",
+        "--log-level-console=warn",
+        "--io-timeout=2",
+        "--protocol-timeout=3",
+    ]
+    # From bka's own processes: the egress firewall lets them reach the repository's port only.
+    blocked = lab.exec(
+        db1,
+        "runuser",
+        "-u",
+        f"pg-{BKA}",
+        "--",
+        "pgbackrest",
+        *bkb_agent,
+        f"--pg1-host-key-file=/mnt/db/{BKA}/tls/backup.key",
+        "check",
+        timeout=120,
+    )
+    assert "Connection refused" in blocked.stdout + blocked.stderr, blocked.stdout + blocked.stderr
+    # The same identity from outside the tenant's sandbox (a network client holding bka's key):
+    # bkb's agent refuses it.
+    stolen = lab.sh(
+        db1,
+        f"install -m 600 /mnt/db/{BKA}/tls/backup.key /root/stolen.key; "
+        f"pgbackrest {' '.join(bkb_agent)} --pg1-host-key-file=/root/stolen.key check 2>&1; "
+        "rm -f /root/stolen.key",
+        check=False,
+    )
+    assert "access denied" in stolen, stolen
+
+
+def test_removal_keeps_the_backups_until_purged(lab, db1, db2, backups):
+    lab.sh(db1, f"test -e /etc/shadowdb/tenants/{BKA}/egress.json")
+    run = lab.remove(db1, BKA, confirm=BKA)
+    assert run.rc == 0, run.describe()
+    assert lab.exists(db2, f"{REPO_PATH}/backup/{BKA}/backup.info"), "the backups must outlive the tenant"
+    assert lab.exists(db2, f"{REMOVED}/{BKA}")
+    assert not lab.exists(db2, f"/etc/pgbackrest/conf.d/{BKA}.conf"), (
+        "the removed tenant's identity is still authorized"
+    )
+    assert f"{BKA}" not in lab.sh(db2, "systemctl list-timers --all --no-legend 'shadowdb-backup-*'")
+    assert BKA not in lab.sh(db1, "cat /var/lib/shadowdb/ports/backup_agent.json")
+    marker_age = datetime.now(UTC) - datetime.fromtimestamp(
+        int(lab.sh(db2, f"stat -c %Y {REMOVED}/{BKA}")), UTC
+    )
+    assert marker_age < timedelta(minutes=10)
+
+    run = lab.playbook(
+        "tenant_remove.yml", {"tenant_host": db2, "tenant_name": BKB, "confirm": BKB, "purge_backups": True}
+    )
+    assert run.rc == 0, run.describe()
+    for path in (f"{REPO_PATH}/backup/{BKB}", f"{REPO_PATH}/archive/{BKB}", f"{REMOVED}/{BKB}"):
+        assert not lab.exists(db2, path), path
