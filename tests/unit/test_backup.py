@@ -84,8 +84,8 @@ def test_layout_and_archive_settings_live_on_the_tenants_volume():
     assert settings["archive_mode"] == "on"
     assert settings["archive_timeout"] == "60s"
     assert settings["archive_command"] == (
-        "pgbackrest --config=/mnt/db/acme/backup/pgbackrest.conf --config-include-path=/mnt/db/acme/backup/conf.d"
-        " --stanza=acme archive-push %p"
+        "pgbackrest --config=/mnt/db/acme/backup/pgbackrest.conf"
+        " --config-include-path=/mnt/db/acme/backup/conf.d --stanza=acme archive-push %p"
     )
 
 
