@@ -8,6 +8,7 @@ db2 (a tenant on the repository host itself).
 """
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -42,7 +43,7 @@ def backups(lab, db1, db2):
     first = lab.playbook("backup_repository.yml")
     assert first.rc == 0, first.describe()
     again = lab.playbook("backup_repository.yml")
-    assert again.rc == 0 and all(r["changed"] == 0 for r in again.recap.values()), again.describe()
+    assert again.rc == 0 and all(r["changed"] == 0 for r in again.recap().values()), again.describe()
     for host, name in ((db1, BKA), (db2, BKB)):
         run = lab.onboard(host, {"name": name, "backup": True})
         assert run.rc == 0, run.describe()
@@ -82,7 +83,7 @@ def test_a_tenant_with_backups_archives_and_converges_unchanged(lab, db1, db2, b
     )
     assert f"shadowdb-backup@{BKA}:full.service" in timers and f"shadowdb-backup@{BKA}:diff.service" in timers
     again = lab.onboard(db1, {"name": BKA, "backup": True})
-    assert again.rc == 0 and again.recap[db1]["changed"] == 0, again.changed_tasks()
+    assert again.rc == 0 and again.recap()[db1]["changed"] == 0, again.changed_tasks()
 
 
 def test_restore_to_a_time_brings_back_exactly_the_rows_of_that_time(lab, db1, db2, backups):
@@ -106,7 +107,7 @@ def test_restore_to_a_time_brings_back_exactly_the_rows_of_that_time(lab, db1, d
     check = pgbackrest_as_tenant(lab, db1, BKA, f"--stanza={BKA}", "check")
     assert check.returncode == 0, check.stderr
     again = lab.onboard(db1, {"name": BKA, "backup": True})
-    assert again.rc == 0 and again.recap[db1]["changed"] == 0, again.changed_tasks()
+    assert again.rc == 0 and again.recap()[db1]["changed"] == 0, again.changed_tasks()
 
 
 @pytest.mark.parametrize(
@@ -185,6 +186,65 @@ def test_a_tenant_cannot_reach_another_tenants_backups(lab, db1, db2, backups):
     assert "access denied" in stolen, stolen
 
 
+def test_a_repository_outage_queues_wal_and_loses_nothing(lab, db1, db2, backups):
+    """The repository down for a minute: the tenant keeps serving, its WAL waits on its host, and
+    once the repository is back everything is archived: a restore to the latest has every row."""
+    lab.psql_root(db1, BKA, "CREATE TABLE outage (i int)")
+    lab.sh(db2, "systemctl stop shadowdb-backup-repository.service")
+    try:
+        for batch in range(6):
+            lab.psql_root(
+                db1,
+                BKA,
+                f"INSERT INTO outage SELECT {batch * 1000} + generate_series(1, 1000); "
+                "SELECT pg_switch_wal()",
+            )
+            with lab.connect(db1, BKA) as conn:  # still serving, through TLS, as a client would
+                assert conn.execute("SELECT count(*) FROM outage").fetchone()[0] == (batch + 1) * 1000
+            lab.sh(db1, "sleep 10")
+        failed = lab.psql_root(db1, BKA, "SELECT failed_count FROM pg_stat_archiver")
+        assert int(failed) > 0, "archiving should have failed while the repository was down"
+    finally:
+        lab.sh(db2, "systemctl start shadowdb-backup-repository.service")
+    check = pgbackrest_as_tenant(lab, db1, BKA, f"--stanza={BKA}", "--archive-timeout=120", "check")
+    assert check.returncode == 0, check.stderr
+    run = lab.playbook(
+        "tenant_restore.yml", {"tenant_host": db1, "tenant": BKA, "confirm": BKA, "target": {"latest": True}}
+    )
+    assert run.rc == 0, run.describe()
+    assert lab.psql_root(db1, BKA, "SELECT count(*), max(i) FROM outage") == "6000|6000"
+
+
+def test_a_backup_killed_half_way_leaves_the_next_one_and_the_repository_sound(lab, db1, db2, backups):
+    lab.psql_root(
+        db1,
+        BKA,
+        "CREATE TABLE bulk AS SELECT i, md5(i::text) || repeat('x', 200) AS pad "
+        "FROM generate_series(1, 600000) i",
+    )
+    before = len(info(lab, db2, BKA)["backup"])
+    unit = f"shadowdb-backup@{BKA}:full.service"
+    lab.sh(
+        db2,
+        f"systemctl start --no-block '{unit}'; for i in $(seq 50); do "
+        f"  systemctl is-active -q '{unit}' && break; sleep 0.1; done; sleep 1; "
+        f"systemctl kill -s KILL '{unit}'; systemctl reset-failed '{unit}' || true",
+    )
+    assert len(info(lab, db2, BKA)["backup"]) == before, "the killed backup must not count as a backup"
+    run = lab.playbook("tenant_backup.yml", {"tenant": BKA, "type": "full"})
+    assert run.rc == 0, run.describe()
+    assert len(info(lab, db2, BKA)["backup"]) == before + 1
+    verify = lab.sh(
+        db2,
+        "runuser -u pgbackrest -- pgbackrest --config=/etc/pgbackrest/pgbackrest.conf "
+        f"--config-include-path=/etc/pgbackrest/conf.d --stanza={BKA} --log-level-console=info "
+        "verify 2>&1",
+    )
+    assert "verify command end: completed successfully" in verify, verify
+    assert not re.search(r"(invalid|missing|ERROR)", verify.split("verify command end")[0]), verify
+    lab.psql_root(db1, BKA, "DROP TABLE bulk")
+
+
 def test_removal_keeps_the_backups_until_purged(lab, db1, db2, backups):
     lab.sh(db1, f"test -e /etc/shadowdb/tenants/{BKA}/egress.json")
     run = lab.remove(db1, BKA, confirm=BKA)
@@ -194,7 +254,9 @@ def test_removal_keeps_the_backups_until_purged(lab, db1, db2, backups):
     assert not lab.exists(db2, f"/etc/pgbackrest/conf.d/{BKA}.conf"), (
         "the removed tenant's identity is still authorized"
     )
-    assert f"{BKA}" not in lab.sh(db2, "systemctl list-timers --all --no-legend 'shadowdb-backup-*'")
+    for timer in (f"shadowdb-backup-full@{BKA}.timer", f"shadowdb-backup-diff@{BKA}.timer"):
+        state = lab.sh(db2, f"systemctl is-enabled {timer}; systemctl is-active {timer}", check=False).split()
+        assert state == ["disabled", "inactive"], (timer, state)
     assert BKA not in lab.sh(db1, "cat /var/lib/shadowdb/ports/backup_agent.json")
     marker_age = datetime.now(UTC) - datetime.fromtimestamp(
         int(lab.sh(db2, f"stat -c %Y {REMOVED}/{BKA}")), UTC

@@ -188,3 +188,26 @@ def test_adding_a_fourth_tenant_keeps_open_sessions():
     finally:
         for session in sessions:
             session.close()
+
+
+def test_the_backup_repository_holds_alphas_stanza_only():
+    """proxy1 is also the backup repository: alpha (backup: true) has its stanza, a first full
+    backup and archived WAL there, the others (no backup in their spec) have none."""
+    server = proxy.service("shadowdb-backup-repository.service")
+    assert server.is_running and server.is_enabled
+    for _ in range(60):  # the first full backup is started at creation, not waited for
+        if not proxy.run("systemctl is-active -q 'shadowdb-backup@alpha:full.service'").rc == 0:
+            break
+        proxy.run("sleep 1")
+    out = proxy.check_output(
+        "runuser -u pgbackrest -- pgbackrest --config=/etc/pgbackrest/pgbackrest.conf "
+        "--config-include-path=/etc/pgbackrest/conf.d --stanza=alpha --output=json info"
+    )
+    stanza = json.loads(out)[0]
+    assert stanza["status"]["code"] == 0, stanza["status"]
+    assert [b["type"] for b in stanza["backup"]] == ["full"]
+    assert proxy.file("/etc/pgbackrest/conf.d/alpha.conf").exists
+    for tenant in TENANTS[1:]:
+        assert not proxy.file(f"/etc/pgbackrest/conf.d/{tenant}.conf").exists
+        assert not db.service(f"shadowdb-backup-agent@{tenant}.service").is_enabled
+    assert db.service("shadowdb-backup-agent@alpha.service").is_running
