@@ -30,11 +30,20 @@ def checkout_id() -> str:
 
 
 class Lab:
-    def __init__(self, kind: str, hosts: int, inventory_dir: Path, routing: bool = False):
+    def __init__(
+        self,
+        kind: str,
+        hosts: int,
+        inventory_dir: Path,
+        routing: bool = False,
+        backup_host: int | None = None,
+    ):
+        """``backup_host``: the index of the host that is also the backup repository (backup group)."""
         self.name = f"sdb-{kind}-{checkout_id()}"
         self.hosts = [f"{self.name}-db{i}" for i in range(1, hosts + 1)]
         self.inventory_dir = Path(inventory_dir)
         self.routing = routing
+        self.backup_host = backup_host
         self.env = lab_env() | {"SHADOWDB_LAB": self.name}
 
     def _lab_playbook(self, *args: str) -> None:
@@ -56,6 +65,8 @@ class Lab:
 
     def up(self) -> None:
         present = ("-e", f"lab_hosts={len(self.hosts)}", "-e", f"lab_routing={str(self.routing).lower()}")
+        if self.backup_host is not None:
+            present += ("-e", f"lab_backup_host={self.hosts[self.backup_host]}")
         self._lab_playbook("-e", "lab_state=absent")
         try:
             self._lab_playbook(*present)

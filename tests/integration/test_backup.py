@@ -189,7 +189,7 @@ def test_a_tenant_cannot_reach_another_tenants_backups(lab, db1, db2, backups):
 def test_a_repository_outage_queues_wal_and_loses_nothing(lab, db1, db2, backups):
     """The repository down for a minute: the tenant keeps serving, its WAL waits on its host, and
     once the repository is back everything is archived: a restore to the latest has every row."""
-    lab.psql_root(db1, BKA, "CREATE TABLE outage (i int)")
+    lab.psql_root(db1, BKA, f"CREATE TABLE outage (i int); ALTER TABLE outage OWNER TO {BKA}")
     lab.sh(db2, "systemctl stop shadowdb-backup-repository.service")
     try:
         for batch in range(6):
