@@ -17,6 +17,7 @@ FILTERS = {
     "shadowdb_backup_enabled": backup.shadowdb_backup_enabled,
     "shadowdb_backup_layout": backup.shadowdb_backup_layout,
     "shadowdb_backup_summary": backup.shadowdb_backup_summary,
+    "shadowdb_clone_plan": backup.shadowdb_clone_plan,
     "shadowdb_restore_target": backup.shadowdb_restore_target,
     "shadowdb_batch_refusals": spec.shadowdb_batch_refusals,
     "shadowdb_check_tenants": spec.shadowdb_check_tenants,

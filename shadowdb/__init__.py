@@ -22,6 +22,7 @@ from .backup import (
     shadowdb_backup_enabled,
     shadowdb_backup_layout,
     shadowdb_backup_summary,
+    shadowdb_clone_plan,
     shadowdb_restore_target,
 )
 from .errors import SpecError
@@ -72,6 +73,7 @@ __all__ = [
     "shadowdb_backup_enabled",
     "shadowdb_backup_layout",
     "shadowdb_backup_summary",
+    "shadowdb_clone_plan",
     "shadowdb_restore_target",
     "DEFAULT_HBA",
     "DEFAULT_PG_VERSION",

@@ -185,3 +185,27 @@ def shadowdb_backup_summary(info) -> dict:
         "last_backup_stop": max((b["stop"] for b in backups), default=None),
         "wal_max": wal_max,
     }
+
+
+def shadowdb_clone_plan(clones, infos, now=None) -> dict:
+    """What each clone restores: {clone: {"source", "type", "target"} or {"error": why}}.
+
+    ``clones``: [{name, source: {tenant, time|lsn|latest}}]; ``infos``: {source tenant: its
+    stanza's ``pgbackrest info --output=json`` entry, or None when it has none}. A clone whose
+    source has no backups, or whose target they cannot reach, gets an error naming the problem.
+    """
+    plan = {}
+    for clone in clones:
+        source = dict(clone["source"])
+        tenant = source.pop("tenant")
+        info = (infos or {}).get(tenant)
+        if not info:
+            plan[clone["name"]] = {"error": f"source {tenant}: no backups (no such tenant, or it has none)"}
+            continue
+        try:
+            options = shadowdb_restore_target(source, info, now)
+        except SpecError as e:
+            plan[clone["name"]] = {"error": f"source {tenant}: {e}"}
+            continue
+        plan[clone["name"]] = {"source": tenant, "type": options["type"], "target": options["target"] or ""}
+    return plan

@@ -164,6 +164,7 @@ TENANT_FIELDS = (
     "readonly_role",
     "replicas",
     "settings",
+    "source",
     "state",
     "superuser",
     "tier",
@@ -261,7 +262,8 @@ def shadowdb_validate_tenant(spec, tiers=None, allowed_extensions=None, pg_versi
     normalized CIDRs, duplicates dropped, order kept), replicas (0, 0..4), state
     ("present"), readonly_role (false), superuser (false: the key is only returned
     when true), backup (returned only when given: true or false; without it the deployment's
-    shadowdb_backup_default decides, shadowdb/backup.py). A field set to null takes its default.
+    shadowdb_backup_default decides, shadowdb/backup.py), source (a clone's source, returned only
+    when given: check_source). A field set to null takes its default.
 
     A new tenant's name may not be reserved (RESERVED_NAMES) and its resource settings
     are bounded by its tier (TIER_SETTING_BOUNDS); neither applies with state "absent",
@@ -328,7 +330,39 @@ def shadowdb_validate_tenant(spec, tiers=None, allowed_extensions=None, pg_versi
         result["superuser"] = True
     if spec.get("backup") is not None:
         result["backup"] = as_bool(spec["backup"], "tenant.backup")
+    if spec.get("source") is not None and not absent:
+        result["source"] = check_source(spec["source"], name)
     return dict(sorted(result.items()))
+
+
+# What a clone may be made from: another tenant's backups, at a time, an LSN or their latest.
+SOURCE_TARGETS = ("time", "lsn", "latest")
+
+
+def check_source(source, name) -> dict:
+    """A clone's source, {tenant: <name>, time: ...} (or lsn, or latest: true): the shape only;
+    whether its backups reach the target is checked against them when the clone is made."""
+    hint = "use {tenant: <name>, time: '<timestamp with a zone>'} (or lsn: ..., or latest: true)"
+    if not isinstance(source, Mapping):
+        raise SpecError("tenant.source", f"{show(source)} is not a mapping; {hint}")
+    unknown = sorted(set(map(str, source)) - {"tenant", *SOURCE_TARGETS})
+    if unknown:
+        raise SpecError(f"tenant.source.{unknown[0]}", f"unknown field; {hint}")
+    tenant = check_name(source.get("tenant"), "tenant.source.tenant", reserved_ok=True)
+    if tenant == name:
+        raise SpecError("tenant.source.tenant", f"a tenant cannot be cloned from itself ({name})")
+    targets = [key for key in SOURCE_TARGETS if source.get(key) is not None]
+    if len(targets) != 1:
+        raise SpecError("tenant.source", f"give exactly one of time, lsn, latest; {hint}")
+    kind = targets[0]
+    value = source[kind]
+    if kind == "latest":
+        if as_bool(value, "tenant.source.latest") is not True:
+            raise SpecError("tenant.source.latest", f"{show(value)}: only true; {hint}")
+        value = True
+    elif not isinstance(value, str) or not value.strip():
+        raise SpecError(f"tenant.source.{kind}", f"{show(value)} is not a {kind}; {hint}")
+    return {"tenant": tenant, kind: value}
 
 
 def shadowdb_validate_tenants(specs, tiers=None, allowed_extensions=None, pg_versions=None) -> list:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-BKA, BKB = "bka", "bkb"
+BKA, BKB, BKC = "bka", "bkb", "bkc"
 REPO_PATH = "/var/lib/pgbackrest"
 REMOVED = "/var/lib/shadowdb/backup-removed"
 
@@ -108,6 +108,42 @@ def test_restore_to_a_time_brings_back_exactly_the_rows_of_that_time(lab, db1, d
     assert check.returncode == 0, check.stderr
     again = lab.onboard(db1, {"name": BKA, "backup": True})
     assert again.rc == 0 and again.recap()[db1]["changed"] == 0, again.changed_tasks()
+
+
+def test_a_clone_on_another_host_has_the_rows_of_its_time_and_the_source_goes_on(lab, db1, db2, backups):
+    """bkc, a clone of bka at T on db2: the rows of T under its own names and password, bka still
+    has its later rows; a second run changes nothing; a source without the target is refused
+    before anything is made."""
+    lab.psql_root(
+        db1,
+        BKA,
+        f"CREATE TABLE c (i int); ALTER TABLE c OWNER TO {BKA}; INSERT INTO c SELECT generate_series(1, 10)",
+    )
+    target = lab.psql_root(db1, BKA, "SELECT now()")
+    lab.psql_root(db1, BKA, "SELECT pg_sleep(1.1); INSERT INTO c SELECT generate_series(11, 20)")
+    pgbackrest_as_tenant(lab, db1, BKA, f"--stanza={BKA}", "check")  # the WAL of T is in the repository
+    spec = {"name": BKC, "source": {"tenant": BKA, "time": target}}
+    run = lab.onboard(db2, spec)
+    assert run.rc == 0, run.describe()
+    with lab.connect(db2, BKC) as conn:  # as the clone's owner, with its own password, over TLS
+        assert conn.execute(
+            "SELECT current_user, current_database(), count(*), max(i) FROM c"
+        ).fetchone() == (BKC, BKC, 10, 10)
+    assert lab.owner_env(db2, BKC)["PGPASSWORD"] != lab.owner_env(db1, BKA)["PGPASSWORD"]
+    assert lab.psql_root(db1, BKA, "SELECT count(*) FROM c") == "20"
+    assert not lab.exists(db2, f"/mnt/db/{BKC}/backup/clone"), "the clone's temporary files must go"
+    assert not lab.exists(db2, f"/etc/pgbackrest/conf.d/clone-{BKC}.conf"), (
+        "the temporary authorization must go"
+    )
+    again = lab.onboard(db2, spec)
+    assert again.rc == 0 and again.recap()[db2]["changed"] == 0, again.changed_tasks()
+
+    before = lab.snapshot(db1)
+    refused = lab.onboard(db1, {"name": "bkd", "source": {"tenant": BKA, "time": "2001-01-01 00:00:00+00"}})
+    assert refused.rc != 0 and "before the end of the first backup" in refused.text, refused.describe()
+    assert lab.diff(before, lab.snapshot(db1)) == {}, "a refused clone must leave nothing behind"
+    run = lab.remove(db2, BKC, confirm=BKC)
+    assert run.rc == 0, run.describe()
 
 
 @pytest.mark.parametrize(
@@ -224,12 +260,16 @@ def test_a_backup_killed_half_way_leaves_the_next_one_and_the_repository_sound(l
     )
     before = len(info(lab, db2, BKA)["backup"])
     unit = f"shadowdb-backup@{BKA}:full.service"
-    lab.sh(
+    # Killed once it has written its first files to the repository.
+    result = lab.sh(
         db2,
-        f"systemctl start --no-block '{unit}'; for i in $(seq 50); do "
-        f"  systemctl is-active -q '{unit}' && break; sleep 0.1; done; sleep 1; "
-        f"systemctl kill -s KILL '{unit}'; systemctl reset-failed '{unit}' || true",
-    )
+        f"touch /tmp/kill-mark; systemctl start --no-block '{unit}'; for i in $(seq 400); do "
+        f"  [ -n \"$(find {REPO_PATH}/backup/{BKA} -path '*/pg_data/*' -type f -newer /tmp/kill-mark "
+        '-print -quit)" ] && break; sleep 0.05; done; '
+        f"systemctl kill -s KILL '{unit}'; sleep 1; systemctl show -P Result '{unit}'; "
+        f"systemctl reset-failed '{unit}' || true; rm -f /tmp/kill-mark",
+    ).strip()
+    assert result == "signal", f"the backup was not killed half-way (its result: {result})"
     assert len(info(lab, db2, BKA)["backup"]) == before, "the killed backup must not count as a backup"
     run = lab.playbook("tenant_backup.yml", {"tenant": BKA, "type": "full"})
     assert run.rc == 0, run.describe()

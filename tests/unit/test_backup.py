@@ -15,6 +15,7 @@ from shadowdb.backup import (
     shadowdb_backup_enabled,
     shadowdb_backup_layout,
     shadowdb_backup_summary,
+    shadowdb_clone_plan,
     shadowdb_restore_target,
 )
 from shadowdb.spec import TENANT_NAME_RE, shadowdb_validate_tenant
@@ -157,3 +158,50 @@ def test_summary_shows_each_backup_and_the_restorable_window():
     assert summary["wal_max"] == "000000010000000000000007"
     assert summary["backups"][1]["repo_size"] == 100000
     assert shadowdb_backup_summary({})["backups"] == []
+
+
+def test_a_clone_source_is_checked_for_its_shape():
+    spec = shadowdb_validate_tenant(
+        {"name": "copy", "source": {"tenant": "acme", "time": "2026-12-02 10:10:00+00"}}
+    )
+    assert spec["source"] == {"tenant": "acme", "time": "2026-12-02 10:10:00+00"}
+    assert shadowdb_validate_tenant({"name": "copy", "source": {"tenant": "acme", "latest": "yes"}})[
+        "source"
+    ] == {
+        "tenant": "acme",
+        "latest": True,
+    }
+    assert "source" not in shadowdb_validate_tenant({"name": "copy"})
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "message"),
+    [
+        ("acme", "tenant.source", "is not a mapping"),
+        ({"tenant": "acme"}, "tenant.source", "exactly one of time, lsn, latest"),
+        ({"tenant": "acme", "time": "x", "lsn": "0/1"}, "tenant.source", "exactly one of time, lsn, latest"),
+        ({"tenant": "copy", "latest": True}, "tenant.source.tenant", "cannot be cloned from itself"),
+        ({"tenant": "Acme!", "latest": True}, "tenant.source.tenant", ""),
+        ({"tenant": "acme", "latest": False}, "tenant.source.latest", "only true"),
+        ({"tenant": "acme", "when": "now"}, "tenant.source.when", "unknown field"),
+        ({"tenant": "acme", "time": 12}, "tenant.source.time", "is not a time"),
+    ],
+)
+def test_a_bad_clone_source_is_refused(source, field, message):
+    with pytest.raises(SpecError) as exc:
+        shadowdb_validate_tenant({"name": "copy", "source": source})
+    assert exc.value.field == field and message in str(exc.value)
+
+
+def test_clone_plan_names_each_clone_that_its_source_cannot_give():
+    clones = [
+        {"name": "c1", "source": {"tenant": "acme", "time": "2026-12-02 10:10:00+00"}},
+        {"name": "c2", "source": {"tenant": "acme", "time": "2001-01-01 00:00:00+00"}},
+        {"name": "c3", "source": {"tenant": "gone", "latest": True}},
+        {"name": "c4", "source": {"tenant": "acme", "latest": True}},
+    ]
+    plan = shadowdb_clone_plan(clones, {"acme": INFO, "gone": None}, now=NOW)
+    assert plan["c1"] == {"source": "acme", "type": "time", "target": "2026-12-02 10:10:00+00:00"}
+    assert "before the end of the first backup" in plan["c2"]["error"]
+    assert plan["c3"] == {"error": "source gone: no backups (no such tenant, or it has none)"}
+    assert plan["c4"] == {"source": "acme", "type": "default", "target": ""}

@@ -33,6 +33,7 @@ FILTERS = {
         "shadowdb_backup_summary",
         "shadowdb_batch_refusals",
         "shadowdb_check_tenants",
+        "shadowdb_clone_plan",
         "shadowdb_converged_record",
         "shadowdb_extension_packages",
         "shadowdb_os_user",

@@ -430,7 +430,8 @@ def test_unknown_field_message_lists_known_fields():
     exc = raises_spec_error(shadowdb_validate_tenant, {"name": "acme", "domain": "x"})
     assert str(exc) == (
         "tenant.domain: unknown field; known fields: "
-        "backup, extensions, hba, name, pg_version, readonly_role, replicas, settings, state, superuser, tier"
+        "backup, extensions, hba, name, pg_version, readonly_role, replicas, settings, source, state, "
+        "superuser, tier"
     )
 
 
