@@ -419,6 +419,18 @@ def _v1(settings: Settings) -> APIRouter:
                 f"the inventory has {len(hosts)} (at most {max(len(hosts) - 1, 0)} replicas)",
             )
 
+    def check_source(request: Request, spec: dict, replicas: int) -> None:
+        """A clone is standalone, and its source a tenant of the catalog (its backups and the
+        target are checked on the hosts, before anything is made there)."""
+        loc = ("body", "source")
+        if replicas:
+            raise field_error(loc, "a clone is made standalone; add replicas once it exists (PATCH)")
+        source = spec["source"]["tenant"]
+        try:
+            request.app.state.catalog.tenant(source)
+        except NotFound:
+            raise field_error(loc, f"no tenant {source!r} to clone from") from None
+
     @router.post(
         "/tenants",
         status_code=status.HTTP_202_ACCEPTED,
@@ -447,6 +459,8 @@ def _v1(settings: Settings) -> APIRouter:
                 ) from None
             raise spec_error(exc) from None
         hosts = [h for h in inventory.hosts() if spec["pg_version"] in inventory.pg_versions(h)]
+        if body.source is not None:
+            check_source(request, spec, body.replicas)
         check_replicas(request, body.replicas, ("body", "replicas"), hosts)
         declared = inventory.declared_tenants().get(spec["name"])
         if declared:

@@ -70,6 +70,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CloneSource(_Strict):
+    """A clone's source: another tenant's backups at a time, an LSN or their latest (one of them)."""
+
+    tenant: TenantName
+    time: str | None = Field(None, max_length=64, description="a timestamp with a zone")
+    lsn: str | None = Field(None, max_length=32, description="an LSN, e.g. 0/3000060")
+    latest: bool | None = Field(None, description="the latest the backups hold")
+
+
 class TenantCreate(_Strict):
     """A new tenant: the spec of shared/DESIGN.md (state is implied: DELETE removes a tenant)."""
 
@@ -85,6 +94,13 @@ class TenantCreate(_Strict):
     replicas: int = Field(0, ge=0, le=shadowdb.MAX_REPLICAS, description="standbys (0: standalone)")
     superuser: bool = Field(
         False, description="the owner role is a PostgreSQL superuser (admin tokens only; set at creation)"
+    )
+    backup: bool | None = Field(
+        None,
+        description="archiving and scheduled backups (default: the deployment's, when it has a repository)",
+    )
+    source: CloneSource | None = Field(
+        None, description="a clone: the data of another tenant's backups at a time (standalone tenants only)"
     )
 
 

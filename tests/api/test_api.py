@@ -371,3 +371,33 @@ def test_migrations_are_idempotent(devdb, catalog):
 
     shipped = {f"procrastinate/{p.stem}" for p in Path(migrations_path).glob("*.sql")}
     assert set(versions) - set(ours) == shipped | {"procrastinate/schema"}
+
+
+# --- clones ---------------------------------------------------------------------------------
+
+
+def test_a_clone_is_created_from_a_tenant_of_the_catalog(client, admin):
+    assert create(client, admin).status_code == 202
+    r = create(
+        client, admin, {"name": "copy", "source": {"tenant": "acme", "time": "2026-12-02 10:00:00+00"}}
+    )
+    assert r.status_code == 202, r.text
+    spec = client.get("/v1/tenants/copy", headers=admin).json()["spec"]
+    assert spec["source"] == {"tenant": "acme", "time": "2026-12-02 10:00:00+00"}
+
+
+@pytest.mark.parametrize(
+    ("source", "replicas", "words"),
+    [
+        ({"tenant": "nobody", "latest": True}, 0, "no tenant 'nobody' to clone from"),
+        ({"tenant": "acme", "latest": True}, 1, "a clone is made standalone"),
+        ({"tenant": "acme"}, 0, "exactly one of time, lsn, latest"),
+        ({"tenant": "acme", "time": "x", "lsn": "0/1"}, 0, "exactly one of time, lsn, latest"),
+        ({"tenant": "copy", "latest": True}, 0, "cannot be cloned from itself"),
+    ],
+)
+def test_a_bad_clone_is_refused(client, admin, source, replicas, words):
+    assert create(client, admin).status_code == 202
+    r = create(client, admin, {"name": "copy", "source": source, "replicas": replicas})
+    assert r.status_code == 422, r.text
+    assert words in r.text

@@ -48,7 +48,7 @@ def backups(lab, db1, db2):
         run = lab.onboard(host, {"name": name, "backup": True})
         assert run.rc == 0, run.describe()
     yield
-    for host, name in ((db1, BKA), (db2, BKB)):
+    for host, name in ((db1, BKA), (db2, BKB), (db2, BKC)):
         lab.playbook(
             "tenant_remove.yml",
             {"tenant_host": host, "tenant_name": name, "confirm": name, "purge_backups": True},
