@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated
 
 from cryptography.exceptions import InvalidTag
@@ -31,6 +32,7 @@ from .inventory import Inventory
 from .jobs import Engine, new_job_id
 from .metrics import Metrics
 from .models import (
+    BackupStatus,
     Credentials,
     Drift,
     Endpoint,
@@ -324,7 +326,18 @@ def _members(tenant: dict) -> list[Member]:
     ]
 
 
-def _tenant(tenant: dict, last_job: dict | None, settings: Settings) -> Tenant:
+def _backup_status(name: str, check: dict | None) -> BackupStatus | None:
+    """The tenant's last backup from the last drift check that read the repository, if it has a stanza."""
+    backups = (check or {}).get("backups")
+    if not isinstance(backups, dict) or name not in backups:
+        return None
+    stop = backups[name]
+    last = datetime.fromtimestamp(stop, UTC) if isinstance(stop, int | float) else None
+    age = (datetime.now(UTC) - last).total_seconds() if last else None
+    return BackupStatus(last_backup_at=last, last_backup_age_seconds=age, checked_at=check["finished_at"])
+
+
+def _tenant(tenant: dict, last_job: dict | None, settings: Settings, check: dict | None = None) -> Tenant:
     return Tenant(
         name=tenant["name"],
         state=tenant["state"],
@@ -336,6 +349,7 @@ def _tenant(tenant: dict, last_job: dict | None, settings: Settings) -> Tenant:
         members=_members(tenant),
         readonly_user=(tenant["endpoint"] or {}).get("readonly_user"),
         last_job=_summary(last_job),
+        backup=_backup_status(tenant["name"], check),
         created_at=tenant["created_at"],
         updated_at=tenant["updated_at"],
     )
@@ -496,7 +510,9 @@ def _v1(settings: Settings) -> APIRouter:
                 error=check["error"],
                 findings=check["findings"],
             )
-        return TenantList(tenants=[_tenant(t, jobs.get(t["name"]), settings) for t in tenants], drift=drift)
+        return TenantList(
+            tenants=[_tenant(t, jobs.get(t["name"]), settings, check) for t in tenants], drift=drift
+        )
 
     def _get_tenant(request: Request, name: str) -> Tenant:
         catalog = request.app.state.catalog
@@ -507,7 +523,7 @@ def _v1(settings: Settings) -> APIRouter:
                 last = catalog.job(tenant["last_job_id"])
             except NotFound:
                 last = None
-        return _tenant(tenant, last, settings)
+        return _tenant(tenant, last, settings, catalog.last_drift_check())
 
     @router.get(
         "/tenants/{name}",

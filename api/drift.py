@@ -4,7 +4,9 @@ A periodic task of the workers (api/jobs.py, every ``drift_interval`` seconds) r
 api/playbooks/drift.yml, which only reads: each db host's converged standalone tenants and
 Patroni members, the registry's records, and which member leads each HA tenant now. ``compare``
 holds that against the catalog and the inventory's own tenants; the findings of the last check
-are kept in the catalog (drift_checks) and shown by ``GET /v1/tenants`` and ``/metrics``.
+are kept in the catalog (drift_checks) and shown by ``GET /v1/tenants`` and ``/metrics``; so is
+when each tenant's last backup ended (``backups``, read on the backup repository when the
+inventory has one), shown as its age by ``GET /v1/tenants/{name}`` and ``/metrics``.
 
 Findings (``kind``):
 - ``unknown_on_host``: a tenant on a db host that neither the catalog nor the inventory knows;
@@ -116,10 +118,11 @@ class DriftCheck:
             tenants = conn.execute("SELECT name, host, state, ha, members FROM tenants").fetchall()
             findings = compare(tenants, set(self.declared()), observed, moving)
         with conn.transaction():
+            backups = (observed or {}).get("backups")
             row = conn.execute(
-                "INSERT INTO drift_checks (started_at, finished_at, error, findings)"
-                " VALUES (%s, now(), %s, %s) RETURNING *",
-                (started, error, Jsonb(findings)),
+                "INSERT INTO drift_checks (started_at, finished_at, error, findings, backups)"
+                " VALUES (%s, now(), %s, %s, %s) RETURNING *",
+                (started, error, Jsonb(findings), Jsonb(backups) if isinstance(backups, dict) else None),
             ).fetchone()
             conn.execute(
                 "DELETE FROM drift_checks WHERE id <= (SELECT max(id) FROM drift_checks) - %s",

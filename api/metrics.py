@@ -84,6 +84,17 @@ class Metrics:
             )
             checked.add_metric(["false" if check["error"] else "true"], check["finished_at"].timestamp())
             yield checked
+            if isinstance(check.get("backups"), dict):
+                ages = GaugeMetricFamily(
+                    "shadowdb_tenant_last_backup_age_seconds",
+                    "Seconds since each tenant's last backup ended, as the last drift check read the"
+                    " repository (a tenant with a stanza but no backup yet is absent)",
+                    labels=["tenant"],
+                )
+                for tenant, stop in sorted(check["backups"].items()):
+                    if isinstance(stop, int | float):
+                        ages.add_metric([tenant], time.time() - stop)
+                yield ages
         if self._engine is not None:
             local = GaugeMetricFamily("shadowdb_api_runs_in_process", "ansible-runner runs in this process")
             local.add_metric([], self._engine.running_count())

@@ -164,6 +164,14 @@ class JobSummary(BaseModel):
     error: str | None = None
 
 
+class BackupStatus(BaseModel):
+    """The tenant's last backup, as the last drift check read it on the backup repository."""
+
+    last_backup_at: datetime | None = Field(None, description="when its last backup ended; null: none yet")
+    last_backup_age_seconds: float | None = Field(None, description="how long ago, in seconds")
+    checked_at: datetime = Field(description="when the repository was read")
+
+
 class Tenant(BaseModel):
     name: str
     state: Literal["creating", "ready", "updating", "deleting", "failed"]
@@ -180,6 +188,10 @@ class Tenant(BaseModel):
     members: list[Member]
     readonly_user: str | None = None
     last_job: JobSummary | None = None
+    backup: BackupStatus | None = Field(
+        None,
+        description="its last backup (tenants with backups, once the drift check has read the repository)",
+    )
     created_at: datetime
     updated_at: datetime
 

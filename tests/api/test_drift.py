@@ -4,6 +4,7 @@ of the read-only api/playbooks/drift.yml (a local "db host" under a test root, a
 not exist). The check against real lab hosts is in tests/api/test_e2e_lab.py."""
 
 import json
+import time
 
 import pytest
 
@@ -118,6 +119,40 @@ def test_a_real_check_is_recorded_and_shown(devdb, catalog, local_inventory, tmp
     metrics = client.get("/metrics").text
     assert 'shadowdb_api_drift_findings{kind="unknown_on_host"} 2.0' in metrics
     assert 'shadowdb_api_drift_checked_timestamp_seconds{ok="true"}' in metrics
+    # No backup group in this inventory: no backups read, none shown.
+    assert row["backups"] is None
+    assert client.get("/v1/tenants/solo", headers=admin).json()["backup"] is None
+    assert "shadowdb_tenant_last_backup_age_seconds" not in metrics
+
+
+def test_the_age_of_each_tenants_last_backup_is_shown(catalog, client, admin):
+    """What the drift check read on the repository (tests/integration/test_backup.py reads a real
+    one): the age of each tenant's last backup in GET /v1/tenants/{name} and /metrics."""
+    last = time.time() - 3600
+    with catalog.conn() as conn:
+        conn.execute(
+            "INSERT INTO tenants (name, host, spec, state) VALUES"
+            " ('solo', 'h1', '{}', 'ready'), ('fresh', 'h1', '{}', 'ready'), ('none', 'h1', '{}', 'ready')"
+        )
+        conn.execute(
+            "INSERT INTO drift_checks (started_at, finished_at, findings, backups)"
+            " VALUES (now(), now(), '[]', %s)",
+            (json.dumps({"solo": last, "fresh": None}),),
+        )
+    solo = client.get("/v1/tenants/solo", headers=admin).json()["backup"]
+    assert 3590 < solo["last_backup_age_seconds"] < 3700
+    assert solo["last_backup_at"].startswith(time.strftime("%Y-%m-%dT", time.gmtime(last)))
+    fresh = client.get("/v1/tenants/fresh", headers=admin).json()["backup"]
+    assert fresh["last_backup_at"] is None and fresh["last_backup_age_seconds"] is None
+    assert client.get("/v1/tenants/none", headers=admin).json()["backup"] is None  # no stanza
+    metrics = client.get("/metrics").text
+    line = next(
+        m
+        for m in metrics.splitlines()
+        if m.startswith('shadowdb_tenant_last_backup_age_seconds{tenant="solo"}')
+    )
+    assert 3590 < float(line.split()[-1]) < 3700
+    assert 'tenant="fresh"' not in metrics
 
 
 def test_a_check_that_cannot_run_says_why(devdb, catalog, tmp_path, client, admin):

@@ -9,13 +9,16 @@ db2 (a tenant on the repository host itself).
 
 import json
 import re
+import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 BKA, BKB, BKC = "bka", "bkb", "bkc"
 REPO_PATH = "/var/lib/pgbackrest"
 REMOVED = "/var/lib/shadowdb/backup-removed"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def pgbackrest_as_tenant(lab, host, tenant, *args):
@@ -84,6 +87,20 @@ def test_a_tenant_with_backups_archives_and_converges_unchanged(lab, db1, db2, b
     assert f"shadowdb-backup@{BKA}:full.service" in timers and f"shadowdb-backup@{BKA}:diff.service" in timers
     again = lab.onboard(db1, {"name": BKA, "backup": True})
     assert again.rc == 0 and again.recap()[db1]["changed"] == 0, again.changed_tasks()
+
+    # The API's drift check reads when each tenant's last backup ended (shown as its age).
+    drift = subprocess.run(
+        ["ansible-playbook", "-i", str(lab.inventory), str(REPO / "api" / "playbooks" / "drift.yml")],
+        env=lab.env | {"ANSIBLE_SHOW_CUSTOM_STATS": "1", "ANSIBLE_STDOUT_CALLBACK": "json"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO,
+    )
+    stats = json.loads(drift.stdout[drift.stdout.index("{") :])["global_custom_stats"]["shadowdb_api_drift"]
+    last_stop = max(b["timestamp"]["stop"] for b in stanza["backup"])
+    assert stats["backups"][BKA] == last_stop, stats["backups"]
 
 
 def test_restore_to_a_time_brings_back_exactly_the_rows_of_that_time(lab, db1, db2, backups):
