@@ -1,0 +1,174 @@
+"""Tests of library/shadowdb_backup_agent.py and shadowdb_backup_stanza.py, run for real as
+subprocesses on temporary directories, with stand-ins for systemctl and runuser (recording their
+calls) on PATH: below a directory the tenant owns nothing planted is followed; a second call
+changes nothing; the repository reads its authorizations once per call; removal keeps the backups
+(a marker) unless purged."""
+
+import getpass
+import os
+import stat
+import subprocess
+
+import pytest
+
+# systemctl stand-in: is-enabled/is-active answer from files in $FAKE_STATE; every call is logged.
+FAKE_SYSTEMCTL = """#!/bin/sh
+echo "systemctl $*" >> "$FAKE_STATE/calls"
+case "$1" in
+  is-enabled|is-active) for unit; do :; done; test -e "$FAKE_STATE/$1-$unit" ;;
+  enable|restart|disable|reload-or-restart|start) for unit; do :; done; touch "$FAKE_STATE/is-enabled-$unit" \
+      "$FAKE_STATE/is-active-$unit"; exit 0 ;;
+  *) exit 0 ;;
+esac
+"""
+# runuser stand-in: "runuser -u <user> -- <argv>" logs the argv and succeeds.
+FAKE_RUNUSER = """#!/bin/sh
+shift 3
+echo "runuser $*" >> "$FAKE_STATE/calls"
+"""
+
+
+@pytest.fixture
+def fakes(tmp_path):
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name, text in (("systemctl", FAKE_SYSTEMCTL), ("runuser", FAKE_RUNUSER)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_STATE=str(state))
+
+    def calls():
+        path = state / "calls"
+        return path.read_text().splitlines() if path.exists() else []
+
+    return env, calls
+
+
+@pytest.fixture
+def agent(run_module, tmp_path, fakes):
+    env, calls = fakes
+    home = tmp_path / "acme"
+    (home / "tls").mkdir(parents=True)
+    base = dict(
+        name="acme", os_user=getpass.getuser(), backup_dir=str(home / "backup"), tls_dir=str(home / "tls")
+    )
+
+    def run(state, check_mode=False, **extra):
+        result, _proc = run_module(
+            "shadowdb_backup_agent",
+            {"state": state, "tenants": [base | extra]},
+            check_mode=check_mode,
+            env=env,
+        )
+        return result
+
+    run.home, run.calls = home, calls
+    return run
+
+
+def test_prepare_makes_the_key_once_and_present_writes_and_starts_once(agent):
+    first = agent("prepare")
+    acme = first["results"]["acme"]
+    assert not acme["failed"] and acme["changed"], first
+    key = (agent.home / "tls" / "backup.key").read_text()
+    assert stat.S_IMODE(os.stat(agent.home / "tls" / "backup.key").st_mode) == 0o600
+    csr_key = subprocess.run(
+        ["openssl", "req", "-noout", "-pubkey"], input=acme["csr"], capture_output=True, text=True, check=True
+    ).stdout
+    own_key = subprocess.run(
+        ["openssl", "pkey", "-pubout"], input=key, capture_output=True, text=True, check=True
+    )
+    assert csr_key == own_key.stdout and "PRIVATE KEY" not in str(first)
+    assert stat.S_IMODE(os.stat(agent.home / "backup").st_mode) == 0o700
+    assert not agent("prepare")["results"]["acme"]["changed"]
+
+    files = dict(certificate="-----BEGIN CERTIFICATE-----\ncert\n", ca="ca\n", config="[global]\n")
+    written = agent("present", **files)["results"]["acme"]
+    assert written["changed"] and (agent.home / "backup" / "pgbackrest.conf").read_text() == "[global]\n"
+    assert "systemctl restart shadowdb-backup-agent@acme.service" in agent.calls()
+    before = len(agent.calls())
+    assert not agent("present", **files)["results"]["acme"]["changed"]
+    assert not any("restart" in c for c in agent.calls()[before:])
+    changed = agent("present", **(files | {"config": "[global]\nx=1\n"}))["results"]["acme"]
+    assert changed["changed"] and "systemctl restart shadowdb-backup-agent@acme.service" in agent.calls()[-1]
+
+
+def test_check_mode_makes_nothing(agent):
+    result = agent("prepare", check_mode=True)
+    assert result["results"]["acme"]["changed"] and result["results"]["acme"]["csr"] is None
+    assert os.listdir(agent.home / "tls") == [] and not (agent.home / "backup").exists()
+
+
+@pytest.mark.parametrize("planted", ["backup", "tls/backup.key"])
+def test_a_planted_link_is_refused_and_not_followed(agent, tmp_path, planted):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "secret").write_text("root's")
+    link = agent.home / planted
+    link.symlink_to(target / "secret" if planted.endswith(".key") else target)
+    result = agent("prepare")
+    assert result["results"]["acme"]["failed"], result
+    assert "acme" in result["results"]["acme"]["msg"]
+    assert os.listdir(target) == ["secret"] and (target / "secret").read_text() == "root's"
+
+
+@pytest.fixture
+def repository(run_module, tmp_path, fakes):
+    env, calls = fakes
+    conf_d, repo, removed = tmp_path / "conf.d", tmp_path / "repo", tmp_path / "removed"
+    for path in (conf_d, repo, removed):
+        path.mkdir()
+    me = getpass.getuser()
+    shared = dict(conf_d=str(conf_d), repo_path=str(repo), removed_dir=str(removed), user=me)
+
+    def run(tenants, state="present", **extra):
+        result, _proc = run_module(
+            "shadowdb_backup_stanza", shared | {"state": state, "tenants": tenants} | extra, env=env
+        )
+        return result
+
+    run.conf_d, run.repo, run.removed, run.calls = conf_d, repo, removed, calls
+    return run
+
+
+def test_stanzas_are_written_and_created_once_and_the_server_reloaded_once(repository, tmp_path):
+    tenants = [{"name": "acme", "config": "[acme]\n"}, {"name": "globex", "config": "[globex]\n"}]
+    first = repository(tenants)
+    assert all(r["created"] and not r["failed"] for r in first["results"].values()), first
+    assert (repository.conf_d / "acme.conf").read_text() == "[acme]\n"
+    assert stat.S_IMODE(os.stat(repository.conf_d / "acme.conf").st_mode) == 0o640
+    calls = repository.calls()
+    assert sum("reload-or-restart" in c for c in calls) == 1
+    assert any("stanza-create" in c and "--stanza=acme" in c for c in calls)
+    assert "systemctl start --no-block shadowdb-backup@acme:full.service" in calls
+    for name in ("acme", "globex"):  # what stanza-create makes on a real repository
+        (repository.repo / "backup" / name).mkdir(parents=True)
+        (repository.repo / "backup" / name / "backup.info").write_text("{}")
+    before = len(repository.calls())
+    again = repository(tenants)
+    assert not again["changed"], again
+    assert not any("reload" in c or "stanza-create" in c for c in repository.calls()[before:])
+
+
+def test_removal_keeps_the_backups_with_a_marker_unless_purged(repository):
+    repository([{"name": "acme", "config": "[acme]\n"}, {"name": "globex", "config": "[globex]\n"}])
+    for name in ("acme", "globex"):
+        for kind in ("backup", "archive"):
+            (repository.repo / kind / name).mkdir(parents=True)
+    repository([{"name": "acme"}, {"name": "globex", "purge": True}], state="absent")
+    assert not (repository.conf_d / "acme.conf").exists() and not (repository.conf_d / "globex.conf").exists()
+    assert (repository.removed / "acme").exists() and (repository.repo / "backup" / "acme").is_dir()
+    assert (
+        not (repository.repo / "backup" / "globex").exists()
+        and not (repository.repo / "archive" / "globex").exists()
+    )
+    assert not (repository.removed / "globex").exists()
+    # The tenant made again under its name: its marker goes.
+    repository([{"name": "acme", "config": "[acme]\n"}])
+    assert not (repository.removed / "acme").exists()
+
+
+def test_a_name_that_is_not_a_tenants_is_refused(repository):
+    result = repository([{"name": "../etc", "config": "x"}])
+    assert result.get("failed") and "not a tenant name" in result["msg"]
