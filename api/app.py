@@ -434,12 +434,15 @@ def _v1(settings: Settings) -> APIRouter:
             )
 
     def check_source(request: Request, spec: dict, replicas: int) -> None:
-        """A clone is standalone, and its source a tenant of the catalog (its backups and the
-        target are checked on the hosts, before anything is made there)."""
+        """A clone is standalone, and its source a tenant of the catalog, or its own name (a removed
+        tenant made again from its backups). Its source's backups and the target are checked on
+        the hosts, before anything is made there."""
         loc = ("body", "source")
         if replicas:
             raise field_error(loc, "a clone is made standalone; add replicas once it exists (PATCH)")
         source = spec["source"]["tenant"]
+        if source == spec["name"]:
+            return  # a removed tenant made again from its backups (its name is free, else 409)
         try:
             request.app.state.catalog.tenant(source)
         except NotFound:

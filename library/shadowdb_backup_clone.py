@@ -21,6 +21,8 @@ short_description: Restore a new tenant's data directory from another tenant's b
 description:
   - For a new tenant whose data directory is still empty (its cluster never initialised), and
     only then - a tenant with a C(PG_VERSION) is left alone, so a second run changes nothing.
+    With O(source) the tenant's own name, a removed tenant is made again from its own backups
+    (nothing to rename).
   - "As the new tenant's OS user (it runs nothing yet: its PostgreSQL has never started): writes a
     temporary pgBackRest configuration, certificate and CA in C(<backup_dir>/clone), restores the
     source's stanza into the data directory (to O(restore_type)/O(restore_target)), starts a
@@ -209,6 +211,11 @@ class Clone:
         """The source's database and roles take the new tenant's names; the superuser its password."""
         # Both names are tenant names (letters, digits, "-"), checked by the spec: nothing to quote.
         source, name = self.p["source"], self.p["name"]
+        verifier = scram_verifier(self.p["superuser_password"])
+        self.psql(f"ALTER ROLE postgres PASSWORD '{verifier}'")
+        if source == name:  # a removed tenant made again from its own backups: its names are right
+            self.actions.append("new superuser password")
+            return
         taken = self.psql(
             "SELECT string_agg(n, ', ') FROM (SELECT rolname n FROM pg_roles "  # noqa: S608
             f"WHERE rolname IN ('{name}', '{name}_ro') "
@@ -220,8 +227,6 @@ class Clone:
         self.psql(f'ALTER ROLE "{source}" RENAME TO "{name}"')
         if self.psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{source}_ro'") == "1":  # noqa: S608
             self.psql(f'ALTER ROLE "{source}_ro" RENAME TO "{name}_ro"')
-        verifier = scram_verifier(self.p["superuser_password"])
-        self.psql(f"ALTER ROLE postgres PASSWORD '{verifier}'")
         self.actions.append(f"renamed database and owner {source} to {name}; new superuser password")
 
     def converge(self):

@@ -341,16 +341,16 @@ SOURCE_TARGETS = ("time", "lsn", "latest")
 
 def check_source(source, name) -> dict:
     """A clone's source, {tenant: <name>, time: ...} (or lsn, or latest: true): the shape only;
-    whether its backups reach the target is checked against them when the clone is made."""
+    whether its backups reach the target is checked against them when the clone is made. The
+    tenant's own name restores a removed tenant under its name."""
     hint = "use {tenant: <name>, time: '<timestamp with a zone>'} (or lsn: ..., or latest: true)"
     if not isinstance(source, Mapping):
         raise SpecError("tenant.source", f"{show(source)} is not a mapping; {hint}")
     unknown = sorted(set(map(str, source)) - {"tenant", *SOURCE_TARGETS})
     if unknown:
         raise SpecError(f"tenant.source.{unknown[0]}", f"unknown field; {hint}")
+    # Its own name: a removed tenant made again from its backups (they outlive it for a while).
     tenant = check_name(source.get("tenant"), "tenant.source.tenant", reserved_ok=True)
-    if tenant == name:
-        raise SpecError("tenant.source.tenant", f"a tenant cannot be cloned from itself ({name})")
     targets = [key for key in SOURCE_TARGETS if source.get(key) is not None]
     if len(targets) != 1:
         raise SpecError("tenant.source", f"give exactly one of time, lsn, latest; {hint}")

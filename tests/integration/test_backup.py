@@ -304,6 +304,9 @@ def test_a_backup_killed_half_way_leaves_the_next_one_and_the_repository_sound(l
 
 def test_removal_keeps_the_backups_until_purged(lab, db1, db2, backups):
     lab.sh(db1, f"test -e /etc/shadowdb/tenants/{BKA}/egress.json")
+    lab.psql_root(db1, BKA, "CREATE TABLE kept AS SELECT generate_series(1, 42) AS i")
+    check = pgbackrest_as_tenant(lab, db1, BKA, f"--stanza={BKA}", "check")  # its last WAL archived
+    assert check.returncode == 0, check.stderr
     run = lab.remove(db1, BKA, confirm=BKA)
     assert run.rc == 0, run.describe()
     assert lab.exists(db2, f"{REPO_PATH}/backup/{BKA}/backup.info"), "the backups must outlive the tenant"
@@ -319,6 +322,12 @@ def test_removal_keeps_the_backups_until_purged(lab, db1, db2, backups):
         int(lab.sh(db2, f"stat -c %Y {REMOVED}/{BKA}")), UTC
     )
     assert marker_age < timedelta(minutes=10)
+
+    # Made again under its name from its own backups while they are kept: its rows are back.
+    again = lab.onboard(db1, {"name": BKA, "backup": True, "source": {"tenant": BKA, "latest": True}})
+    assert again.rc == 0, again.describe()
+    assert lab.psql_root(db1, BKA, "SELECT count(*) FROM kept") == "42"
+    assert not lab.exists(db2, f"{REMOVED}/{BKA}"), "a tenant made again is no longer a removed one"
 
     run = lab.playbook(
         "tenant_remove.yml", {"tenant_host": db2, "tenant_name": BKB, "confirm": BKB, "purge_backups": True}
