@@ -365,6 +365,7 @@ def test_migrations_are_idempotent(devdb, catalog):
         "0005_procrastinate",
         "0006_job_hosts",
         "0007_drift",
+        "0008_backups",
     ]
     # procrastinate's schema, and every migration file of the pinned version marked as in it
     from procrastinate.schema import migrations_path
