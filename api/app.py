@@ -27,11 +27,14 @@ from shadowdb import NoHosts, SpecError, tenant_hosts
 
 from . import __version__, sealing
 from .auth import Principal, admin, reader, writer
+from .backups import BackupsUnavailable, read_backups
 from .catalog import ACTIVE, Catalog, Conflict, NotFound, QueueFull, migrate
 from .inventory import Inventory
 from .jobs import Engine, new_job_id
 from .metrics import Metrics
 from .models import (
+    BackupList,
+    BackupRequest,
     BackupStatus,
     Credentials,
     Drift,
@@ -42,6 +45,7 @@ from .models import (
     Job,
     JobSummary,
     Member,
+    RestoreRequest,
     Tenant,
     TenantCreate,
     TenantList,
@@ -614,6 +618,103 @@ def _v1(settings: Settings) -> APIRouter:
         job = {"id": new_job_id(), "created_by": who.id}
         row = catalog.change_tenant(
             name, "delete", lambda t: {"name": name, "state": "absent"}, job, settings.max_queued
+        )
+        return _accepted(row, response)
+
+    def backed_up_tenant(request: Request, name: str) -> dict:
+        """A tenant that has backups (404 unknown; 422 an HA tenant, or one without backups)."""
+        tenant = request.app.state.catalog.tenant(name)
+        if tenant.get("ha") or (tenant["spec"] or {}).get("replicas", 0) > 0:
+            raise field_error(("path", "name"), f"{name} is an HA tenant: HA tenants have no backups yet")
+        if not request.app.state.inventory.backups(tenant["spec"] or {}):
+            raise field_error(
+                ("path", "name"),
+                f"{name} has no backups (its spec says backup: false, or the inventory has no backup group)",
+            )
+        return tenant
+
+    @router.get(
+        "/tenants/{name}/backups",
+        response_model=BackupList,
+        responses=_ERRORS | {404: {"model": ErrorBody}, 502: {"model": ErrorBody}},
+        tags=["backups"],
+        summary="The tenant's backups on the repository now, and the window a restore can reach",
+    )
+    async def list_backups(request: Request, name: Annotated[str, rules_name_path()], who: ReaderToken):
+        await run_in_threadpool(backed_up_tenant, request, name)
+        try:
+            return await run_in_threadpool(read_backups, settings, name)
+        except BackupsUnavailable as exc:
+            raise HTTPException(
+                status.HTTP_502_BAD_GATEWAY, f"the backups of {name} could not be read: {exc}"
+            ) from None
+
+    @router.post(
+        "/tenants/{name}/backups",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=Job,
+        responses=_WRITE_ERRORS | {404: {"model": ErrorBody}},
+        tags=["backups"],
+        summary="Back the tenant up now (202: follow the job; its result lists the backups)",
+    )
+    def backup_tenant(
+        request: Request,
+        response: Response,
+        name: Annotated[str, rules_name_path()],
+        who: WriterToken,
+        body: BackupRequest | None = None,
+    ):
+        backed_up_tenant(request, name)
+        kind = (body or BackupRequest()).type
+        job = {"id": new_job_id(), "created_by": who.id, "request": {"type": kind}}
+        row = request.app.state.catalog.change_tenant(
+            name, "backup", lambda t: t["spec"], job, settings.max_queued
+        )
+        return _accepted(row, response)
+
+    @router.post(
+        "/tenants/{name}/restore",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=Job,
+        responses=_WRITE_ERRORS | {404: {"model": ErrorBody}},
+        tags=["backups"],
+        summary="Restore the tenant in place to a time, an LSN or the latest (202); confirm: <name>",
+    )
+    async def restore_tenant(
+        request: Request,
+        response: Response,
+        name: Annotated[str, rules_name_path()],
+        who: WriterToken,
+        body: RestoreRequest,
+    ):
+        await run_in_threadpool(backed_up_tenant, request, name)
+        if body.confirm != name:
+            raise field_error(
+                ("body", "confirm"), f"a restore replaces the tenant's data: confirm with {name!r}"
+            )
+        try:
+            target = shadowdb.shadowdb_check_restore_target(body.target)
+        except SpecError as exc:
+            raise field_error(("body", "target"), exc.reason) from None
+        # Checked against the backups before a job is queued (the job checks again).
+        try:
+            summary = await run_in_threadpool(read_backups, settings, name)
+        except BackupsUnavailable as exc:
+            raise HTTPException(
+                status.HTTP_502_BAD_GATEWAY, f"the backups of {name} could not be read: {exc}"
+            ) from None
+        try:
+            shadowdb.shadowdb_restore_target_of_summary(target, summary)
+        except SpecError as exc:
+            raise field_error(("body", "target"), exc.reason) from None
+        job = {"id": new_job_id(), "created_by": who.id, "request": {"target": target}}
+        row = await run_in_threadpool(
+            request.app.state.catalog.change_tenant,
+            name,
+            "restore",
+            lambda t: t["spec"],
+            job,
+            settings.max_queued,
         )
         return _accepted(row, response)
 

@@ -106,6 +106,8 @@ def plan(job: dict, routed: bool) -> list[str]:
     create starts with its guard step. A delete with routing is its route step (unregister,
     before the cluster goes) then its host step.
     """
+    if job["kind"] == "backup":
+        return ["backup"]  # on the repository host: the tenant's host is not held
     if job.get("exclusive"):
         return ["ha"]
     if job["kind"] == "delete":
@@ -128,6 +130,8 @@ def step_lock(job: dict, step: str) -> str | None:
     """
     if step == "guard":
         return None  # reads the hosts and the registry only
+    if step == "backup":
+        return f"shadowdb:backup:{job['tenant']}"  # pgBackRest runs one backup of a stanza at a time
     return ROUTING if step in ("route", "ha") else f"shadowdb:host:{job['host']}"
 
 
@@ -254,16 +258,19 @@ class Catalog:
             "prior_state": None,
             "exclusive": False,
             "hosts": None,
+            "request": None,
         } | job
         steps = plan(job, routed)
+        request = Jsonb(job["request"]) if job["request"] is not None else None
         try:
             with conn.transaction():
                 row = conn.execute(
                     "INSERT INTO jobs (id, kind, tenant, host, hosts, spec, created_by, public_key,"
-                    " wrapped_key, prior_state, exclusive, steps, step) VALUES (%(id)s, %(kind)s,"
+                    " wrapped_key, prior_state, exclusive, steps, step, request) VALUES (%(id)s, %(kind)s,"
                     " %(tenant)s, %(host)s, %(hosts)s, %(spec)s, %(created_by)s, %(public_key)s,"
-                    " %(wrapped_key)s, %(prior_state)s, %(exclusive)s, %(steps)s, %(step)s) RETURNING *",
-                    job | {"spec": Jsonb(job["spec"]), "steps": steps, "step": steps[0]},
+                    " %(wrapped_key)s, %(prior_state)s, %(exclusive)s, %(steps)s, %(step)s, %(request)s)"
+                    " RETURNING *",
+                    job | {"spec": Jsonb(job["spec"]), "steps": steps, "step": steps[0], "request": request},
                 ).fetchone()
                 defer_step(conn, row, steps[0])
                 return row
@@ -304,7 +311,8 @@ class Catalog:
             )
 
     def change_tenant(self, name: str, kind: str, build_spec, job: dict, max_queued: int, place=None) -> dict:
-        """Queue an update or delete job for an existing tenant (409 when one is unfinished).
+        """Queue an update, delete, backup or restore job for an existing tenant (409 when one is
+        unfinished). A backup or restore keeps the tenant's spec (its request is ``job["request"]``).
 
         The job is exclusive (an HA job: tenant_ha.yml) when the tenant is HA or may be (a job of
         tenant_ha.yml touched it and did not leave it standalone), or the new spec asks for
@@ -317,8 +325,10 @@ class Catalog:
             tenant = conn.execute("SELECT * FROM tenants WHERE name = %s FOR UPDATE", (name,)).fetchone()
             if tenant is None:
                 raise NotFound(f"no tenant named {name!r}")
-            if tenant["state"] == "deleting" and kind == "update":
+            if tenant["state"] == "deleting" and kind != "delete":
                 raise Conflict(f"tenant {name!r} is being deleted")
+            if kind in ("backup", "restore") and tenant["state"] != "ready":
+                raise Conflict(f"tenant {name!r} is {tenant['state']}; a {kind} needs it ready")
             spec = build_spec(tenant)
             exclusive = ha_job(tenant, spec)
             current = [tenant["host"]]
@@ -499,8 +509,9 @@ def _settle_tenant(conn, job: dict) -> None:
         # The create found a tenant of that name already on a host (made outside the API) and
         # touched nothing: that tenant is not the API's to show, change or remove.
         conn.execute("DELETE FROM tenants WHERE name = %s AND last_job_id = %s", (name, job["id"]))
-    elif status == "cancelled" and job["started_at"] is None:
-        # Nothing was touched on the host: the tenant is as it was before this job.
+    elif kind == "backup" or (status == "cancelled" and job["started_at"] is None):
+        # A backup that failed touched nothing of the tenant; a job cancelled before it started
+        # neither: the tenant is as it was before this job.
         conn.execute(
             "UPDATE tenants SET state = %s, updated_at = now() WHERE name = %s",
             (job["prior_state"] or "failed", name),

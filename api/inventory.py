@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from shadowdb import NoHosts, SpecError, resolve_tiers
+from shadowdb import NoHosts, SpecError, resolve_tiers, shadowdb_backup_enabled
 
 from .settings import ansible_env
 
@@ -110,6 +110,15 @@ class Inventory:
             hosts.update(entry.get("hosts", []))
             todo.extend(entry.get("children", []))
         return sorted(hosts)
+
+    def backups(self, spec: dict) -> bool:
+        """Whether a tenant of this spec has backups: a repository host in the backup group, and
+        the spec's ``backup``, else the db hosts' ``shadowdb_backup_default`` (true)."""
+        if not self.hosts("backup"):
+            return False
+        hosts = self.hosts()
+        default = self.hostvars(hosts[0]).get("shadowdb_backup_default", True) if hosts else True
+        return shadowdb_backup_enabled(spec, default, ["backup"])
 
     def routed(self) -> bool:
         """Whether the inventory deploys routing (a registry: an etcd group with hosts)."""

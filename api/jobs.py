@@ -299,7 +299,7 @@ class Engine(Runs):
             members = [job]
             if (
                 step == "host"
-                and job["kind"] != "delete"
+                and job["kind"] in ("create", "update")
                 and not job["exclusive"]
                 and self.settings.batch_max > 1
             ):

@@ -157,11 +157,46 @@ class Member(BaseModel):
 
 class JobSummary(BaseModel):
     id: str
-    kind: Literal["create", "update", "delete"]
+    kind: Literal["create", "update", "delete", "backup", "restore"]
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     created_at: datetime
     finished_at: datetime | None = None
     error: str | None = None
+
+
+class BackupRequest(_Strict):
+    """An on-demand backup."""
+
+    type: Literal["full", "diff", "incr"] = Field("full", description="full, differential or incremental")
+
+
+class RestoreRequest(_Strict):
+    """A restore in place: the tenant's data goes back to the target (what came after is lost)."""
+
+    target: dict[str, Any] = Field(
+        description='{"time": "<timestamp with a zone>"}, {"lsn": "0/3000060"} or {"latest": true}'
+    )
+    confirm: str = Field(description="the tenant's name, again")
+
+
+class BackupInfo(BaseModel):
+    label: str
+    type: str
+    start: int = Field(description="unix time")
+    stop: int = Field(description="unix time")
+    size: int | None = Field(None, description="the data directory's size, bytes")
+    repo_size: int | None = Field(None, description="what this backup added to the repository, bytes")
+    wal_start: str | None = None
+    wal_stop: str | None = None
+
+
+class BackupList(BaseModel):
+    """A tenant's backups on the repository now, and the window a restore or clone can reach."""
+
+    backups: list[BackupInfo]
+    restorable_from: int | None = Field(None, description="the end of the first backup (unix time)")
+    last_backup_stop: int | None = None
+    wal_max: str | None = Field(None, description="the last archived WAL segment")
 
 
 class BackupStatus(BaseModel):

@@ -130,6 +130,23 @@ class Runs:
                 elif job.get("hosts"):  # placed and locked by the API: the members go there only
                     extravars["shadowdb_ha_candidates"] = list(job["hosts"])
                 planned.append(("ha", str(playbooks / "tenant_ha_job.yml"), extravars))
+            elif step == "backup":
+                request = job.get("request") or {}
+                extravars = {"tenant": name, "type": request.get("type", "full")}
+                planned.append(
+                    ("backup", str(self.settings.repo / "playbooks" / "tenant_backup.yml"), extravars)
+                )
+            elif step == "host" and job["kind"] == "restore":
+                request = job.get("request") or {}
+                extravars = {
+                    "tenant_host": job["host"],
+                    "tenant": name,
+                    "confirm": name,
+                    "target": request["target"],
+                }
+                planned.append(
+                    ("host", str(self.settings.repo / "playbooks" / "tenant_restore.yml"), extravars)
+                )
             elif step == "host" and job["kind"] == "delete":
                 planned.append(
                     (
@@ -306,6 +323,10 @@ class Runs:
         """(status, error, result, sealed) of a job whose steps all succeeded."""
         if job["kind"] == "delete":
             return "succeeded", None, {}, None
+        if job["kind"] == "backup":  # the tenant's backups after it (tenant_backup.yml)
+            return "succeeded", None, {"backups": (stats.get("backup") or {}).get("shadowdb_backups")}, None
+        if job["kind"] == "restore":  # where it went back to (tenant_restore.yml)
+            return "succeeded", None, {"restored": (stats.get("host") or {}).get("shadowdb_restored")}, None
         if job.get("exclusive"):
             return self._ha_result(job, stats.get("ha") or {})
         host = stats.get("host") or {}

@@ -22,8 +22,10 @@ from .backup import (
     shadowdb_backup_enabled,
     shadowdb_backup_layout,
     shadowdb_backup_summary,
+    shadowdb_check_restore_target,
     shadowdb_clone_plan,
     shadowdb_restore_target,
+    shadowdb_restore_target_of_summary,
 )
 from .errors import SpecError
 from .fingerprint import FingerprintError, canonical_json, shadowdb_fingerprint, shadowdb_tree_digest
@@ -73,8 +75,10 @@ __all__ = [
     "shadowdb_backup_enabled",
     "shadowdb_backup_layout",
     "shadowdb_backup_summary",
+    "shadowdb_check_restore_target",
     "shadowdb_clone_plan",
     "shadowdb_restore_target",
+    "shadowdb_restore_target_of_summary",
     "DEFAULT_HBA",
     "DEFAULT_PG_VERSION",
     "DEFAULT_TIER",

@@ -101,6 +101,30 @@ RESTORE_TARGET_KINDS = ("time", "lsn", "latest")
 _LSN_RE = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", re.ASCII)
 
 
+def shadowdb_check_restore_target(target) -> dict:
+    """A restore target's shape ({time: <with a zone>}, {lsn: ...} or {latest: true}), checked
+    without the backups (the API, before a job is queued); the playbook checks it against them."""
+    if not isinstance(target, dict) or len(target) != 1 or next(iter(target)) not in RESTORE_TARGET_KINDS:
+        raise SpecError(
+            "target",
+            f"{show(target)} is not a restore target; use one of "
+            "{time: ...}, {lsn: ...}, {latest: true}",
+        )
+    kind, value = next(iter(target.items()))
+    if kind == "latest" and value is not True:
+        raise SpecError("target.latest", f"{show(value)}: only true")
+    if kind == "lsn" and not (isinstance(value, str) and _LSN_RE.fullmatch(value)):
+        raise SpecError("target.lsn", f"{show(value)} is not an LSN; use the form 0/3000060")
+    if kind == "time":
+        try:
+            _parse_time(str(value))
+        except ValueError:
+            raise SpecError(
+                "target.time", f"{show(value)} is not a time with a zone; use the form 2026-12-02 10:00:00+00"
+            ) from None
+    return {kind: value}
+
+
 def _parse_time(value: str) -> datetime:
     text = value.strip().replace(" ", "T", 1)
     if text.endswith("Z"):
@@ -175,6 +199,7 @@ def shadowdb_backup_summary(info) -> dict:
                 "repo_size": b.get("info", {}).get("repository", {}).get("delta"),
                 "wal_start": b.get("archive", {}).get("start"),
                 "wal_stop": b.get("archive", {}).get("stop"),
+                "lsn_stop": b.get("lsn", {}).get("stop"),
             }
         )
     archives = (info or {}).get("archive") or []
@@ -209,3 +234,12 @@ def shadowdb_clone_plan(clones, infos, now=None) -> dict:
             continue
         plan[clone["name"]] = {"source": tenant, "type": options["type"], "target": options["target"] or ""}
     return plan
+
+
+def shadowdb_restore_target_of_summary(target, summary, now=None) -> dict:
+    """shadowdb_restore_target against a summary (shadowdb_backup_summary's form, what the API reads)."""
+    backups = [
+        {"timestamp": {"stop": b["stop"]}, "lsn": {"stop": b.get("lsn_stop") or "0/0"}}
+        for b in (summary or {}).get("backups") or []
+    ]
+    return shadowdb_restore_target(target, {"backup": backups}, now)

@@ -37,13 +37,16 @@ class Lab:
         inventory_dir: Path,
         routing: bool = False,
         backup_host: int | None = None,
+        backup_default: bool = False,
     ):
-        """``backup_host``: the index of the host that is also the backup repository (backup group)."""
+        """``backup_host``: the index of the host that is also the backup repository (backup
+        group); ``backup_default``: whether tenants have backups unless their spec says."""
         self.name = f"sdb-{kind}-{checkout_id()}"
         self.hosts = [f"{self.name}-db{i}" for i in range(1, hosts + 1)]
         self.inventory_dir = Path(inventory_dir)
         self.routing = routing
         self.backup_host = backup_host
+        self.backup_default = backup_default
         self.env = lab_env() | {"SHADOWDB_LAB": self.name}
 
     def _lab_playbook(self, *args: str) -> None:
@@ -67,6 +70,7 @@ class Lab:
         present = ("-e", f"lab_hosts={len(self.hosts)}", "-e", f"lab_routing={str(self.routing).lower()}")
         if self.backup_host is not None:
             present += ("-e", f"lab_backup_host={self.hosts[self.backup_host]}")
+            present += ("-e", f"lab_backup_default={str(self.backup_default).lower()}")
         self._lab_playbook("-e", "lab_state=absent")
         try:
             self._lab_playbook(*present)

@@ -2,11 +2,14 @@
 conflicts, limits, cancel, credentials delivery, metrics."""
 
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from api import sealing
+from api.backups import BackupsUnavailable
 from api.catalog import migrate
 
 from .conftest import bearer
@@ -366,6 +369,7 @@ def test_migrations_are_idempotent(devdb, catalog):
         "0006_job_hosts",
         "0007_drift",
         "0008_backups",
+        "0009_backup_jobs",
     ]
     # procrastinate's schema, and every migration file of the pinned version marked as in it
     from procrastinate.schema import migrations_path
@@ -404,3 +408,83 @@ def test_a_bad_clone_is_refused(client, admin, source, replicas, words):
     r = create(client, admin, {"name": "copy", "source": source, "replicas": replicas})
     assert r.status_code == 422, r.text
     assert words in r.text
+
+
+# --- backups and restores -------------------------------------------------------------------
+
+
+@pytest.fixture
+def ready_acme(client, admin, catalog, monkeypatch):
+    """acme, ready, in a deployment whose inventory gives it backups (the engine is off)."""
+    assert create(client, admin).status_code == 202
+    with catalog.conn() as conn:
+        conn.execute("UPDATE jobs SET status = 'succeeded', finished_at = now() WHERE tenant = 'acme'")
+        conn.execute("UPDATE tenants SET state = 'ready' WHERE name = 'acme'")
+    monkeypatch.setattr(client.app.state.inventory, "backups", lambda spec: True)
+    return "acme"
+
+
+def test_a_backup_is_a_job_of_its_own_that_keeps_the_tenant(client, admin, ready_acme):
+    r = client.post("/v1/tenants/acme/backups", json={"type": "diff"}, headers=admin)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["kind"] == "backup" and job["status"] == "queued"
+    tenant = client.get("/v1/tenants/acme", headers=admin).json()
+    assert tenant["last_job"]["id"] == job["id"] and tenant["spec"]["tier"] == "small"
+    again = client.post("/v1/tenants/acme/backups", headers=admin)
+    assert again.status_code == 409 and "a backup needs it ready" in again.json()["detail"]
+
+
+def test_a_restore_needs_the_name_confirmed_and_a_target(client, admin, ready_acme, monkeypatch):
+    url = "/v1/tenants/acme/restore"
+    r = client.post(url, json={"target": {"latest": True}, "confirm": "other"}, headers=admin)
+    assert r.status_code == 422 and "confirm with 'acme'" in r.text
+    for target, words in (
+        ({"when": "now"}, "is not a restore target"),
+        ({"time": "yesterday"}, "is not a time with a zone"),
+        ({"lsn": "x"}, "is not an LSN"),
+        ({"latest": False}, "only true"),
+    ):
+        r = client.post(url, json={"target": target, "confirm": "acme"}, headers=admin)
+        assert r.status_code == 422 and words in r.text, (target, r.text)
+    # Checked against the backups (read on the repository) before a job is queued.
+    first_stop = int(time.time()) - 7200
+    summary = {"backups": [{"label": "x", "type": "full", "start": first_stop - 5, "stop": first_stop}]}
+    monkeypatch.setattr("api.app.read_backups", lambda settings, name: summary)
+
+    def at(epoch):
+        return datetime.fromtimestamp(epoch, UTC).isoformat(sep=" ")
+
+    for when, words in (
+        (at(first_stop - 60), "before the end of the first backup"),
+        (at(first_stop + 10**6), "in the future"),
+    ):
+        r = client.post(url, json={"target": {"time": when}, "confirm": "acme"}, headers=admin)
+        assert r.status_code == 422 and words in r.text, r.text
+    r = client.post(url, json={"target": {"time": at(first_stop + 60)}, "confirm": "acme"}, headers=admin)
+    assert r.status_code == 202 and r.json()["kind"] == "restore", r.text
+
+
+def test_a_restore_when_the_repository_cannot_be_read_is_a_502(client, admin, ready_acme, monkeypatch):
+    def unreachable(settings, name):
+        raise BackupsUnavailable("the repository host is unreachable")
+
+    monkeypatch.setattr("api.app.read_backups", unreachable)
+    r = client.post(
+        "/v1/tenants/acme/restore", json={"target": {"latest": True}, "confirm": "acme"}, headers=admin
+    )
+    assert r.status_code == 502 and "unreachable" in r.text
+    assert client.get("/v1/tenants/acme/backups", headers=admin).status_code == 502
+
+
+def test_backups_are_refused_for_a_tenant_without_them(client, admin, ready_acme, monkeypatch, reader):
+    monkeypatch.setattr(client.app.state.inventory, "backups", lambda spec: False)
+    for method, url, body in (
+        ("post", "/v1/tenants/acme/backups", None),
+        ("post", "/v1/tenants/acme/restore", {"target": {"latest": True}, "confirm": "acme"}),
+        ("get", "/v1/tenants/acme/backups", None),
+    ):
+        r = client.request(method, url, json=body, headers=admin)
+        assert r.status_code == 422 and "has no backups" in r.text, (url, r.text)
+    assert client.post("/v1/tenants/nobody/backups", headers=admin).status_code == 404
+    assert client.post("/v1/tenants/acme/backups", headers=reader).status_code == 403

@@ -51,7 +51,10 @@ ETCDCTL = (
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = Lab("api", hosts=2, inventory_dir=tmp_path_factory.mktemp("api-inventory"), routing=True)
+    # db2 is also the backup repository; tenants have backups only when their spec asks.
+    lab = Lab(
+        "api", hosts=2, inventory_dir=tmp_path_factory.mktemp("api-inventory"), routing=True, backup_host=1
+    )
     lab.up()
     try:
         # No tenant in the inventory: site.yml prepares both db hosts (packages) in parallel,
@@ -501,3 +504,69 @@ def _after(stamp: str, since: float) -> bool:
     from datetime import datetime
 
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() > since
+
+
+def test_backups_restore_and_clone_through_the_api(lab, api, token, devdb):
+    """A tenant with backups: an on-demand backup job, its list, a restore job to a time (the
+    rows of that time, nothing after), and a clone of it at that time (its own credentials)."""
+    h = bearer(token)
+    r = httpx.post(f"{api.url}/v1/tenants", json={"name": "apibk", "backup": True}, headers=h)
+    assert r.status_code == 202, r.text
+    succeeded(api, token, r.json()["id"], follow(api, token, r.json()["id"]))
+    password = httpx.get(f"{api.url}/v1/jobs/{r.json()['id']}", headers=h).json()["credentials"]["password"]
+    tenant = httpx.get(f"{api.url}/v1/tenants/apibk", headers=h).json()
+    proxy = lab.address(lab.hosts[0])
+
+    def sql(query, name="apibk", secret=None):
+        endpoint = httpx.get(f"{api.url}/v1/tenants/{name}", headers=h).json()["endpoints"]["sni"]
+        with connect(lab, endpoint, secret or password, proxy) as conn:
+            return conn.execute(query).fetchall()
+
+    sql("CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 10)")
+    r = httpx.post(f"{api.url}/v1/tenants/apibk/backups", json={"type": "full"}, headers=h)
+    assert r.status_code == 202 and r.json()["kind"] == "backup", r.text
+    succeeded(api, token, r.json()["id"], follow(api, token, r.json()["id"]))
+    done = httpx.get(f"{api.url}/v1/jobs/{r.json()['id']}", headers=h).json()
+    assert [b["type"] for b in done["result"]["backups"]["backups"]][-1] == "full", done["result"]
+    listed = httpx.get(f"{api.url}/v1/tenants/apibk/backups", headers=h, timeout=180).json()
+    assert listed["restorable_from"] and len(listed["backups"]) >= 2, listed  # its first, and this one
+    assert httpx.get(f"{api.url}/v1/tenants/apibk", headers=h).json()["state"] == "ready"
+
+    target = sql("SELECT now()")[0][0].isoformat(sep=" ")
+    sql("SELECT pg_sleep(1.1); INSERT INTO t SELECT generate_series(11, 20)")
+    r = httpx.post(
+        f"{api.url}/v1/tenants/apibk/restore",
+        json={"target": {"time": target}, "confirm": "apibk"},
+        headers=h,
+    )
+    assert r.status_code == 202 and r.json()["kind"] == "restore", r.text
+    succeeded(api, token, r.json()["id"], follow(api, token, r.json()["id"]))
+    assert sql("SELECT count(*), max(i) FROM t") == [(10, 10)]
+    assert httpx.get(f"{api.url}/v1/tenants/apibk", headers=h).json()["state"] == "ready"
+    refused = httpx.post(
+        f"{api.url}/v1/tenants/apibk/restore",
+        json={"target": {"time": "2001-01-01 00:00:00+00"}, "confirm": "apibk"},
+        headers=h,
+        timeout=180,
+    )  # checked against the backups before any job: nothing stops
+    assert refused.status_code == 422 and "before the end of the first backup" in refused.text, refused.text
+    assert httpx.get(f"{api.url}/v1/tenants/apibk", headers=h).json()["state"] == "ready"
+
+    r = httpx.post(
+        f"{api.url}/v1/tenants",
+        json={"name": "apibkc", "source": {"tenant": "apibk", "time": target}},
+        headers=h,
+    )
+    assert r.status_code == 202, r.text
+    succeeded(api, token, r.json()["id"], follow(api, token, r.json()["id"]))
+    clone_password = httpx.get(f"{api.url}/v1/jobs/{r.json()['id']}", headers=h).json()["credentials"][
+        "password"
+    ]
+    assert clone_password != password
+    assert sql("SELECT current_user, count(*) FROM t GROUP BY 1", "apibkc", clone_password) == [
+        ("apibkc", 10)
+    ]
+    for name in ("apibkc", "apibk"):
+        r = httpx.delete(f"{api.url}/v1/tenants/{name}", params={"confirm": name}, headers=h)
+        succeeded(api, token, r.json()["id"], follow(api, token, r.json()["id"]))
+    assert tenant["host"]

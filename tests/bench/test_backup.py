@@ -42,7 +42,13 @@ UNITS = f"shadowdb-postgres@{TENANT}.service shadowdb-backup-agent@{TENANT}.serv
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = Lab("bbak", hosts=2, inventory_dir=tmp_path_factory.mktemp("bench-backup"), backup_host=1)
+    lab = Lab(
+        "bbak",
+        hosts=2,
+        inventory_dir=tmp_path_factory.mktemp("bench-backup"),
+        backup_host=1,
+        backup_default=True,
+    )
     lab.up()
     lab.playbook("backup_repository.yml")
     spec = {"tenant_host": lab.hosts[0], "tenant": {"name": TENANT, "tier": "large"}}
