@@ -66,6 +66,11 @@ def test_the_spec_keeps_backup_only_when_given():
     assert shadowdb_validate_tenant({"name": "acme", "backup": "no"})["backup"] is False
     with pytest.raises(SpecError, match="tenant.backup"):
         shadowdb_validate_tenant({"name": "acme", "backup": "sometimes"})
+    with pytest.raises(SpecError, match="HA tenants .* have no backups yet"):
+        shadowdb_validate_tenant({"name": "acme", "backup": True, "replicas": 1})
+    assert "backup" not in shadowdb_validate_tenant({"name": "acme", "replicas": 1})  # the default: none
+    with pytest.raises(SpecError, match="a clone is made standalone"):
+        shadowdb_validate_tenant({"name": "acme", "replicas": 1, "source": {"tenant": "src", "latest": True}})
 
 
 def test_no_tenant_identity_can_be_the_repositorys():
