@@ -436,6 +436,10 @@ def lab(tmp_path_factory):
                 assert stale.rc == 0, f"removing a stale lab failed: {stale.describe()}"
                 up = lab.lab_playbook("present")
                 assert up.rc == 0, f"lab did not start: {up.describe()}"
+                # db2 is the backup repository (test_backup.py): converged first, as a deployment
+                # is (site.yml), so that its system user is in db2's tenants' views from the start.
+                repository = lab.playbook("backup_repository.yml")
+                assert repository.rc == 0, f"backup repository: {repository.describe()}"
                 _onboard_session_tenants(lab)
                 lab.remember_loops()
                 lab.ready = True
