@@ -149,7 +149,7 @@ def test_a_clone_on_another_host_has_the_rows_of_its_time_and_the_source_goes_on
     assert lab.owner_env(db2, BKC)["PGPASSWORD"] != lab.owner_env(db1, BKA)["PGPASSWORD"]
     assert lab.psql_root(db1, BKA, "SELECT count(*) FROM c") == "20"
     assert not lab.exists(db2, f"/mnt/db/{BKC}/backup/clone"), "the clone's temporary files must go"
-    assert not lab.exists(db2, f"/etc/pgbackrest/conf.d/clone-{BKC}.conf"), (
+    assert not lab.exists(db2, f"/etc/pgbackrest/conf.d/_clone-{BKC}.conf"), (
         "the temporary authorization must go"
     )
     again = lab.onboard(db2, spec)
