@@ -437,13 +437,11 @@ def _v1(settings: Settings) -> APIRouter:
                 f"the inventory has {len(hosts)} (at most {max(len(hosts) - 1, 0)} replicas)",
             )
 
-    def check_source(request: Request, spec: dict, replicas: int) -> None:
-        """A clone is standalone, and its source a tenant of the catalog, or its own name (a removed
-        tenant made again from its backups). Its source's backups and the target are checked on
-        the hosts, before anything is made there."""
+    def check_source(request: Request, spec: dict) -> None:
+        """A clone's source is a tenant of the catalog, or its own name (a removed tenant made
+        again from its backups); the spec says a clone is standalone. Its source's backups and
+        the target are checked on the hosts, before anything is made there."""
         loc = ("body", "source")
-        if replicas:
-            raise field_error(loc, "a clone is made standalone; add replicas once it exists (PATCH)")
         source = spec["source"]["tenant"]
         if source == spec["name"]:
             return  # a removed tenant made again from its backups (its name is free, else 409)
@@ -481,7 +479,7 @@ def _v1(settings: Settings) -> APIRouter:
             raise spec_error(exc) from None
         hosts = [h for h in inventory.hosts() if spec["pg_version"] in inventory.pg_versions(h)]
         if body.source is not None:
-            check_source(request, spec, body.replicas)
+            check_source(request, spec)
         check_replicas(request, body.replicas, ("body", "replicas"), hosts)
         declared = inventory.declared_tenants().get(spec["name"])
         if declared:
