@@ -10,6 +10,7 @@ SHADOWDB_BENCH_SCALE), db2 is the backup repository. Figures, printed as ratios 
   tenant is killed at once (as a lost host stops them, its archiver included); what the
   repository has is restored beside it, started, and compared with the last acknowledged commit.
 Targets: backup <= 1.5x, restore <= 2x the raw copy; RPO within the tier's archive_timeout.
+SHADOWDB_BENCH_PROCESS_MAX sets the repository's process-max (default: the role's, 1).
 Run with `make bench` (or pytest tests/bench/test_backup.py -s).
 """
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.bench
 
 SCALE = int(os.environ.get("SHADOWDB_BENCH_SCALE", "65"))  # pgbench scale 65: about 1 GiB
 RPO_SECONDS = int(os.environ.get("SHADOWDB_BENCH_RPO_SECONDS", "90"))
+PROCESS_MAX = int(os.environ.get("SHADOWDB_BENCH_PROCESS_MAX", "0"))
 TENANT = "bench"
 HOME = f"/mnt/db/{TENANT}"
 PG_BIN = "/usr/lib/postgresql/17/bin"
@@ -50,6 +52,8 @@ def lab(tmp_path_factory):
         backup_default=True,
     )
     lab.up()
+    if PROCESS_MAX:  # processes a backup or restore uses (the repository's default is 1)
+        lab.write_host_vars(lab.hosts[1], {"backup_repository_process_max": PROCESS_MAX})
     lab.playbook("backup_repository.yml")
     spec = {"tenant_host": lab.hosts[0], "tenant": {"name": TENANT, "tier": "large"}}
     lab.playbook("tenant.yml", "-e", json.dumps(spec))
