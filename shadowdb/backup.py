@@ -104,25 +104,35 @@ _LSN_RE = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", re.ASCII)
 def shadowdb_check_restore_target(target) -> dict:
     """A restore target's shape ({time: <with a zone>}, {lsn: ...} or {latest: true}), checked
     without the backups (the API, before a job is queued); the playbook checks it against them."""
+    kind, value = _target_kind(target)
+    if kind == "latest" and value is not True:
+        raise SpecError("target.latest", f"{show(value)}: only true")
+    if kind == "lsn" and not (isinstance(value, str) and _LSN_RE.fullmatch(value)):
+        raise SpecError("target.lsn", f"{show(value)} is not an LSN; use the form 0/3000060")
+    if kind == "time":
+        _target_time(value)
+    return {kind: value}
+
+
+def _target_kind(target) -> tuple:
+    """(kind, value) of a restore target of one key among RESTORE_TARGET_KINDS; SpecError else."""
     if not isinstance(target, dict) or len(target) != 1 or next(iter(target)) not in RESTORE_TARGET_KINDS:
         raise SpecError(
             "target",
             f"{show(target)} is not a restore target; use one of "
             "{time: ...}, {lsn: ...}, {latest: true}",
         )
-    kind, value = next(iter(target.items()))
-    if kind == "latest" and value is not True:
-        raise SpecError("target.latest", f"{show(value)}: only true")
-    if kind == "lsn" and not (isinstance(value, str) and _LSN_RE.fullmatch(value)):
-        raise SpecError("target.lsn", f"{show(value)} is not an LSN; use the form 0/3000060")
-    if kind == "time":
-        try:
-            _parse_time(str(value))
-        except ValueError:
-            raise SpecError(
-                "target.time", f"{show(value)} is not a time with a zone; use the form 2026-12-02 10:00:00+00"
-            ) from None
-    return {kind: value}
+    return next(iter(target.items()))
+
+
+def _target_time(value) -> datetime:
+    """A target time with its zone; SpecError naming target.time else."""
+    try:
+        return _parse_time(str(value))
+    except ValueError:
+        raise SpecError(
+            "target.time", f"{show(value)} is not a time with a zone; use the form 2026-12-02 10:00:00+00"
+        ) from None
 
 
 def _parse_time(value: str) -> datetime:
@@ -143,13 +153,7 @@ def shadowdb_restore_target(target, info=None, now=None) -> dict:
     Refuses (SpecError naming the problem) a target the backups cannot reach: a time before the
     end of the first backup, a time in the future, or a stanza with no backup at all.
     """
-    if not isinstance(target, dict) or len(target) != 1 or next(iter(target)) not in RESTORE_TARGET_KINDS:
-        raise SpecError(
-            "target",
-            f"{show(target)} is not a restore target; use one of "
-            "{time: ...}, {lsn: ...}, {latest: true}",
-        )
-    kind, value = next(iter(target.items()))
+    kind, value = _target_kind(target)
     backups = (info or {}).get("backup") or []
     if not backups:
         raise SpecError("target", "the tenant has no backup yet; nothing to restore from")
@@ -163,12 +167,7 @@ def shadowdb_restore_target(target, info=None, now=None) -> dict:
         if _lsn(value) < _lsn(first_lsn):
             raise SpecError("target.lsn", f"{value} is before the end of the first backup ({first_lsn})")
         return {"type": "lsn", "target": value.upper(), "time": None}
-    try:
-        moment = _parse_time(str(value))
-    except ValueError:
-        raise SpecError(
-            "target.time", f"{show(value)} is not a time with a zone; use the form 2026-12-02 10:00:00+00"
-        ) from None
+    moment = _target_time(value)
     epoch = int(moment.timestamp())
     now = datetime.now(UTC).timestamp() if now is None else now
     if epoch > now:
