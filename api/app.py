@@ -631,6 +631,15 @@ def _v1(settings: Settings) -> APIRouter:
             )
         return tenant
 
+    async def backups_now(name: str) -> dict:
+        """The tenant's backups read on the repository now (502 when it cannot be read)."""
+        try:
+            return await run_in_threadpool(read_backups, settings, name)
+        except BackupsUnavailable as exc:
+            raise HTTPException(
+                status.HTTP_502_BAD_GATEWAY, f"the backups of {name} could not be read: {exc}"
+            ) from None
+
     @router.get(
         "/tenants/{name}/backups",
         response_model=BackupList,
@@ -640,12 +649,7 @@ def _v1(settings: Settings) -> APIRouter:
     )
     async def list_backups(request: Request, name: Annotated[str, rules_name_path()], who: ReaderToken):
         await run_in_threadpool(backed_up_tenant, request, name)
-        try:
-            return await run_in_threadpool(read_backups, settings, name)
-        except BackupsUnavailable as exc:
-            raise HTTPException(
-                status.HTTP_502_BAD_GATEWAY, f"the backups of {name} could not be read: {exc}"
-            ) from None
+        return await backups_now(name)
 
     @router.post(
         "/tenants/{name}/backups",
@@ -695,12 +699,7 @@ def _v1(settings: Settings) -> APIRouter:
         except SpecError as exc:
             raise field_error(("body", "target"), exc.reason) from None
         # Checked against the backups before a job is queued (the job checks again).
-        try:
-            summary = await run_in_threadpool(read_backups, settings, name)
-        except BackupsUnavailable as exc:
-            raise HTTPException(
-                status.HTTP_502_BAD_GATEWAY, f"the backups of {name} could not be read: {exc}"
-            ) from None
+        summary = await backups_now(name)
         try:
             shadowdb.shadowdb_restore_target_of_summary(target, summary)
         except SpecError as exc:
