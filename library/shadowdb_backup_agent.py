@@ -4,7 +4,7 @@
 """A tenant's side of its backups on its db host, in one call per step for a batch of tenants."""
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch, tenant_params
+from ansible.module_utils.shadowdb_batch import TenantFailure, batch_argument_spec, run_batch, tenant_params
 from ansible.module_utils.shadowdb_common import UnsafePathError
 from ansible.module_utils.shadowdb_fs import converge_directory, converge_file, read_small, wanted_attributes
 from ansible.module_utils.shadowdb_tls import new_key, signing_request
@@ -93,10 +93,6 @@ failed_tenants:
 AGENT_UNIT = "shadowdb-backup-agent@{}.service"
 
 
-class AgentError(Exception):
-    """A refusal or a failed step; its text names the tenant and the problem."""
-
-
 class Agent:
     def __init__(self, module, params):
         self.module, self.p, self.check = module, params, module.check_mode
@@ -104,7 +100,7 @@ class Agent:
         self.unit = AGENT_UNIT.format(params["name"])
 
     def fail(self, what):
-        raise AgentError(f"tenant {self.p['name']}: {what}")
+        raise TenantFailure(f"tenant {self.p['name']}: {what}", actions=self.actions)
 
     def run(self, argv, data=None, check_rc=True):
         rc, out, err = self.module.run_command(argv, data=data, binary_data=True)
@@ -200,12 +196,6 @@ SHARED = dict(
 )
 
 
-class AgentFailure(Exception):
-    def __init__(self, msg, **partial):
-        super().__init__(msg)
-        self.partial = partial
-
-
 def main():
     module = AnsibleModule(argument_spec=batch_argument_spec(PER_TENANT, SHARED), supports_check_mode=True)
     items = tenant_params(module, PER_TENANT)
@@ -214,16 +204,14 @@ def main():
         agent = Agent(module, params)
         try:
             return agent.converge()
-        except AgentError as e:
-            raise AgentFailure(str(e), actions=agent.actions) from e
         except (UnsafePathError, OSError, ValueError) as e:
-            raise AgentFailure(f"tenant {params['name']}: {e}", actions=agent.actions) from e
+            raise TenantFailure(f"tenant {params['name']}: {e}", actions=agent.actions) from e
 
     if module.params["daemon_reload"] and module.params["state"] == "present" and not module.check_mode:
         rc, _out, err = module.run_command(["systemctl", "daemon-reload"])
         if rc != 0:
             module.fail_json(msg=f"systemctl daemon-reload failed: {err.strip()}")
-    run_batch(module, PER_TENANT, converge_one, (AgentError, AgentFailure), items=items)
+    run_batch(module, PER_TENANT, converge_one, (TenantFailure,), items=items)
 
 
 if __name__ == "__main__":

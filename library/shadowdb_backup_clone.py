@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch, tenant_params
+from ansible.module_utils.shadowdb_batch import TenantFailure, batch_argument_spec, run_batch, tenant_params
 from ansible.module_utils.shadowdb_common import UnsafePathError
 from ansible.module_utils.shadowdb_fs import converge_directory, converge_file, read_small, wanted_attributes
 from ansible.module_utils.shadowdb_sql import scram_verifier
@@ -113,12 +113,6 @@ failed_tenants:
 RECOVERY_WAIT = 600  # seconds a restored cluster may take to replay up to its target
 
 
-class CloneError(Exception):
-    def __init__(self, msg, **partial):
-        super().__init__(msg)
-        self.partial = partial
-
-
 class Clone:
     def __init__(self, module, params):
         self.module, self.p, self.check = module, params, module.check_mode
@@ -126,7 +120,7 @@ class Clone:
         self.work = os.path.join(params["backup_dir"], "clone")
 
     def fail(self, what):
-        raise CloneError(
+        raise TenantFailure(
             f"tenant {self.p['name']}: clone of {self.p['source']}: {what}", actions=self.actions
         )
 
@@ -311,14 +305,14 @@ def main():
     def converge_one(params):
         missing = [k for k in REQUIRED if params.get(k) in (None, "")]
         if missing:
-            raise CloneError(f"tenant {params['name']}: missing {', '.join(missing)}")
+            raise TenantFailure(f"tenant {params['name']}: missing {', '.join(missing)}")
         clone = Clone(module, params)
         try:
             return clone.converge()
         except (UnsafePathError, OSError, ValueError, subprocess.SubprocessError) as e:
-            raise CloneError(f"tenant {params['name']}: clone: {e}", actions=clone.actions) from e
+            raise TenantFailure(f"tenant {params['name']}: clone: {e}", actions=clone.actions) from e
 
-    run_batch(module, PER_TENANT, converge_one, (CloneError,), items=items)
+    run_batch(module, PER_TENANT, converge_one, (TenantFailure,), items=items)
 
 
 if __name__ == "__main__":

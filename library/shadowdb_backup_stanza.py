@@ -8,7 +8,7 @@ import re
 import shutil
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch, tenant_params
+from ansible.module_utils.shadowdb_batch import TenantFailure, batch_argument_spec, run_batch, tenant_params
 from ansible.module_utils.shadowdb_fs import converge_file, remove_file, wanted_attributes
 
 DOCUMENTATION = r"""
@@ -102,12 +102,6 @@ failed_tenants:
 
 TENANT_NAME = re.compile(r"[a-z][a-z0-9-]{0,14}[a-z0-9]", re.ASCII)
 TIMERS = ("shadowdb-backup-full@{}.timer", "shadowdb-backup-diff@{}.timer")
-
-
-class StanzaError(Exception):
-    def __init__(self, msg, **partial):
-        super().__init__(msg)
-        self.partial = partial
 
 
 class Repository:
@@ -255,7 +249,7 @@ def main():
     def converge_one(params):
         name, done = params["name"], list(written[params["name"]])
         if done and done[-1].startswith("failed"):
-            raise StanzaError(f"tenant {name}: {done[-1][len('failed: ') :]}", actions=done[:-1])
+            raise TenantFailure(f"tenant {name}: {done[-1][len('failed: ') :]}", actions=done[:-1])
         try:
             created = False
             if params["state"] == "present":
@@ -263,10 +257,10 @@ def main():
             else:
                 repository.absent(name, params["purge"], done)
         except (OSError, ValueError) as e:
-            raise StanzaError(f"tenant {name}: {e}", actions=done) from e
+            raise TenantFailure(f"tenant {name}: {e}", actions=done) from e
         return dict(changed=bool(done), actions=done, created=created)
 
-    run_batch(module, PER_TENANT, converge_one, (StanzaError,), items=items)
+    run_batch(module, PER_TENANT, converge_one, (TenantFailure,), items=items)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,15 @@ tenants go on, and the result says, per tenant, what happened:
 from concurrent.futures import ThreadPoolExecutor
 
 
+class TenantFailure(Exception):
+    """One tenant's failure in a batch: its text names the tenant and the step (never a secret);
+    ``partial`` (e.g. ``actions``, what was done before) is reported beside it by run_batch."""
+
+    def __init__(self, msg, **partial):
+        super().__init__(msg)
+        self.partial = partial
+
+
 def batch_argument_spec(per_tenant, shared):
     """The module's argument spec: ``shared`` options, the ``per_tenant`` ones at the top level
     (no longer required there: a batch does without them) and ``tenants``, a list of them."""
