@@ -1,35 +1,73 @@
 #!/usr/bin/env bash
 # The test suite, as CI runs it: lint, unit tests, molecule, integration tests on lab hosts.
 # Every stage must pass; a stage that runs no test fails (pytest exit code 5 is not hidden).
+#
+# The stages run in three streams at once, each on labs of its own names: most of a lab stage
+# is waiting (systemd, PostgreSQL, Patroni's loop, failover timeouts), so the streams share the
+# machine's cores well. Every line is prefixed with its stream; a stream stops at its first
+# failing stage, the others run to their end, and the script fails if any stream failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export CONTAINERS_CONF="$PWD/lab/containers.conf" ANSIBLE_CONFIG="$PWD/ansible.cfg"
 # The filter plugins import this checkout's shadowdb package (also when .venv is another's).
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
+export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 PYTHONUNBUFFERED=1
 
 start=$SECONDS
 stage() { printf '\n==> [%4ss] %s\n' "$((SECONDS - start))" "$*"; }
 
-stage "lint: ruff"
-ruff check .
-ruff format --check .
-stage "lint: ansible-lint (production profile)"
-ansible-lint -q
-stage "unit tests (filters, modules, registry on a real etcd) and API tests on a real catalog"
-pytest tests/unit tests/api -m "not lab" -q
-stage "molecule: default scenario (converge, idempotence, verify)"
-bash scripts/molecule.sh default
-stage "molecule: routing scenario (db host + etcd/HAProxy host: SNI, per-tenant ports, fourth tenant, idempotence)"
-bash scripts/molecule.sh routing
-stage "integration tests on lab hosts"
-pytest tests/integration -q --durations=15
-stage "routing on a lab host (SNI and per-tenant ports through HAProxy, registry in etcd, faults)"
-pytest tests/routing -q
-stage "API end to end on a lab host"
-# -s: the scale-out test prints its figures (batches, engine overhead per job) into the log.
-pytest tests/api -m lab -q -s --durations=5
-stage "HA on HA labs: lifecycle (replicas removed, tenant removed), standalone <-> HA conversion, HA through the API"
-pytest tests/ha -q --durations=5
+# Stream "ha": the longest, started first.
+stream_ha() {
+	stage "HA on HA labs: lifecycle (replicas removed, tenant removed), standalone <-> HA conversion, HA through the API"
+	pytest tests/ha -q --durations=5
+}
+
+stream_lab() {
+	stage "integration tests on lab hosts"
+	pytest tests/integration -q --durations=15
+	stage "API end to end on a lab host"
+	# -s: the scale-out test prints its figures (batches, engine overhead per job) into the log.
+	pytest tests/api -m lab -q -s --durations=5
+}
+
+stream_main() {
+	stage "lint: ruff"
+	ruff check .
+	ruff format --check .
+	stage "lint: ansible-lint (production profile)"
+	ansible-lint -q
+	stage "unit tests (filters, modules, registry on a real etcd) and API tests on a real catalog"
+	pytest tests/unit tests/api -m "not lab" -q
+	stage "molecule: default scenario (converge, idempotence, verify)"
+	bash scripts/molecule.sh default
+	stage "molecule: routing scenario (db host + etcd/HAProxy host: SNI, per-tenant ports, fourth tenant, idempotence)"
+	bash scripts/molecule.sh routing
+	stage "routing on a lab host (SNI and per-tenant ports through HAProxy, registry in etcd, faults)"
+	pytest tests/routing -q
+}
+
+streams=(ha lab main)
+declare -A stream_of_pid
+for name in "${streams[@]}"; do
+	{ "stream_$name" 2>&1 | sed -u "s/^/[$name] /"; } &
+	stream_of_pid[$!]=$name
+done
+
+failed=()
+for _ in "${streams[@]}"; do
+	rc=0
+	wait -n -p pid || rc=$?
+	name=${stream_of_pid[$pid]}
+	if ((rc == 0)); then
+		stage "stream $name passed"
+	else
+		stage "stream $name FAILED (exit $rc)"
+		failed+=("$name")
+	fi
+done
+if ((${#failed[@]})); then
+	stage "failed: ${failed[*]}"
+	exit 1
+fi
 stage "all stages passed"

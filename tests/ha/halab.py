@@ -8,11 +8,15 @@ same address. Names: sdb-<kind>-<checkout hash>-{db1,db2,db3,px1}; network sdb-<
     ...
     lab.down()
 
-SHADOWDB_HA_BENCH_NET (first three octets of a /24, default 10.89.214) moves the network.
+The network is a free /24 of 10.89.100-249 (the first not taken by another podman network,
+from a place derived from the lab's name, so two checkouts' labs do not collide);
+SHADOWDB_HA_BENCH_NET (first three octets of a /24, e.g. 10.89.214) fixes it instead.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -36,10 +40,27 @@ class HALab(Lab):
     def __init__(self, kind: str, inventory_dir: Path, net: str | None = None):
         assert kind.startswith("ha"), "HA labs are named sdb-ha...-<hash>"
         super().__init__(kind, hosts=0, inventory_dir=inventory_dir)
-        self.net = net or os.environ.get("SHADOWDB_HA_BENCH_NET", "10.89.214")
+        self.net = net or os.environ.get("SHADOWDB_HA_BENCH_NET") or self._free_net()
         self.db = {f"{self.name}-db{i}": f"{self.net}.{10 + i}" for i in (1, 2, 3)}
         self.proxy = (f"{self.name}-px1", f"{self.net}.10")
         self.hosts = [*self.db, self.proxy[0]]
+
+    def _free_net(self) -> str:
+        """The first /24 of 10.89.100-249 that no other podman network holds, searched from a
+        place derived from the lab's name (a stale network of this lab's own name counts free)."""
+        networks = json.loads(self._podman("network", "ls", "--format", "json").stdout or "[]")
+        taken = {
+            subnet["subnet"].rsplit(".", 1)[0]
+            for network in networks
+            if network.get("name") != self.name
+            for subnet in network.get("subnets") or []
+        }
+        first = int(hashlib.sha256(self.name.encode()).hexdigest(), 16) % 150
+        for step in range(150):
+            net = f"10.89.{100 + (first + step) % 150}"
+            if net not in taken:
+                return net
+        raise RuntimeError("no free /24 in 10.89.100-249 for the HA lab's network")
 
     def _podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(["podman", *args], env=self.env, capture_output=True, text=True, check=check)
@@ -97,7 +118,7 @@ class HALab(Lab):
 
 
 @contextmanager
-def converged(kind: str, inventory_dir: Path, net: str) -> Iterator[HALab]:
+def converged(kind: str, inventory_dir: Path, net: str | None = None) -> Iterator[HALab]:
     """An HA lab with site.yml converged (etcd, HAProxy, hosts), removed afterwards even when
     something failed: the shape of every tests/ha module's lab fixture."""
     lab = HALab(kind, inventory_dir, net=net)
