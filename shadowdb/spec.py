@@ -330,10 +330,6 @@ def shadowdb_validate_tenant(spec, tiers=None, allowed_extensions=None, pg_versi
         result["superuser"] = True
     if spec.get("backup") is not None:
         result["backup"] = as_bool(spec["backup"], "tenant.backup")
-        if result["backup"] and replicas > 0 and not absent:
-            raise SpecError(
-                "tenant.backup", "HA tenants (replicas > 0) have no backups yet; give backup: false"
-            )
     if spec.get("source") is not None and not absent:
         result["source"] = check_source(spec["source"], name)
         if replicas > 0:

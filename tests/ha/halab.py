@@ -91,12 +91,16 @@ class HALab(Lab):
                     "ansible_connection": "containers.podman.podman",
                     "ansible_python_interpreter": "/usr/bin/python3",
                     "shadowdb_manage_global_sysctl": False,
+                    "shadowdb_backup_default": False,
                     "shadowdb_ca_dir": str(self.inventory_dir / "pki"),
                 },
                 "children": {
                     "db": {"hosts": {h: {} for h in self.db}},
                     "etcd": {"hosts": {self.proxy[0]: {}}},
                     "proxy": {"hosts": {self.proxy[0]: {}}},
+                    # The proxy host is the backup repository too; tenants have backups only
+                    # when their spec asks (backup: true).
+                    "backup": {"hosts": {self.proxy[0]: {}}},
                 },
             }
         }

@@ -66,8 +66,7 @@ def test_the_spec_keeps_backup_only_when_given():
     assert shadowdb_validate_tenant({"name": "acme", "backup": "no"})["backup"] is False
     with pytest.raises(SpecError, match="tenant.backup"):
         shadowdb_validate_tenant({"name": "acme", "backup": "sometimes"})
-    with pytest.raises(SpecError, match="HA tenants .* have no backups yet"):
-        shadowdb_validate_tenant({"name": "acme", "backup": True, "replicas": 1})
+    assert shadowdb_validate_tenant({"name": "acme", "backup": True, "replicas": 1})["backup"] is True
     assert "backup" not in shadowdb_validate_tenant({"name": "acme", "replicas": 1})  # the default: none
     with pytest.raises(SpecError, match="a clone is made standalone"):
         shadowdb_validate_tenant({"name": "acme", "replicas": 1, "source": {"tenant": "src", "latest": True}})
