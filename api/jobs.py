@@ -76,6 +76,8 @@ GUARD_BATCHES = 4
 # transaction lock: one recovery at a time).
 HOST_LOCK_CLASS = 0x5DB0005
 _RECOVERY_LOCK = 0x5DB0006
+# One guard step begins at a time (a transaction lock, held for the claim only).
+_GUARD_BEGIN_LOCK = 0x5DB0007
 _LOCK_POLL = 0.2
 RECOVER_TASK = "shadowdb_recover"
 DRIFT_TASK = "shadowdb_drift"
@@ -289,6 +291,11 @@ class Engine(Runs):
         same host (a batch, up to ``batch_max``). None when there is nothing to run: the job was
         cancelled or has finished, a run is doing its step, or this is a stale copy of a step."""
         with conn.transaction():
+            if step == "guard":
+                # One guard begins at a time: two workers beginning theirs at once would each lock
+                # its own job and skip the other's, and the creates sent together would take two
+                # guard runs instead of one. The second finds its job taken by the first's run.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_GUARD_BEGIN_LOCK,))
             job = conn.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
             if job is None or job["status"] not in ACTIVE or job["step"] != step or job["run_by"]:
                 log.info("job %s: step %s has nothing to do", job_id, step)
