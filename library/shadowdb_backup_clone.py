@@ -124,11 +124,12 @@ class Clone:
             f"tenant {self.p['name']}: clone of {self.p['source']}: {what}", actions=self.actions
         )
 
-    def as_tenant(self, argv, data=None, ok=(0,)):
-        """argv run as the new tenant's OS user (runuser: no shell, no login)."""
+    def as_tenant(self, argv, data=None, ok=(0,), shown=None):
+        """argv run as the new tenant's OS user (runuser: no shell, no login). A failure names
+        ``shown`` instead of the command's last argument when that holds a secret."""
         rc, out, err = self.module.run_command(["runuser", "-u", self.p["os_user"], "--", *argv], data=data)
         if rc not in ok:
-            command = f"{os.path.basename(argv[0])} {argv[-1] if len(argv) > 1 else ''}"
+            command = f"{os.path.basename(argv[0])} {shown or (argv[-1] if len(argv) > 1 else '')}"
             self.fail(f"{command} failed (rc {rc}): {(err or out).strip()[-600:]}")
         return rc, out
 
@@ -153,19 +154,22 @@ class Clone:
             *args,
         ]
 
-    def psql(self, sql, dbname="postgres"):
+    def psql(self, sql, dbname="postgres", shown=None):
         argv = [os.path.join(self.p["bin_dir"], "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h"]
         argv += [self.p["socket_dir"], "-p", str(self.p["port"]), "-U", "postgres", "-d", dbname, "-c", sql]
-        return self.as_tenant(argv)[1].strip()
+        return self.as_tenant(argv, shown=shown)[1].strip()
 
     def authorized(self):
         """The repository reads its authorizations on SIGHUP: wait until this identity is one."""
+        why = ""
         for _ in range(30):
-            rc, out = self.as_tenant(self.pgbackrest("--output=json", "info"), ok=(0, 1, 2, 3, 4, 5))
-            if rc == 0 and "access denied" not in out:
+            argv = ["runuser", "-u", self.p["os_user"], "--", *self.pgbackrest("--output=json", "info")]
+            rc, out, err = self.module.run_command(argv)
+            if rc == 0 and "access denied" not in out + err:
                 return
+            why = (err or out).strip()[-400:]
             time.sleep(0.5)
-        self.fail("the repository did not authorize the clone's identity for the source's stanza")
+        self.fail(f"the repository did not authorize the clone's identity for the source's stanza: {why}")
 
     def start_server(self):
         pg_ctl = os.path.join(self.p["bin_dir"], "pg_ctl")
@@ -173,6 +177,8 @@ class Clone:
             [
                 f"-c port={self.p['port']} -c listen_addresses=''",
                 f"-c unix_socket_directories={self.p['socket_dir']} -c archive_mode=off -c ssl=off",
+                # An HA source's configuration names its synchronous standbys: the clone has none.
+                "-c synchronous_standby_names=''",
                 f"-c hba_file={self.work}/pg_hba.conf -c ident_file={self.work}/pg_ident.conf",
             ]
         )
@@ -206,7 +212,7 @@ class Clone:
         # Both names are tenant names (letters, digits, "-"), checked by the spec: nothing to quote.
         source, name = self.p["source"], self.p["name"]
         verifier = scram_verifier(self.p["superuser_password"])
-        self.psql(f"ALTER ROLE postgres PASSWORD '{verifier}'")
+        self.psql(f"ALTER ROLE postgres PASSWORD '{verifier}'", shown="ALTER ROLE postgres PASSWORD (hidden)")
         if source == name:  # a removed tenant made again from its own backups: its names are right
             self.actions.append("new superuser password")
             return

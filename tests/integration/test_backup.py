@@ -239,6 +239,23 @@ def test_a_tenant_cannot_reach_another_tenants_backups(lab, db1, db2, backups):
     assert "access denied" in stolen, stolen
 
 
+def test_a_tenant_cannot_make_the_repository_write_outside_its_directories(lab, db1, db2, backups):
+    """pgBackRest's server takes the client's repo1-path (the tenant's identity may name any base
+    path; its own stanza is always appended): the repository's unit is sandboxed so that its
+    pgbackrest user writes only under the repository, spool and log directories."""
+    elsewhere = "--repo1-path=/var/lib/pgbackrest/x"
+    moved = pgbackrest_as_tenant(lab, db1, BKA, f"--stanza={BKA}", elsewhere, "info")
+    assert "missing stanza path" in moved.stdout, moved.stdout + moved.stderr  # the client's path is used
+    # Places the pgbackrest user could write without the sandbox: world-writable directories
+    # (read-only for the unit, or its private /tmp, /var/tmp and /dev).
+    for base in ("/run/lock/sdb-attack", "/var/tmp/sdb-attack", "/tmp/sdb-attack", "/dev/shm/sdb-attack"):
+        pgbackrest_as_tenant(lab, db1, BKA, f"--stanza={BKA}", f"--repo1-path={base}", "stanza-create")
+        assert not lab.exists(db2, base), base
+    # The control: outside the unit's sandbox the same user can write there.
+    lab.sh(db2, "runuser -u pgbackrest -- mkdir /run/lock/sdb-control && rmdir /run/lock/sdb-control")
+    assert info(lab, db2, BKA)["status"]["message"] == "ok"
+
+
 def test_a_repository_outage_queues_wal_and_loses_nothing(lab, db1, db2, backups):
     """The repository down for a minute: the tenant keeps serving, its WAL waits on its host, and
     once the repository is back everything is archived: a restore to the latest has every row."""

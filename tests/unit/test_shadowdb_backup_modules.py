@@ -172,3 +172,54 @@ def test_removal_keeps_the_backups_with_a_marker_unless_purged(repository):
 def test_a_name_that_is_not_a_tenants_is_refused(repository):
     result = repository([{"name": "../etc", "config": "x"}])
     assert result.get("failed") and "not a tenant name" in result["msg"]
+
+
+# runuser stand-in for a clone whose new superuser password cannot be set: the restore and the
+# temporary server "work", psql answers the recovery query, and ALTER ROLE fails.
+CLONE_RUNUSER = """#!/bin/sh
+shift 3
+echo "runuser $*" >> "$FAKE_STATE/calls"
+case "$*" in
+  *"ALTER ROLE postgres PASSWORD"*) echo "ERROR:  cannot execute ALTER ROLE" >&2; exit 1 ;;
+  *pg_is_in_recovery*) echo f ;;
+esac
+exit 0
+"""
+
+
+def test_a_failed_clone_never_shows_the_new_superuser_secret(run_module, tmp_path, fakes):
+    env, calls = fakes
+    (tmp_path / "bin" / "runuser").write_text(CLONE_RUNUSER)
+    home = tmp_path / "copy"
+    for sub in ("data", "run", "backup", "tls"):
+        (home / sub).mkdir(parents=True)
+    password = "clone-superuser-secret"  # noqa: S105 - a test value
+    result, proc = run_module(
+        "shadowdb_backup_clone",
+        {
+            "tenants": [
+                {
+                    "name": "copy",
+                    "source": "acme",
+                    "os_user": getpass.getuser(),
+                    "data_dir": str(home / "data"),
+                    "socket_dir": str(home / "run"),
+                    "backup_dir": str(home / "backup"),
+                    "bin_dir": "/usr/lib/postgresql/17/bin",
+                    "certificate": "CERT",
+                    "key_path": str(home / "tls" / "backup.key"),
+                    "ca": "CA",
+                    "config": "[global]\n",
+                    "superuser_password": password,
+                    "port": 20001,
+                }
+            ]
+        },
+        env=env,
+    )
+    why = result["failed_tenants"]["copy"]
+    assert "ALTER ROLE postgres PASSWORD (hidden)" in why and "cannot execute ALTER ROLE" in why, why
+    assert "SCRAM-SHA-256" not in proc.stdout + proc.stderr and password not in proc.stdout + proc.stderr
+    # The failed clone leaves an empty data directory and no temporary files (it starts over).
+    assert not os.listdir(home / "data") and not (home / "backup" / "clone").exists()
+    assert any("pg_ctl -D" in c and c.endswith("stop") for c in calls())
