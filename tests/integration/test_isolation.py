@@ -329,6 +329,17 @@ def test_no_file_or_directory_names_another_tenant(conn):
     assert out == "", f"files naming {OTHER}: {out}"
 
 
+def test_no_world_writable_place_is_shared_with_the_host(lab, db1, conn):
+    """The host's world-writable directories are not the tenant's (a channel to other tenants, a
+    tmpfs of the host's to fill): /run/lock is an empty read-only one in its sandbox, /tmp,
+    /var/tmp and /dev/shm private ones."""
+    # The control: outside its sandbox the tenant's user can write in the host's /run/lock.
+    lab.sh(db1, f"runuser -u pg-{SU} -- touch /run/lock/it-control && rm /run/lock/it-control")
+    for place in ("/run/lock", "/tmp", "/var/tmp", "/dev/shm"):
+        run_program(conn, f"touch {place}/it-shared; true")
+        assert not lab.exists(db1, f"{place}/it-shared"), f"the tenant wrote in the host's {place}"
+
+
 def test_shared_memory_is_private_and_sized_by_the_tier(lab, db1, conn):
     """A tenant that fills its /dev/shm fills its own (the tier's size), never the host's or a
     neighbour's: the neighbour's parallel query still gets its dynamic shared memory."""
