@@ -626,7 +626,8 @@ def _v1(settings: Settings) -> APIRouter:
         if restore and (tenant.get("ha") or (tenant["spec"] or {}).get("replicas", 0) > 0):
             raise field_error(
                 ("path", "name"),
-                f"{name} is an HA tenant: restore it with playbooks/tenant_restore.yml (not through the API yet)",
+                f"{name} is an HA tenant: restore it with playbooks/tenant_restore.yml"
+                " (not through the API yet)",
             )
         if not request.app.state.inventory.backups(tenant["spec"] or {}):
             raise field_error(
