@@ -75,15 +75,7 @@ def cluster(tmp_path_factory):
 
 def switchover(cluster, leader):
     moment = time.time()
-    status, _ = cluster.api(
-        leader,
-        "/switchover",
-        method="POST",
-        auth=("patroni", cluster.restapi_password),
-        timeout=30,
-        body={"leader": leader},
-    )
-    assert status == 200, status
+    cluster.switchover(leader)
     return moment
 
 

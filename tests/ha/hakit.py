@@ -144,6 +144,19 @@ class Cluster:
         except ValueError:
             return status, None
 
+    def switchover(self, leader: str) -> None:
+        """A planned switchover through the leader's REST API (its password and the tenant's
+        client certificate): Patroni picks the new leader."""
+        status, _ = self.api(
+            leader,
+            "/switchover",
+            method="POST",
+            auth=("patroni", self.restapi_password),
+            timeout=30,
+            body={"leader": leader},
+        )
+        assert status == 200, status
+
     def state(self, member: str) -> dict | None:
         try:
             status, body = self.api(member, "/patroni")

@@ -107,15 +107,7 @@ def test_an_ha_tenant_backs_up_from_a_replica_and_archives_after_a_switchover(la
 
     # A switchover: the new leader archives (pgbackrest check switches a WAL segment and waits for
     # it in the repository), on the new timeline.
-    status, _ = cluster.api(
-        leader,
-        "/switchover",
-        method="POST",
-        auth=("patroni", cluster.restapi_password),
-        timeout=30,
-        body={"leader": leader},
-    )
-    assert status == 200, status
+    cluster.switchover(leader)
     new_leader = hakit.wait_for(
         "a new leader", lambda: (lead := cluster.healthy()) and lead != leader and lead, timeout=120
     )
