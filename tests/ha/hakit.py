@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import yaml
 
 from tests.labkit import lab_env
 
@@ -48,6 +49,22 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
     if check and proc.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return proc.stdout
+
+
+def tenant_ha(lab, spec: dict, *extra: str, check: bool = True) -> str:
+    """playbooks/tenant_ha.yml on the lab for one tenant spec (its output)."""
+    # Flow style: ansible-playbook reads -e as YAML only when it starts with { or [.
+    spec_yaml = yaml.safe_dump({"tenant": spec}, default_flow_style=True)
+    return lab.playbook("tenant_ha.yml", "-e", spec_yaml, *extra, check=check)
+
+
+def members_of(lab, tenant: str) -> dict[str, str]:
+    """{db host: address} of the hosts that hold a member of the tenant."""
+    return {
+        h: a
+        for h, a in lab.db.items()
+        if sh(h, f"test -e /etc/shadowdb/volumes/{tenant}.env && echo yes; true").strip() == "yes"
+    }
 
 
 def wait_for(what: str, predicate, timeout: float, interval: float = 0.5):

@@ -12,9 +12,9 @@ import json
 import time
 
 import pytest
-import yaml
 
 from tests.ha import hakit
+from tests.ha.hakit import members_of, tenant_ha
 
 pytestmark = pytest.mark.lab
 
@@ -29,22 +29,6 @@ AS_TENANT = (
     f"--config-include-path=/mnt/db/{TENANT}/backup/conf.d --stanza={TENANT} --log-level-console=warn"
 )
 BACKUP_LOG = f"/var/log/pgbackrest/{TENANT}-backup.log"
-
-
-def tenant_ha(lab, spec: dict, *extra: str) -> str:
-    # Flow style: ansible-playbook reads -e as YAML only when it starts with { or [.
-    return lab.playbook(
-        "tenant_ha.yml", "-e", yaml.safe_dump({"tenant": spec}, default_flow_style=True), *extra
-    )
-
-
-def members_of(lab, tenant: str) -> dict[str, str]:
-    """{db host: address} of the hosts that hold a member of the tenant."""
-    return {
-        h: a
-        for h, a in lab.db.items()
-        if hakit.sh(h, f"test -e /etc/patroni/{tenant}.yml && echo yes; true").strip() == "yes"
-    }
 
 
 def registry(lab) -> str:

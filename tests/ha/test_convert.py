@@ -13,21 +13,13 @@ import re
 
 import psycopg
 import pytest
-import yaml
 
 from tests.ha import hakit
-from tests.ha.hakit import ETCDCTL
+from tests.ha.hakit import ETCDCTL, tenant_ha
 
 pytestmark = pytest.mark.lab
 
 TENANT = "hconv"
-
-
-def tenant_ha(lab, spec: dict, check: bool = True) -> str:
-    # Flow style: ansible-playbook reads -e as YAML only when it starts with { or [.
-    return lab.playbook(
-        "tenant_ha.yml", "-e", yaml.safe_dump({"tenant": spec}, default_flow_style=True), check=check
-    )
 
 
 def recap(output: str) -> dict[str, int]:

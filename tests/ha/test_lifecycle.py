@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.ha import hakit
-from tests.ha.hakit import DOMAIN, ETCDCTL, SNI_PORT
+from tests.ha.hakit import DOMAIN, ETCDCTL, SNI_PORT, members_of, tenant_ha
 from tests.routing.client import PROBE
 
 pytestmark = pytest.mark.lab
@@ -31,15 +31,6 @@ NET_TENANT = "hnet"
 SECURITY_THRESHOLD = 5.0  # systemd-analyze security: below 5.0 is rated "OK" or better
 
 
-def members_of(lab, tenant: str) -> dict[str, str]:
-    """{db host: address} of the hosts that hold a member of the tenant."""
-    return {
-        h: a
-        for h, a in lab.db.items()
-        if hakit.sh(h, f"test -e /etc/shadowdb/volumes/{tenant}.env && echo yes; true").strip() == "yes"
-    }
-
-
 @pytest.fixture(scope="module")
 def other(lab):
     """HA tenant OTHER with one replica; yields its hakit.Cluster."""
@@ -50,12 +41,6 @@ def other(lab):
         yield cluster
     finally:
         cluster.close()
-
-
-def tenant_ha(lab, spec: dict, *extra: str, check: bool = True) -> str:
-    # Flow style: ansible-playbook reads -e as YAML only when it starts with { or [.
-    spec_yaml = yaml.safe_dump({"tenant": spec}, default_flow_style=True)
-    return lab.playbook("tenant_ha.yml", "-e", spec_yaml, *extra, check=check)
 
 
 def execute(cluster: hakit.Cluster, sql: str) -> None:
