@@ -3,7 +3,9 @@
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """A new tenant's data restored from another tenant's backups (a clone), before its first start."""
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -111,6 +113,8 @@ failed_tenants:
 """
 
 RECOVERY_WAIT = 600  # seconds a restored cluster may take to replay up to its target
+# What PostgreSQL logs (and stops on) when the WAL it was given ends before a commit after its target.
+ARCHIVE_ENDED = "recovery ended before configured recovery target was reached"
 
 
 class Clone:
@@ -154,10 +158,13 @@ class Clone:
             *args,
         ]
 
+    def psql_argv(self, sql, dbname="postgres"):
+        argv = [os.path.join(self.p["bin_dir"], "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1"]
+        argv += ["-h", self.p["socket_dir"], "-p", str(self.p["port"]), "-U", "postgres"]
+        return [*argv, "-d", dbname, "-c", sql]
+
     def psql(self, sql, dbname="postgres", shown=None):
-        argv = [os.path.join(self.p["bin_dir"], "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h"]
-        argv += [self.p["socket_dir"], "-p", str(self.p["port"]), "-U", "postgres", "-d", dbname, "-c", sql]
-        return self.as_tenant(argv, shown=shown)[1].strip()
+        return self.as_tenant(self.psql_argv(sql, dbname), shown=shown)[1].strip()
 
     def authorized(self):
         """The repository reads its authorizations on SIGHUP: wait until this identity is one."""
@@ -172,6 +179,8 @@ class Clone:
         self.fail(f"the repository did not authorize the clone's identity for the source's stanza: {why}")
 
     def start_server(self):
+        """Start the restored cluster on its socket and wait until it is out of recovery. False
+        when PostgreSQL stopped because the archive ended before a commit after the target."""
         pg_ctl = os.path.join(self.p["bin_dir"], "pg_ctl")
         options = " ".join(
             [
@@ -182,26 +191,37 @@ class Clone:
                 f"-c hba_file={self.work}/pg_hba.conf -c ident_file={self.work}/pg_ident.conf",
             ]
         )
-        self.as_tenant(
-            [
-                pg_ctl,
-                "-D",
-                self.p["data_dir"],
-                "-w",
-                "-t",
-                str(RECOVERY_WAIT),
-                "-l",
-                f"{self.work}/server.log",
-                "-o",
-                options,
-                "start",
-            ]
-        )
+        argv = [pg_ctl, "-D", self.p["data_dir"], "-w", "-t", str(RECOVERY_WAIT)]
+        self.as_tenant([*argv, "-l", f"{self.work}/server.log", "-o", options, "start"], ok=(0, 1))
         deadline = time.monotonic() + RECOVERY_WAIT
-        while self.psql("SELECT pg_is_in_recovery()") != "f":
+        while True:
+            rc, out = self.as_tenant(self.psql_argv("SELECT pg_is_in_recovery()"), ok=(0, 2))
+            if rc == 0 and out.strip() == "f":
+                return True
+            if rc != 0 and self.as_tenant([pg_ctl, "-D", self.p["data_dir"], "status"], ok=(0, 3))[0] == 3:
+                log = self.server_log()
+                if ARCHIVE_ENDED in log:
+                    return False
+                self.fail(f"the restored server stopped: {log[-600:].strip()}")
             if time.monotonic() > deadline:
                 self.fail(f"still in recovery after {RECOVERY_WAIT} s")
             time.sleep(1)
+
+    def server_log(self):
+        return self.as_tenant(["tail", "-c", "20000", f"{self.work}/server.log"], ok=(0, 1))[1]
+
+    def whole_archive_replayed(self, log):
+        """Whether the recovery that ended early replayed the archive's last WAL segment (and not
+        stopped at one the repository failed to give: PostgreSQL cannot tell the two apart)."""
+        replayed = re.findall(r'restored log file "([0-9A-F]{24})" from archive', log)
+        stanzas = json.loads(self.as_tenant(self.pgbackrest("--output=json", "info"))[1] or "[]")
+        last = max((a.get("max") or "" for s in stanzas for a in s.get("archive", [])), default="")
+        if not replayed or replayed[-1] != last:
+            self.fail(
+                f"recovery ended at WAL segment {replayed[-1] if replayed else '(none)'} before reaching "
+                f"the target, but the repository holds up to {last or '(none)'}: it did not give every "
+                "segment (unreachable meanwhile?); nothing was made, try again"
+            )
 
     def stop_server(self):
         pg_ctl = os.path.join(self.p["bin_dir"], "pg_ctl")
@@ -259,7 +279,17 @@ class Clone:
                 ]
             self.as_tenant(self.pgbackrest(f"--pg1-path={self.p['data_dir']}", *target, "restore"))
             started = True
-            self.start_server()
+            if not self.start_server():
+                # The archive holds no commit after the target (the source was idle since, or is
+                # removed). The repository checked the source's WAL up to now before this step
+                # (clone_plan.yml), so once the archive's last segment was replayed its end is
+                # the state at the target: recover to the end instead.
+                self.whole_archive_replayed(self.server_log())
+                self.stop_server()
+                self.as_tenant(self.pgbackrest(f"--pg1-path={self.p['data_dir']}", "--delta", "restore"))
+                self.actions.append("no commit after the target in the archive: recovered to its end")
+                if not self.start_server():
+                    self.fail(f"the restored server stopped: {self.server_log()[-600:].strip()}")
             self.rename()
             restored = True
         finally:

@@ -138,8 +138,7 @@ def test_a_clone_on_another_host_has_the_rows_of_its_time_and_the_source_goes_on
     )
     target = lab.psql_root(db1, BKA, "SELECT now()")
     lab.psql_root(db1, BKA, "SELECT pg_sleep(1.1); INSERT INTO c SELECT generate_series(11, 20)")
-    pgbackrest_as_tenant(lab, db1, BKA, f"--stanza={BKA}", "check")  # the WAL of T is in the repository
-    spec = {"name": BKC, "source": {"tenant": BKA, "time": target}}
+    spec = {"name": BKC, "source": {"tenant": BKA, "time": target}}  # the plan archives bka's WAL up to now
     run = lab.onboard(db2, spec)
     assert run.rc == 0, run.describe()
     with lab.connect(db2, BKC) as conn:  # as the clone's owner, with its own password, over TLS
@@ -161,6 +160,30 @@ def test_a_clone_on_another_host_has_the_rows_of_its_time_and_the_source_goes_on
     assert lab.diff(before, lab.snapshot(db1)) == {}, "a refused clone must leave nothing behind"
     run = lab.remove(db2, BKC, confirm=BKC)
     assert run.rc == 0, run.describe()
+
+
+def test_a_time_after_the_last_commit_is_reached_by_a_clone_and_a_restore(lab, db1, db2, backups):
+    """PostgreSQL's recovery to a time stops at the first commit after it, and refuses to end
+    without one: a tenant idle since T is still cloned at T (to the end of its archive, once it
+    is all replayed) and restored to T (a commit is made before it stops)."""
+    lab.psql_root(db1, BKA, "CREATE TABLE idle AS SELECT generate_series(1, 5) AS i")
+    lab.psql_root(db1, BKA, "SELECT pg_sleep(1.1)")
+    target = lab.psql_root(db1, BKA, "SELECT now()")
+    spec = {"name": BKC, "source": {"tenant": BKA, "time": target}}
+    try:
+        run = lab.onboard(db2, spec)
+        assert run.rc == 0, run.describe()
+        assert lab.psql_root(db2, BKC, "SELECT count(*), max(i) FROM idle") == "5|5"
+    finally:
+        lab.remove(db2, BKC, confirm=BKC)
+
+    lab.psql_root(db1, BKA, "SELECT pg_sleep(1.1)")
+    run = lab.playbook(
+        "tenant_restore.yml", {"tenant_host": db1, "tenant": BKA, "confirm": BKA, "target": {"time": target}}
+    )
+    assert run.rc == 0, run.describe()
+    assert lab.psql_root(db1, BKA, "SELECT count(*), max(i) FROM idle") == "5|5"
+    lab.psql_root(db1, BKA, "DROP TABLE idle")
 
 
 @pytest.mark.parametrize(

@@ -223,3 +223,60 @@ def test_a_failed_clone_never_shows_the_new_superuser_secret(run_module, tmp_pat
     # The failed clone leaves an empty data directory and no temporary files (it starts over).
     assert not os.listdir(home / "data") and not (home / "backup" / "clone").exists()
     assert any("pg_ctl -D" in c and c.endswith("stop") for c in calls())
+
+
+# runuser stand-in for a clone whose source was idle after its target: the first recovery stops
+# ("recovery ended before configured recovery target was reached") after replaying segment ...05;
+# the restore to the end of the archive (--delta, no target) then comes out of recovery.
+IDLE_SOURCE_RUNUSER = """#!/bin/sh
+shift 3
+echo "runuser $*" >> "$FAKE_STATE/calls"
+case "$*" in
+  *"--delta restore") touch "$FAKE_STATE/to-the-end" ;;
+  *pg_is_in_recovery*) test -e "$FAKE_STATE/to-the-end" || exit 2; echo f ;;
+  *" status") test -e "$FAKE_STATE/to-the-end" || exit 3 ;;
+  "tail -c"*) printf '%s\\n' 'LOG:  restored log file "000000020000000000000005" from archive' \\
+      'FATAL:  recovery ended before configured recovery target was reached' ;;
+  *"--output=json info") printf '[{"archive": [{"id": "17-1", "max": "%s"}]}]' "$(cat "$FAKE_STATE/max")" ;;
+esac
+exit 0
+"""
+
+
+@pytest.mark.parametrize("archive_max", ["000000020000000000000005", "000000020000000000000007"])
+def test_a_clone_of_an_idle_source_recovers_to_the_end_only_of_a_whole_archive(
+    run_module, tmp_path, fakes, archive_max
+):
+    env, calls = fakes
+    (tmp_path / "bin" / "runuser").write_text(IDLE_SOURCE_RUNUSER)
+    (tmp_path / "state" / "max").write_text(archive_max)
+    home = tmp_path / "copy"
+    for sub in ("data", "run", "backup", "tls"):
+        (home / sub).mkdir(parents=True)
+    item = {
+        "name": "copy",
+        "source": "acme",
+        "os_user": getpass.getuser(),
+        "data_dir": str(home / "data"),
+        "socket_dir": str(home / "run"),
+        "backup_dir": str(home / "backup"),
+        "bin_dir": "/usr/lib/postgresql/17/bin",
+        "certificate": "CERT",
+        "key_path": str(home / "tls" / "backup.key"),
+        "ca": "CA",
+        "config": "[global]\n",
+        "superuser_password": "clone-superuser-secret",
+        "port": 20001,
+        "restore_type": "time",
+        "restore_target": "2026-12-02 10:00:00+00",
+    }
+    result, _proc = run_module("shadowdb_backup_clone", {"tenants": [item]}, env=env)
+    restores = [c for c in calls() if c.endswith(" restore")]
+    if archive_max.endswith("5"):  # the archive's last segment was replayed: its end is the target's state
+        assert not result.get("failed_tenants"), result
+        assert "--type=time" in restores[0] and restores[1].endswith("--delta restore"), restores
+        assert "recovered to its end" in " ".join(result["results"]["copy"]["actions"])
+    else:  # a segment was not given: the clone fails naming both, and starts over next time
+        why = result["failed_tenants"]["copy"]
+        assert "000000020000000000000005" in why and "000000020000000000000007" in why, why
+        assert len(restores) == 1 and not os.listdir(home / "data")
