@@ -619,16 +619,9 @@ def _v1(settings: Settings) -> APIRouter:
         )
         return _accepted(row, response)
 
-    def backed_up_tenant(request: Request, name: str, restore: bool = False) -> dict:
-        """A tenant that has backups (404 unknown; 422 one without backups, or the restore of an
-        HA tenant: its members span several hosts, restored by playbooks/tenant_restore.yml)."""
+    def backed_up_tenant(request: Request, name: str) -> dict:
+        """A tenant that has backups (404 unknown; 422 one without backups)."""
         tenant = request.app.state.catalog.tenant(name)
-        if restore and (tenant.get("ha") or (tenant["spec"] or {}).get("replicas", 0) > 0):
-            raise field_error(
-                ("path", "name"),
-                f"{name} is an HA tenant: restore it with playbooks/tenant_restore.yml"
-                " (not through the API yet)",
-            )
         if not request.app.state.inventory.backups(tenant["spec"] or {}):
             raise field_error(
                 ("path", "name"),
@@ -694,7 +687,7 @@ def _v1(settings: Settings) -> APIRouter:
         who: WriterToken,
         body: RestoreRequest,
     ):
-        await run_in_threadpool(backed_up_tenant, request, name, True)
+        await run_in_threadpool(backed_up_tenant, request, name)
         if body.confirm != name:
             raise field_error(
                 ("body", "confirm"), f"a restore replaces the tenant's data: confirm with {name!r}"

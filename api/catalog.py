@@ -490,9 +490,10 @@ def _settle_tenant(conn, job: dict) -> None:
                 " updated_at = now() WHERE name = %s",
                 (Jsonb(job["spec"]), Jsonb(endpoint) if endpoint else None, name),
             )
-            if job.get("exclusive"):
+            if job.get("exclusive") and kind in ("create", "update"):
                 # An HA job: where the tenant is now, as the playbook registered it. Back to
-                # standalone (replicas 0), its next jobs take the standalone path again.
+                # standalone (replicas 0), its next jobs take the standalone path again. (A
+                # backup or restore leaves the members where they are.)
                 conn.execute(
                     "UPDATE tenants SET host = coalesce(%s, host), members = %s, ha = %s WHERE name = %s",
                     (

@@ -123,6 +123,12 @@ class Runs:
         for step in steps:
             if step == "guard":  # alone here; _run_step takes the other waiting creates along
                 planned.append(("guard", *self._guards(job, [job])[:2]))
+            elif step in ("host", "ha") and job["kind"] == "restore":
+                # tenant_restore.yml: an HA tenant's from any member (its leader found there).
+                target = (job.get("request") or {})["target"]
+                extravars = {"tenant_host": job["host"], "tenant": name, "confirm": name, "target": target}
+                restore = str(self.settings.repo / "playbooks" / "tenant_restore.yml")
+                planned.append((step, restore, extravars))
             elif step == "ha":
                 extravars = {"tenant": job["spec"], "api_job_public_key": public_key} | guard
                 if job["kind"] == "delete":
@@ -135,17 +141,6 @@ class Runs:
                 extravars = {"tenant": name, "type": request.get("type", "full")}
                 planned.append(
                     ("backup", str(self.settings.repo / "playbooks" / "tenant_backup.yml"), extravars)
-                )
-            elif step == "host" and job["kind"] == "restore":
-                request = job.get("request") or {}
-                extravars = {
-                    "tenant_host": job["host"],
-                    "tenant": name,
-                    "confirm": name,
-                    "target": request["target"],
-                }
-                planned.append(
-                    ("host", str(self.settings.repo / "playbooks" / "tenant_restore.yml"), extravars)
                 )
             elif step == "host" and job["kind"] == "delete":
                 planned.append(
@@ -325,8 +320,9 @@ class Runs:
             return "succeeded", None, {}, None
         if job["kind"] == "backup":  # the tenant's backups after it (tenant_backup.yml)
             return "succeeded", None, {"backups": (stats.get("backup") or {}).get("shadowdb_backups")}, None
-        if job["kind"] == "restore":  # where it went back to (tenant_restore.yml)
-            return "succeeded", None, {"restored": (stats.get("host") or {}).get("shadowdb_restored")}, None
+        if job["kind"] == "restore":  # where it went back to (tenant_restore.yml; an HA tenant: step ha)
+            restored = (stats.get("host") or stats.get("ha") or {}).get("shadowdb_restored")
+            return "succeeded", None, {"restored": restored}, None
         if job.get("exclusive"):
             return self._ha_result(job, stats.get("ha") or {})
         host = stats.get("host") or {}

@@ -147,6 +147,47 @@ def test_standalone_tenants_keep_their_path(ha, admin, catalog, engine):
     assert [s for s, _, _ in engine._steps(job_row(catalog, deleted))] == ["route", "host"]
 
 
+def test_an_ha_tenant_is_restored_in_one_exclusive_step_on_its_members_hosts(
+    ha, admin, catalog, engine, monkeypatch
+):
+    """tenant_restore.yml from its catalog host (any member: the playbook finds the leader), the
+    members' hosts locked; the job's result is where it went back to."""
+    job = ha.post("/v1/tenants", json={"name": "acme", "replicas": 1, "backup": True}, headers=admin).json()
+    finish(engine, catalog, job, HA_RESULT)
+    monkeypatch.setattr(ha.app.state.inventory, "backups", lambda spec: True)
+    summary = {"backups": [{"label": "x", "type": "full", "start": 1, "stop": 2}]}
+    monkeypatch.setattr("api.app.read_backups", lambda settings, name: summary)
+    body = {"target": {"latest": True}, "confirm": "acme"}
+    r = ha.post("/v1/tenants/acme/restore", json=body, headers=admin)
+    assert r.status_code == 202 and r.json()["kind"] == "restore", r.text
+    row = job_row(catalog, r.json())
+    assert row["exclusive"] and sorted(row["hosts"]) == ["sdb-api-nohost-h2", "sdb-api-nohost-h3"], row
+    ((step, playbook, extravars),) = engine._steps(row)
+    assert step == "ha" and playbook == str(REPO / "playbooks" / "tenant_restore.yml")
+    assert extravars == {
+        "tenant_host": "sdb-api-nohost-h2",
+        "tenant": "acme",
+        "confirm": "acme",
+        "target": row["request"]["target"],
+    }
+    with catalog.conn() as conn:
+        assert sorted(engine._step_hosts(conn, row, step)) == ["sdb-api-nohost-h2", "sdb-api-nohost-h3"]
+    restored = {"type": "default"}
+    assert engine._result(row, {"ha": {"shadowdb_restored": restored}})[:3] == (
+        "succeeded",
+        None,
+        {"restored": restored},
+    )
+    # The members stay where they are, after a restore and after a backup.
+    members = ha.get("/v1/tenants/acme", headers=admin).json()["members"]
+    assert len(members) == 2
+    finish(engine, catalog, r.json(), {"restored": restored})
+    backup = ha.post("/v1/tenants/acme/backups", headers=admin).json()
+    finish(engine, catalog, backup, {"backups": {"backups": []}})
+    tenant = ha.get("/v1/tenants/acme", headers=admin).json()
+    assert tenant["state"] == "ready" and tenant["ha"] and tenant["members"] == members, tenant
+
+
 def test_conversion_round_trip_and_ha_delete(ha, admin, catalog, engine):
     """0 -> 1 (conversion) and 1 -> 0 run tenant_ha.yml with the merged spec; the members and
     endpoints shown follow the playbook's result; an HA delete is state absent + confirm."""

@@ -1,8 +1,9 @@
 """High availability through the API, end to end on the HA lab of tests/ha/conftest.py (3 db hosts
 + an etcd/HAProxy host, shared with the other tests/ha modules): the API as a real process with a
-real catalog runs the real playbooks. One tenant: created standalone -> PATCH replicas 1
-(converted in place by tenant_ha.yml) -> connected through HAProxy by SNI with the credentials
-returned once (`<t>` to the leader, `<t>-ro` to the replica) -> rows written -> PATCH replicas 0
+real catalog runs the real playbooks. One tenant, with backups: created standalone -> PATCH
+replicas 1 (converted in place by tenant_ha.yml) -> connected through HAProxy by SNI with the
+credentials returned once (`<t>` to the leader, `<t>-ro` to the replica) -> rows written -> a
+backup and a restore to a time through the API (tenant_restore.yml) -> PATCH replicas 0
 (back to standalone) -> rows still there -> DELETE -> nothing left on any host, in the registry,
 the DCS or HAProxy. The password is in no runner artifact, catalog row or API log line.
 
@@ -111,7 +112,7 @@ def test_standalone_to_ha_and_back_through_the_api(lab, api, token, catalog_url)
 
     # --- create standalone: tenant.yml's path (the create guard, then the host step, which routes) ---
     t0 = time.monotonic()
-    job = run(api, token, "POST", "/v1/tenants", json={"name": TENANT, "tier": "small"})
+    job = run(api, token, "POST", "/v1/tenants", json={"name": TENANT, "tier": "small", "backup": True})
     timings["create"] = time.monotonic() - t0
     assert [d["step"] for k, d in job["events"] if k == "step"][::2] == ["guard", "host"]
     creds = job["credentials"]
@@ -159,6 +160,41 @@ def test_standalone_to_ha_and_back_through_the_api(lab, api, token, catalog_url)
     assert replica is not None
     record = json.loads(hakit.sh(proxy, f"{ETCDCTL} get --print-value-only /shadowdb/tenants/{TENANT}"))
     assert sorted(m["host"] for m in record["members"]) == sorted(roles)
+
+    # --- HA backups through the API: a backup on demand, then a restore to a time T (exclusive:
+    # a new Patroni cluster on the same hosts with the rows of T, its replica rebuilt) ---
+    job = run(api, token, "POST", f"/v1/tenants/{TENANT}/backups", json={"type": "full"})
+    assert job["result"]["backups"]["backups"][-1]["type"] == "full", job["result"]
+    target = query(lab, eps["sni"], password, "SELECT now()")[0].isoformat(sep=" ")
+    query(lab, eps["sni"], password, "SELECT pg_sleep(1.1)")
+    query(lab, eps["sni"], password, "INSERT INTO api_rows SELECT generate_series(61, 70)")
+    t0 = time.monotonic()
+    r = httpx.post(
+        f"{api.url}/v1/tenants/{TENANT}/restore",
+        json={"target": {"time": target}, "confirm": TENANT},
+        headers=h,
+        timeout=180,  # the target is checked against the repository's backups before the job
+    )
+    assert r.status_code == 202 and r.json()["kind"] == "restore", r.text
+    events = follow(api, token, r.json()["id"], timeout=1800)
+    succeeded(api, token, r.json()["id"], events)
+    timings["restore"] = time.monotonic() - t0
+    assert [d["step"] for k, d in events if k == "step"] == ["ha", "ha"]
+    hakit.wait_for(
+        "the restored leader to serve the rows of T",
+        lambda: query(lab, eps["sni"], password, "SELECT count(*), max(id) FROM api_rows") == (60, 60),
+        timeout=120,
+    )
+    hakit.wait_for(
+        "the rebuilt replica to serve them",
+        lambda: (
+            query(lab, eps["sni_ro"], password, "SELECT pg_is_in_recovery(), count(*) FROM api_rows")
+            == (True, 60)
+        ),
+        timeout=120,
+    )
+    t = tenant(api, token)
+    assert t["state"] == "ready" and {m["host"]: m["role"] for m in t["members"]} == roles, t
 
     # --- replicas 0: back to standalone on the leader's host, rows kept ---
     t0 = time.monotonic()
