@@ -174,6 +174,27 @@ def test_a_name_that_is_not_a_tenants_is_refused(repository):
     assert result.get("failed") and "not a tenant name" in result["msg"]
 
 
+def clone_item(home, **extra):
+    """A clone "copy" of "acme" into the tenant directories under ``home`` (made here)."""
+    for sub in ("data", "run", "backup", "tls"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        "name": "copy",
+        "source": "acme",
+        "os_user": getpass.getuser(),
+        "data_dir": str(home / "data"),
+        "socket_dir": str(home / "run"),
+        "backup_dir": str(home / "backup"),
+        "bin_dir": "/usr/lib/postgresql/17/bin",
+        "certificate": "CERT",
+        "key_path": str(home / "tls" / "backup.key"),
+        "ca": "CA",
+        "config": "[global]\n",
+        "superuser_password": "clone-superuser-secret",
+        "port": 20001,
+    } | extra
+
+
 # runuser stand-in for a clone whose new superuser password cannot be set: the restore and the
 # temporary server "work", psql answers the recovery query, and ALTER ROLE fails.
 CLONE_RUNUSER = """#!/bin/sh
@@ -191,32 +212,9 @@ def test_a_failed_clone_never_shows_the_new_superuser_secret(run_module, tmp_pat
     env, calls = fakes
     (tmp_path / "bin" / "runuser").write_text(CLONE_RUNUSER)
     home = tmp_path / "copy"
-    for sub in ("data", "run", "backup", "tls"):
-        (home / sub).mkdir(parents=True)
     password = "clone-superuser-secret"  # noqa: S105 - a test value
-    result, proc = run_module(
-        "shadowdb_backup_clone",
-        {
-            "tenants": [
-                {
-                    "name": "copy",
-                    "source": "acme",
-                    "os_user": getpass.getuser(),
-                    "data_dir": str(home / "data"),
-                    "socket_dir": str(home / "run"),
-                    "backup_dir": str(home / "backup"),
-                    "bin_dir": "/usr/lib/postgresql/17/bin",
-                    "certificate": "CERT",
-                    "key_path": str(home / "tls" / "backup.key"),
-                    "ca": "CA",
-                    "config": "[global]\n",
-                    "superuser_password": password,
-                    "port": 20001,
-                }
-            ]
-        },
-        env=env,
-    )
+    item = clone_item(home, superuser_password=password)
+    result, proc = run_module("shadowdb_backup_clone", {"tenants": [item]}, env=env)
     why = result["failed_tenants"]["copy"]
     assert "ALTER ROLE postgres PASSWORD (hidden)" in why and "cannot execute ALTER ROLE" in why, why
     assert "SCRAM-SHA-256" not in proc.stdout + proc.stderr and password not in proc.stdout + proc.stderr
@@ -251,25 +249,7 @@ def test_a_clone_of_an_idle_source_recovers_to_the_end_only_of_a_whole_archive(
     (tmp_path / "bin" / "runuser").write_text(IDLE_SOURCE_RUNUSER)
     (tmp_path / "state" / "max").write_text(archive_max)
     home = tmp_path / "copy"
-    for sub in ("data", "run", "backup", "tls"):
-        (home / sub).mkdir(parents=True)
-    item = {
-        "name": "copy",
-        "source": "acme",
-        "os_user": getpass.getuser(),
-        "data_dir": str(home / "data"),
-        "socket_dir": str(home / "run"),
-        "backup_dir": str(home / "backup"),
-        "bin_dir": "/usr/lib/postgresql/17/bin",
-        "certificate": "CERT",
-        "key_path": str(home / "tls" / "backup.key"),
-        "ca": "CA",
-        "config": "[global]\n",
-        "superuser_password": "clone-superuser-secret",
-        "port": 20001,
-        "restore_type": "time",
-        "restore_target": "2026-12-02 10:00:00+00",
-    }
+    item = clone_item(home, restore_type="time", restore_target="2026-12-02 10:00:00+00")
     result, _proc = run_module("shadowdb_backup_clone", {"tenants": [item]}, env=env)
     restores = [c for c in calls() if c.endswith(" restore")]
     if archive_max.endswith("5"):  # the archive's last segment was replayed: its end is the target's state
