@@ -468,6 +468,9 @@ class Engine(Runs):
                 batch = (
                     {"batch": job_id, "tenants": [m["tenant"] for m in members]} if len(members) > 1 else {}
                 )
+                # The run's own name (its artifacts directory): a retried job may lead a new batch
+                # under the same first job, so only this tells two runs of one batch key apart.
+                batch["run"] = os.path.basename(data_dir)
                 started = {"step": step, "state": "started", "worker": self.name} | batch
                 for i in ids:
                     add_event(conn, i, "step", started)

@@ -271,22 +271,18 @@ def step_runs(
 ) -> dict[str, dict]:
     """The runs of a step seen in the jobs' events: {run: {"span": (start, end), "jobs": [...]}}.
 
-    Jobs that waited for their host share a host run (a batch: its first job's id in each one's
-    step events; the n-th run of that id is the same run for all its jobs). A run whose worker
-    was killed (at ``killed_at``) ended then: its jobs are found interrupted only later, by the
-    recovery, while the host's lock went with the worker's session at once."""
+    Jobs that waited for their host share a host run (named in each one's step events). A run
+    whose worker was killed (at ``killed_at``) ended then: its jobs are found interrupted only
+    later, by the recovery, while the host's lock went with the worker's session at once."""
     runs: dict[str, dict] = {}
     for job_id, events in streams.items():
-        seen: dict[str, int] = {}
         started = run = None
         for kind, d in events:
             if "at" not in d:  # the stream's own end
                 continue
             at = datetime.fromisoformat(d["at"])
             if kind == "step" and d["step"] == step and d["state"] == "started":
-                key = d.get("batch") or job_id
-                run, started = f"{key}#{seen.get(key, 0)}", at
-                seen[key] = seen.get(key, 0) + 1
+                run, started = d["run"], at
             elif run and (
                 (kind == "step" and d["step"] == step and d["state"] == "finished")
                 or (kind == "job" and d.get("status") == "interrupted")
@@ -398,7 +394,7 @@ def test_scale_out_two_workers_one_killed(lab, api, token, devdb, tmp_path):
     for host, spans in by_host.items():
         spans.sort()
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), (
-            f"host runs overlap on {host}"
+            f"host runs overlap on {host}: {[(a.isoformat(), b.isoformat()) for a, b in spans]}"
         )
     bad_run = next(run for run in runs.values() if bad_job in run["jobs"])
     assert len(bad_run["jobs"]) >= 3, f"the failing tenant's run was not a batch of 3 or more: {bad_run}"
