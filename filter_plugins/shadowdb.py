@@ -1,13 +1,13 @@
 """ShadowDB Ansible filters: the tenant specification rules of the ``shadowdb`` package.
 
-A thin adapter: the rules live in shadowdb/ (spec, tiers, postgres, layout, backup), which the API
+A thin adapter: the rules live in shadowdb/ (spec, tiers, postgres, layout, backup, registry), which the API
 imports too. Each filter is the package's function, its SpecError (a ValueError) raised as
 AnsibleFilterError with the same message.
 """
 
 from ansible.errors import AnsibleFilterError
 
-from shadowdb import backup, layout, postgres, spec, tiers
+from shadowdb import backup, layout, postgres, registry, spec, tiers
 from shadowdb.errors import raising
 
 FILTERS = {
@@ -25,6 +25,8 @@ FILTERS = {
     "shadowdb_extension_packages": postgres.shadowdb_extension_packages,
     "shadowdb_os_user": layout.shadowdb_os_user,
     "shadowdb_pg_settings": tiers.shadowdb_pg_settings,
+    "shadowdb_registry_current": registry.shadowdb_registry_current,
+    "shadowdb_registry_records": registry.shadowdb_registry_records,
     "shadowdb_tier": tiers.shadowdb_tier,
     "shadowdb_tier_limits": tiers.shadowdb_tier_limits,
     "shadowdb_validate_settings": tiers.shadowdb_validate_settings,

@@ -6,6 +6,7 @@
 - ``layout``: a tenant's OS user, paths, systemd units and port pools on its host;
 - ``placement``: which db hosts a tenant (or its HA members) goes to;
 - ``network``: the proxy networks a restricted tenant's pg_hba admits;
+- ``registry``: the registry records of a host's tenants (what a registration writes or refuses);
 - ``backup``: a tenant's backups with pgBackRest: identities, paths, archive settings, restore targets;
 - ``fingerprint``: digests of a tenant's desired state and of the code, for the no-op fast path;
 - ``errors``: SpecError (a ValueError naming the offending field), ``values``: input helpers.
@@ -39,6 +40,7 @@ from .postgres import (
     SUPPORTED_PG_VERSIONS,
     shadowdb_extension_packages,
 )
+from .registry import shadowdb_registry_current, shadowdb_registry_records
 from .spec import (
     DEFAULT_HBA,
     MAX_REPLICAS,
@@ -117,6 +119,8 @@ __all__ = [
     "shadowdb_pg_settings",
     "shadowdb_placement",
     "shadowdb_proxy_cidrs",
+    "shadowdb_registry_current",
+    "shadowdb_registry_records",
     "shadowdb_tier",
     "shadowdb_tier_limits",
     "shadowdb_tree_digest",

@@ -1,6 +1,6 @@
 """The no-op fast paths of site.yml, on the shared routing lab (conftest.py: one host that is a
-db host, the etcd member and the proxy). The host's shared parts, the etcd member and the proxy
-host are each checked in one call against the record of their last full converge and skipped
+db host, the etcd member and the proxy). The host's shared parts, the etcd member, the proxy host
+and its routes are each checked against the record of their last full converge and skipped
 while it holds; a file edited by hand or an input changed in the inventory makes that part
 converge again, and the run after that is a no-op again.
 """
@@ -12,7 +12,8 @@ import yaml
 
 pytestmark = pytest.mark.lab
 
-# A task that only each part's full converge runs.
+# A task that only each part's full converge runs. Skipped tasks print nothing here (ansible.cfg:
+# display_skipped_hosts = False), so a task's header in the output means that it ran.
 FULL_CONVERGE_TASKS = {
     "host": "TASK [host : Install PostgreSQL servers, extension packages and tools]",
     "etcd": "TASK [etcd : Install etcd]",
@@ -25,6 +26,9 @@ EDITED_FILES = {
     "etcd": "/etc/default/etcd",
     "haproxy": "/etc/systemd/system/haproxy.service.d/shadowdb.conf",
 }
+# A tenant's route (a fragment of the live HAProxy configuration).
+ROUTE_FILE = "/etc/haproxy/conf.d/rta.cfg"
+ROUTES_APPLIED = "TASK [haproxy : Check and apply the configuration]"
 NEW_INPUTS = {
     "host_nofile_limit": 54321,
     "etcd_settings": {"auto-compaction-mode": "periodic", "auto-compaction-retention": "2h"},
@@ -48,7 +52,7 @@ def full_converges(output: str) -> set[str]:
 
 
 def digests(lab) -> str:
-    return lab.sh(lab.hosts[0], "sha256sum " + " ".join(EDITED_FILES.values()))
+    return lab.sh(lab.hosts[0], "sha256sum " + " ".join([*EDITED_FILES.values(), ROUTE_FILE]))
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +73,18 @@ def test_a_converged_lab_is_checked_not_converged_again(settled):
     output = settled.playbook("site.yml")
     assert changed(output, settled.hosts[0]) == 0
     assert full_converges(output) == set(), "parts converged in full although their records hold"
-    assert "Check the member's record" in output and "Check the proxy host's record" in output
+    assert ROUTES_APPLIED not in output, "routes applied although their record holds"
+    assert "Check the member's record" in output and "Check the proxy host's records" in output
 
 
 def test_a_file_edited_by_hand_is_put_back(settled):
     host = settled.hosts[0]
     before = digests(settled)
-    for path in EDITED_FILES.values():
+    for path in [*EDITED_FILES.values(), ROUTE_FILE]:
         settled.sh(host, f"echo '# edited by hand' >> {path}")
     output = settled.playbook("site.yml")
     assert full_converges(output) == set(EDITED_FILES)
+    assert ROUTES_APPLIED in output
     assert changed(output, host) > 0
     assert digests(settled) == before
     again = settled.playbook("site.yml")

@@ -38,6 +38,8 @@ FILTERS = {
         "shadowdb_extension_packages",
         "shadowdb_os_user",
         "shadowdb_pg_settings",
+        "shadowdb_registry_current",
+        "shadowdb_registry_records",
         "shadowdb_restore_target",
         "shadowdb_tier",
         "shadowdb_tier_limits",

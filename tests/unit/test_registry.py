@@ -1,0 +1,97 @@
+"""The registry records of a host's tenants (shadowdb/registry.py)."""
+
+from shadowdb.registry import shadowdb_registry_current, shadowdb_registry_records
+
+HOST, ADDRESS = "db1", "10.0.0.5"
+
+
+def plan(specs, records=(), **kwargs):
+    args = {"host": HOST, "address": ADDRESS, "ports": {"acme": 20001, "globex": 20002}} | kwargs
+    return shadowdb_registry_records(specs, list(records), **args)
+
+
+def test_a_new_tenant_gets_its_leased_proxy_port_and_no_networks_when_it_admits_all():
+    result = plan(
+        [{"name": "acme", "tier": "small", "pg_version": 17, "hba": ["0.0.0.0/0"]}], leases={"acme": 30001}
+    )
+    assert result == {
+        "records": [
+            {
+                "tenant": "acme",
+                "record": {
+                    "tenant": "acme",
+                    "host": HOST,
+                    "address": ADDRESS,
+                    "port": 20001,
+                    "proxy_port": 30001,
+                    "pg_version": 17,
+                    "tier": "small",
+                    "state": "active",
+                    "members": [{"host": HOST, "address": ADDRESS, "port": 20001}],
+                },
+            }
+        ],
+        "refused": [],
+        "failed": {},
+    }
+
+
+def test_what_the_spec_leaves_out_is_kept_from_the_current_record():
+    current = {
+        "tenant": "acme",
+        "host": HOST,
+        "proxy_port": 30007,
+        "pg_version": 16,
+        "tier": "large",
+        "hba": ["10.1.0.0/16"],
+    }
+    record = plan([{"name": "acme"}], [current], leases={"acme": 30001})["records"][0]["record"]
+    assert (record["proxy_port"], record["pg_version"], record["tier"], record["hba"]) == (
+        30007,
+        16,
+        "large",
+        ["10.1.0.0/16"],
+    )
+
+
+def test_a_version_neither_gives_is_the_one_read_on_the_host():
+    record = plan([{"name": "acme"}], versions={"acme": "15"})["records"][0]["record"]
+    assert record["pg_version"] == 15 and record["tier"] is None and "hba" not in record
+
+
+def test_a_tenant_registered_on_another_host_is_reported_and_not_written():
+    result = plan(
+        [{"name": "acme", "pg_version": 17}, {"name": "globex", "pg_version": 17}],
+        [{"tenant": "acme", "host": "db2", "proxy_port": 30001}],
+    )
+    assert [item["tenant"] for item in result["records"]] == ["globex"]
+    assert result["failed"] == {
+        "acme": "register: tenant.name: a tenant named 'acme' is already registered on db2, not db1"
+    }
+
+
+def test_a_tenant_without_a_cluster_here_is_refused():
+    result = plan([{"name": "initech", "pg_version": 17}])
+    assert result["refused"] == [
+        "tenant_register: tenant 'initech' has no PostgreSQL port lease or data directory on db1: "
+        "onboard it first (playbooks/tenant.yml)"
+    ]
+
+
+def test_a_proxy_port_held_by_another_tenant_is_refused_naming_both():
+    records = [
+        {"tenant": "acme", "host": HOST, "proxy_port": 30001},
+        {"tenant": "hooli", "host": "db2", "proxy_port": 30002},
+    ]
+    result = plan([{"name": "globex", "pg_version": 17}], records, leases={"globex": 30002}, lease_host="px1")
+    assert result["refused"] == [
+        "tenant_register: proxy port 30002 of tenant 'globex' is already the proxy port of hooli"
+        " in the registry (lease file of pool proxy on px1 out of date?)"
+    ]
+
+
+def test_the_current_records_are_those_of_the_batch():
+    records = [{"tenant": "acme", "host": HOST}, {"tenant": "hooli", "host": "db2"}]
+    assert shadowdb_registry_current(records, [{"name": "acme"}, {"name": "globex"}]) == {
+        "acme": {"tenant": "acme", "host": HOST}
+    }
