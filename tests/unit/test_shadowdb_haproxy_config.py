@@ -190,6 +190,9 @@ RENDER_PLAYBOOK = """
     - ansible.builtin.include_role:
         name: haproxy
         tasks_from: candidate.yml
+      vars:
+        # The render step alone: no proxy host's records to check.
+        haproxy_fast_path: false
     - ansible.builtin.copy:
         content: "{{ haproxy_candidate | to_json }}"
         dest: "{{ out }}"
