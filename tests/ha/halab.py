@@ -74,7 +74,8 @@ class HALab(Lab):
             self._podman(
                 "run", "-d", "--name", host, "--hostname", host, "--network", self.name, "--ip", address,
                 "--privileged", "--systemd=always", "--ulimit", "nofile=10000:10000",
-                "--ulimit", "nproc=10000:10000", "--pids-limit", "32768", "--label", f"shadowdb.lab={self.name}",
+                "--ulimit", "nproc=10000:10000", "--pids-limit", "32768",
+                "--label", f"shadowdb.lab={self.name}",
                 "-v", f"{cache}:/var/cache/apt/archives:O", IMAGE, "/sbin/init",
             )  # fmt: skip
         for host in self.hosts:
