@@ -797,38 +797,46 @@ def with_connection(params):
     return merged
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            endpoints=dict(type="list", elements="str"),
-            connection=dict(type="dict"),
-            ca_cert=dict(type="path"),
-            client_cert=dict(type="path"),
-            client_key=dict(type="path", no_log=False),
-            username=dict(type="str"),
-            password=dict(type="str", no_log=True),
-            auth_file=dict(type="path"),
-            prefix=dict(type="str", default="/shadowdb/tenants/"),
-            tenant=dict(type="str"),
-            record=dict(type="dict"),
-            records=dict(
-                type="list",
-                elements="dict",
-                options=dict(tenant=dict(type="str", required=True), record=dict(type="dict", required=True)),
-            ),
-            tenants=dict(type="list", elements="str"),
-            state=dict(type="str", default="present", choices=["present", "absent", "query"]),
-            timeout=dict(type="float", default=5.0),
-        ),
-        supports_check_mode=True,
-    )
-    params = with_connection(module.params)
+ARGUMENT_SPEC = dict(
+    endpoints=dict(type="list", elements="str"),
+    connection=dict(type="dict"),
+    ca_cert=dict(type="path"),
+    client_cert=dict(type="path"),
+    client_key=dict(type="path", no_log=False),
+    username=dict(type="str"),
+    password=dict(type="str", no_log=True),
+    auth_file=dict(type="path"),
+    prefix=dict(type="str", default="/shadowdb/tenants/"),
+    tenant=dict(type="str"),
+    record=dict(type="dict"),
+    records=dict(
+        type="list",
+        elements="dict",
+        options=dict(tenant=dict(type="str", required=True), record=dict(type="dict", required=True)),
+    ),
+    tenants=dict(type="list", elements="str"),
+    state=dict(type="str", default="present", choices=["present", "absent", "query"]),
+    timeout=dict(type="float", default=5.0),
+)
+
+
+def execute(params, check_mode, warn=None):
+    """The result of a run on validated arguments: (failed, result). Shared by main() and the
+    action plugin that runs this module in the controller's process (action_plugins/)."""
+    params = with_connection(params)
     if not params.get("endpoints"):
-        module.fail_json(msg="endpoints is required (directly or in connection)")
+        return True, {"msg": "endpoints is required (directly or in connection)"}
     try:
-        result = run(params, module.check_mode, warn=module.warn)
+        return False, run(params, check_mode, warn=warn)
     except RegistryError as e:
-        module.fail_json(msg=str(e), **getattr(e, "partial", {}))
+        return True, dict(getattr(e, "partial", {}), msg=str(e))
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    failed, result = execute(module.params, module.check_mode, warn=module.warn)
+    if failed:
+        module.fail_json(**result)
     module.exit_json(**result)
 
 

@@ -9,6 +9,7 @@ are skipped only when no etcd binary is installed.
 # ruff: noqa: S105, S106 -- throwaway passwords of a throwaway etcd
 import datetime
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import shadowdb_registry as reg
 
 MODULE = "shadowdb_registry"
 PREFIX = "/shadowdb/tenants/"
+REPO = Path(__file__).resolve().parents[2]
 ETCD = shutil.which("etcd")
 needs_etcd = pytest.mark.skipif(
     ETCD is None, reason="no etcd binary on this machine (Debian: apt-get install etcd-server)"
@@ -862,3 +864,82 @@ def test_etcd_lost_in_the_middle_fails_the_call_with_the_results_so_far(etcd):
         )
     assert caught.value.partial["changed"] is True
     assert list(caught.value.partial["results"]) == ["acme"]
+
+
+# --- the action plugin: the module's code run in the controller's process ---
+
+
+def run_playbook(tmp_path, tasks, *args):
+    """ansible-playbook on localhost (connection local) with the repository's ansible.cfg;
+    returns the JSON callback's task results by task name."""
+    playbook = tmp_path / "registry.yml"
+    playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+    )
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", "-c", "local", str(playbook), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
+    # The JSON callback prints one document at the end; -vvv prints its own lines before it.
+    document = proc.stdout[proc.stdout.rfind("\n{\n") + 1 :] if "\n{\n" in proc.stdout else proc.stdout
+    results = json.loads(document)
+    by_name = {t["task"]["name"]: t["hosts"]["localhost"] for p in results["plays"] for t in p["tasks"]}
+    return by_name, proc
+
+
+@needs_etcd
+def test_on_the_controller_the_module_runs_in_process(etcd, tmp_path):
+    write = {"endpoints": [etcd], "tenant": "acme", "record": record(), "state": "present"}
+    tasks = [
+        {"name": "write", "shadowdb_registry": write, "register": "first"},
+        {"name": "again", "shadowdb_registry": write},
+        {
+            "name": "change in check mode",
+            "shadowdb_registry": write | {"record": record(port=25000)},
+            "check_mode": True,
+        },
+        {"name": "query", "shadowdb_registry": {"endpoints": [etcd], "state": "query"}},
+        {
+            "name": "bad argument",
+            "shadowdb_registry": {"endpoints": [etcd], "tenant": "Acme", "state": "absent"},
+            "ignore_errors": True,
+        },
+        {
+            "name": "unknown argument",
+            "shadowdb_registry": {"endpoints": [etcd], "state": "query", "bogus": 1},
+            "ignore_errors": True,
+        },
+    ]
+    results, proc = run_playbook(tmp_path, tasks, "-vvv")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # -vvv names each module file Ansible packages and starts: none here.
+    assert "Using module file" not in proc.stdout + proc.stderr
+    assert results["write"]["changed"] is True
+    assert results["again"]["changed"] is False
+    assert results["change in check mode"]["changed"] is True
+    assert [r["port"] for r in results["query"]["records"]] == [
+        24817
+    ]  # the check-mode change was not written
+    assert results["bad argument"]["failed"] is True
+    assert "tenant='Acme' is invalid" in results["bad argument"]["msg"]
+    assert results["unknown argument"]["failed"] is True
+    assert "bogus" in results["unknown argument"]["msg"]
+
+
+def test_in_process_run_keeps_the_password_out_of_the_output(tmp_path):
+    secret = "s3cret-" + os.urandom(6).hex()
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    args = {"endpoints": [unreachable], "username": "registry-writer", "password": secret, "state": "query"}
+    tasks = [{"name": "query", "shadowdb_registry": args, "ignore_errors": True}]
+    results, proc = run_playbook(tmp_path, tasks, "-vvv")
+    assert results["query"]["failed"] is True
+    assert unreachable in results["query"]["msg"]
+    assert secret not in proc.stdout + proc.stderr
