@@ -899,7 +899,7 @@ def run_playbook(tmp_path, tasks, *args):
 def test_on_the_controller_the_module_runs_in_process(etcd, tmp_path):
     write = {"endpoints": [etcd], "tenant": "acme", "record": record(), "state": "present"}
     tasks = [
-        {"name": "write", "shadowdb_registry": write, "register": "first"},
+        {"name": "write", "shadowdb_registry": write},
         {"name": "again", "shadowdb_registry": write},
         {
             "name": "change in check mode",
@@ -925,9 +925,8 @@ def test_on_the_controller_the_module_runs_in_process(etcd, tmp_path):
     assert results["write"]["changed"] is True
     assert results["again"]["changed"] is False
     assert results["change in check mode"]["changed"] is True
-    assert [r["port"] for r in results["query"]["records"]] == [
-        24817
-    ]  # the check-mode change was not written
+    # The check-mode change was not written.
+    assert [r["port"] for r in results["query"]["records"]] == [24817]
     assert results["bad argument"]["failed"] is True
     assert "tenant='Acme' is invalid" in results["bad argument"]["msg"]
     assert results["unknown argument"]["failed"] is True
