@@ -942,3 +942,53 @@ def test_in_process_run_keeps_the_password_out_of_the_output(tmp_path):
     assert results["query"]["failed"] is True
     assert unreachable in results["query"]["msg"]
     assert secret not in proc.stdout + proc.stderr
+
+
+# --- action_plugins/shadowdb_register.py: a host's batch planned and written on the controller ---
+
+
+@needs_etcd
+def test_a_batch_is_planned_refused_or_written_with_its_rules(etcd, tmp_path):
+    conn = {"connection": {"endpoints": [etcd]}}
+    # Already registered: globex on this host (keeps its proxy port), initech on another host.
+    seed = [
+        {"tenant": "globex", "record": record(tenant="globex", proxy_port=30001, members=[])},
+        {"tenant": "initech", "record": record(tenant="initech", host="db2", proxy_port=30002, members=[])},
+    ]
+    specs = [{"name": "acme", "pg_version": 17}, {"name": "globex"}, {"name": "initech", "pg_version": 17}]
+    write = conn | {
+        "state": "present",
+        "specs": specs,
+        "host": "db1",
+        "address": "10.0.0.21",
+        "ports": {"acme": 24817, "globex": 24818, "initech": 24819},
+        "leases": {"acme": 30003},
+    }
+    tasks = [
+        {"name": "seed", "shadowdb_registry": {"endpoints": [etcd], "records": seed, "state": "present"}},
+        {"name": "plan", "shadowdb_register": conn | {"state": "plan", "specs": specs}},
+        {"name": "clash", "shadowdb_register": write | {"leases": {"acme": 30001}}, "ignore_errors": True},
+        {"name": "after the clash", "shadowdb_registry": {"endpoints": [etcd], "state": "query"}},
+        {"name": "write", "shadowdb_register": write},
+        {"name": "again", "shadowdb_register": write},
+        {"name": "query", "shadowdb_registry": {"endpoints": [etcd], "state": "query"}},
+    ]
+    results, proc = run_playbook(tmp_path, tasks)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # acme has no proxy port yet; initech's version is given, globex's is in its record.
+    assert results["plan"]["unleased"] == ["acme"]
+    assert results["plan"]["unversioned"] == []
+    # A proxy port another tenant holds refuses the whole batch before any write.
+    assert results["clash"]["failed"] is True
+    assert "proxy port 30001 of tenant 'acme' is already the proxy port of globex" in results["clash"]["msg"]
+    assert sorted(r["tenant"] for r in results["after the clash"]["records"]) == ["globex", "initech"]
+    # Written: acme (new) and globex (its port and address); initech is another host's, left as it is.
+    assert results["write"]["changed"] is True
+    assert "already registered on db2" in results["write"]["failed_tenants"]["initech"]
+    assert results["again"]["changed"] is False
+    by_tenant = {r["tenant"]: r for r in results["query"]["records"]}
+    assert by_tenant["acme"]["proxy_port"] == 30003
+    assert by_tenant["globex"]["proxy_port"] == 30001
+    assert by_tenant["globex"]["port"] == 24818
+    assert by_tenant["initech"]["host"] == "db2"
+    assert [r["tenant"] for r in results["write"]["records"]] == ["acme", "globex"]
