@@ -5,7 +5,8 @@
 
 state=plan reads the registry and returns what the batch needs from the hosts before it can be
 registered: the tenants without a proxy port yet (leased on the first proxy host) and those
-whose PostgreSQL version neither the spec nor the record gives (read on the db host).
+whose PostgreSQL version neither the spec nor the record gives (read on the db host); with
+host, also the names taken on another host or by an HA tenant (refused before anything changes).
 state=present reads the registry again, plans every record, refuses the batch before any write
 when a tenant has no cluster on the host or a proxy port is another tenant's, and writes the
 records in one transaction per key (a record changed by someone else since the read is that
@@ -22,7 +23,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from shadowdb.registry import shadowdb_registry_current, shadowdb_registry_records
+from shadowdb.registry import shadowdb_registry_current, shadowdb_registry_records, shadowdb_registry_taken
 
 ARGUMENT_SPEC = dict(
     connection=dict(type="dict", required=True),
@@ -76,6 +77,8 @@ class ActionModule(ActionBase):
                 unleased=[s["name"] for s in specs if not current.get(s["name"], {}).get("proxy_port")],
                 unversioned=[s["name"] for s in specs if not (s.get("pg_version") or s["name"] in current)],
             )
+            if args.get("host"):
+                result["taken"] = shadowdb_registry_taken(records, [s["name"] for s in specs], args["host"])
             return result
 
         for required in ("host", "address"):

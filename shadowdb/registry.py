@@ -93,3 +93,23 @@ def shadowdb_registry_records(
                 + (f" (lease file of pool proxy on {lease_host} out of date?)" if lease_host else "")
             )
     return {"records": out, "refused": refused, "failed": failed}
+
+
+def shadowdb_registry_taken(records: Iterable[Mapping], names: Iterable[str], host: str) -> dict[str, str]:
+    """Return {name: the error} for the names of this run (to be served on host) that the
+    registry gives to another host, or to an HA tenant (whose members are converged by
+    tenant_ha.yml, never by tenant.yml, even on this host)."""
+    by_name = {record.get("tenant"): record for record in records}
+    taken = {}
+    for name in names:
+        record = by_name.get(name)
+        if record is None:
+            continue
+        members = record.get("members") or []
+        ha = any("api_port" in member for member in members)
+        hosts = [member["host"] for member in members] if ha else [record["host"]]
+        if ha or set(hosts) - {host}:
+            taken[name] = f"tenant.name: a tenant named '{name}' already exists on {', '.join(hosts)}" + (
+                " (an HA tenant: converge it with playbooks/tenant_ha.yml)" if ha else ""
+            )
+    return taken

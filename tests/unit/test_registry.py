@@ -1,6 +1,6 @@
 """The registry records of a host's tenants (shadowdb/registry.py)."""
 
-from shadowdb.registry import shadowdb_registry_current, shadowdb_registry_records
+from shadowdb.registry import shadowdb_registry_current, shadowdb_registry_records, shadowdb_registry_taken
 
 HOST, ADDRESS = "db1", "10.0.0.5"
 
@@ -95,3 +95,23 @@ def test_the_current_records_are_those_of_the_batch():
     assert shadowdb_registry_current(records, [{"name": "acme"}, {"name": "globex"}]) == {
         "acme": {"tenant": "acme", "host": HOST}
     }
+
+
+def test_taken_names_another_host_or_an_ha_tenant():
+    records = [
+        {"tenant": "acme", "host": "db1", "members": [{"host": "db1"}]},
+        {"tenant": "globex", "host": "db2", "members": [{"host": "db2"}]},
+        {
+            "tenant": "hooli",
+            "host": "db1",
+            "members": [{"host": "db1", "api_port": 8008}, {"host": "db3", "api_port": 8008}],
+        },
+    ]
+    taken = shadowdb_registry_taken(records, ["acme", "globex", "hooli", "initech"], "db1")
+    # acme is this host's own; initech is in no record.
+    assert sorted(taken) == ["globex", "hooli"]
+    assert taken["globex"] == "tenant.name: a tenant named 'globex' already exists on db2"
+    assert (
+        "already exists on db1, db3 (an HA tenant: converge it with playbooks/tenant_ha.yml)"
+        in taken["hooli"]
+    )
