@@ -3,10 +3,13 @@
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Ansible module: record converged tenants; tell in one call per host which ones are still converged."""
 
+import fcntl
 import hashlib
 import json
 import os
 import re
+import socket
+import struct
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.shadowdb_common import (
@@ -43,6 +46,10 @@ description:
   - The check is built for speed, with no per-tenant process - mount points are read once from
     C(/proc/self/mountinfo), listening sockets once from C(/proc/net/tcp) and C(/proc/net/tcp6), and the
     units of all tenants are checked with a single C(systemctl is-active) call.
+  - O(state=check) also returns the host's IPv4 address on its default route as the fact
+    C(default_ipv4) (RV(ansible_facts)), the address the host's tenants are registered with, so that a run
+    which finds the host converged needs no fact gathering. It is the primary address of the interface of
+    the default route with the lowest metric in C(/proc/net/route); no fact when there is no default route.
   - O(state=absent) deletes the record of O(name), for example when the tenant is removed.
   - 'List forms, to converge a batch of tenants of a host in one call each: O(state=absent) with O(tenants)
     deletes the records of all of them (RV(records)), O(state=record) with O(records) writes all of them
@@ -302,6 +309,13 @@ failed_tenants:
   returned: state is record with O(records), or absent with O(tenants)
   type: dict
   sample: {"globex": "files: cannot hash /mnt/db/globex/data/pg_hba.conf: No such file or directory; ..."}
+ansible_facts:
+  description:
+    - With O(state=check), C(default_ipv4) (C(address), C(interface), C(gateway)) when the host has an IPv4
+      default route, as C(ansible.builtin.setup) names it.
+  returned: state is check, when the host has an IPv4 default route
+  type: dict
+  sample: {"default_ipv4": {"address": "10.89.0.2", "interface": "eth0", "gateway": "10.89.0.1"}}
 diff:
   description:
     - With O(state=record) and O(state=absent), the record text before and after (empty if none).
@@ -316,6 +330,9 @@ UNIT_RE = re.compile(r"^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]*$")
 PORT_MIN = 1
 PORT_MAX = 65535
 PROC_MOUNTINFO = "/proc/self/mountinfo"
+PROC_NET_ROUTE = "/proc/net/route"
+RTF_UP = 0x1
+SIOCGIFADDR = 0x8915
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 CHUNK = 1 << 20
@@ -635,6 +652,45 @@ def check_tenants(tenants, state_dir, probe):
 # --- writing ---
 
 
+# --- the host's default address ---
+
+
+def parse_default_route(text):
+    """(interface, gateway) of the IPv4 default route with the lowest metric in /proc/net/route's
+    text, or None. Addresses there are hexadecimal in the host's byte order."""
+    best = None
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        interface, destination, gateway, flags = fields[:4]
+        metric, mask = int(fields[6]), fields[7]
+        if destination != "00000000" or mask != "00000000" or not int(flags, 16) & RTF_UP:
+            continue
+        if best is None or metric < best[0]:
+            best = (metric, interface, socket.inet_ntoa(struct.pack("=I", int(gateway, 16))))
+    return best[1:] if best else None
+
+
+def interface_ipv4(interface):
+    """The primary IPv4 address of a network interface (SIOCGIFADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("256s", interface.encode()[:15])
+        return socket.inet_ntoa(fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)[20:24])
+
+
+def default_ipv4(route_path=PROC_NET_ROUTE):
+    """The default_ipv4 fact (address, interface, gateway), or {} without a default route."""
+    try:
+        found = parse_default_route(read_text(route_path) or "")
+        if not found:
+            return {}
+        interface, gateway = found
+        return {"address": interface_ipv4(interface), "interface": interface, "gateway": gateway}
+    except OSError:
+        return {}
+
+
 def systemctl_runner(module):
     """Return unit_runner(units) -> ({unit: state}, error) running one `systemctl is-active` for all units."""
 
@@ -858,7 +914,9 @@ def main():
     if state == "check":
         probe = HostProbe(systemctl_runner(module))
         converged, stale = check_tenants(p["tenants"], state_dir, probe)
-        module.exit_json(changed=False, converged=converged, stale=stale)
+        address = default_ipv4()
+        facts = {"ansible_facts": {"default_ipv4": address}} if address else {}
+        module.exit_json(changed=False, converged=converged, stale=stale, **facts)
 
     if p["name"] is None:
         if state == "absent":

@@ -145,6 +145,39 @@ def test_parse_listening_ports_only_listen_state():
     assert tc.parse_listening_ports(text) == {8080}
 
 
+ROUTES = (
+    "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+    "eth1\t00000000\t0101A8C0\t0003\t0\t0\t200\t00000000\t0\t0\t0\n"
+    "eth0\t0000590A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+    "eth2\t00000000\t0102A8C0\t0002\t0\t0\t50\t00000000\t0\t0\t0\n"
+    "eth0\t00000000\t0100590A\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"
+)
+
+
+def test_parse_default_route_takes_the_lowest_metric_of_the_routes_up():
+    # eth2's default route has the lowest metric but is down (no RTF_UP); eth0's beats eth1's.
+    # The gateway is in the host's byte order (this test machine is little-endian, as /proc is).
+    assert tc.parse_default_route(ROUTES) == ("eth0", "10.89.0.1")
+    assert tc.parse_default_route(ROUTES.split("\n", 1)[0] + "\n") is None
+
+
+def test_default_ipv4_is_an_address_of_the_default_route_interface(tmp_path):
+    found = tc.default_ipv4()
+    if not found:
+        pytest.skip("this machine has no IPv4 default route")
+    shown = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "dev", found["interface"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f" {found['address']}/" in shown, (found, shown)
+    no_default = tmp_path / "route"
+    no_default.write_text(ROUTES.splitlines()[0] + "\n" + ROUTES.splitlines()[2] + "\n")
+    assert tc.default_ipv4(str(no_default)) == {}
+    assert tc.default_ipv4(str(tmp_path / "missing")) == {}
+
+
 @pytest.mark.parametrize(
     ("overrides", "argument"),
     [
@@ -426,6 +459,8 @@ def test_check_of_no_tenants(check, state_dir):
     result = check([])
     assert (result["converged"], result["stale"], result["changed"]) == ([], {}, False)
     assert not state_dir.exists()
+    # The host's default address comes with every check (the registration needs no fact gathering).
+    assert result.get("ansible_facts", {}).get("default_ipv4") == (tc.default_ipv4() or None)
 
 
 def test_absent_removes_record(record, tenant_check, check, state_dir):
