@@ -75,6 +75,9 @@ def ansible_env(repo: Path) -> dict[str, str]:
     pythonpath = [str(repo), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {
         "ANSIBLE_CONFIG": str(repo / "ansible.cfg"),
+        # ansible-runner appends its own callback directory to this one (ansible.cfg's setting
+        # would be overridden): the module payload cache (callback_plugins/shadowdb_module_cache.py).
+        "ANSIBLE_CALLBACK_PLUGINS": str(repo / "callback_plugins"),
         "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "PYTHONPATH": os.pathsep.join(pythonpath),
     }

@@ -35,7 +35,8 @@ def lab(tmp_path_factory):
 
 def run(lab: Lab, calls_file: Path, extravars: dict) -> tuple[float, dict]:
     env = {
-        "ANSIBLE_CALLBACK_PLUGINS": str(HERE / "callback_plugins"),
+        # The project's own callbacks too (the module payload cache, as in every run).
+        "ANSIBLE_CALLBACK_PLUGINS": f"{HERE / 'callback_plugins'}:{HERE.parent.parent / 'callback_plugins'}",
         "ANSIBLE_CALLBACKS_ENABLED": "shadowdb_calls",
         "SHADOWDB_CALLS_FILE": str(calls_file),
     }
