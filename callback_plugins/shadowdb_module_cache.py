@@ -11,8 +11,8 @@ first call.
 
 This callback, loaded without being enabled (CALLBACK_NEEDS_ENABLED is false), points that cache
 at a directory that outlives the run, one per version of everything a payload is built from:
-ansible-core's version, this checkout's library/ and module_utils/ trees, and the installed
-collections' versions. A change to any of them selects a new, empty directory, so a payload is
+ansible-core's version, this checkout (its path, its library/ and module_utils/ trees), and the
+installed collections' versions. A change to any of them selects a new, empty directory, so a payload is
 never served from other code. The directory is the user's own (mode 0700: a payload is code run
 as root on the hosts); the newest few are kept, older ones removed.
 
@@ -47,7 +47,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 # Ansible's per-run cache of built payloads, inside the run's private temporary directory
 # (ansible/executor/module_common.py, _find_module_utils).
 ANSIBLE_CACHE_NAME = "ansiballz_cache"
-KEEP = 4
+KEEP = 8
 
 
 def _tree_digest(digest, root):
@@ -66,7 +66,8 @@ def _collections_versions():
 
 def cache_key():
     """Digest of everything a payload is built from."""
-    digest = hashlib.sha256(ansible_version.encode() + b"\0")
+    # The checkout's own path too: a payload's metadata names its source files by path.
+    digest = hashlib.sha256(ansible_version.encode() + b"\0" + str(PROJECT).encode() + b"\0")
     for tree in ("library", "module_utils"):
         _tree_digest(digest, PROJECT / tree)
     digest.update(json.dumps(_collections_versions(), sort_keys=True).encode())
