@@ -46,10 +46,11 @@ description:
   - The check is built for speed, with no per-tenant process - mount points are read once from
     C(/proc/self/mountinfo), listening sockets once from C(/proc/net/tcp) and C(/proc/net/tcp6), and the
     units of all tenants are checked with a single C(systemctl is-active) call.
-  - O(state=check) also returns the host's IPv4 address on its default route as the fact
-    C(default_ipv4) (RV(ansible_facts)), the address the host's tenants are registered with, so that a run
-    which finds the host converged needs no fact gathering. It is the primary address of the interface of
-    the default route with the lowest metric in C(/proc/net/route); no fact when there is no default route.
+  - With O(default_address), O(state=check) also returns the host's IPv4 address on its default route as
+    the fact C(default_ipv4) (RV(ansible_facts)), the address the host's tenants are registered with, so
+    that a run which finds the host converged needs no fact gathering. It is the primary address of the
+    interface of the default route with the lowest metric in C(/proc/net/route); no fact when there is no
+    default route.
   - O(state=absent) deletes the record of O(name), for example when the tenant is removed.
   - 'List forms, to converge a batch of tenants of a host in one call each: O(state=absent) with O(tenants)
     deletes the records of all of them (RV(records)), O(state=record) with O(records) writes all of them
@@ -70,6 +71,12 @@ options:
     type: str
     required: true
     choices: [check, record, absent]
+  default_address:
+    description:
+      - With O(state=check), return the host's default IPv4 address as the fact C(default_ipv4).
+      - Leave it off in a task delegated to another host; the fact would be given to the task's own host.
+    type: bool
+    default: false
   state_dir:
     description:
       - Directory holding the records, one C(<name>.json) per tenant.
@@ -313,7 +320,7 @@ ansible_facts:
   description:
     - With O(state=check), C(default_ipv4) (C(address), C(interface), C(gateway)) when the host has an IPv4
       default route, as C(ansible.builtin.setup) names it.
-  returned: state is check, when the host has an IPv4 default route
+  returned: state is check with O(default_address), when the host has an IPv4 default route
   type: dict
   sample: {"default_ipv4": {"address": "10.89.0.2", "interface": "eth0", "gateway": "10.89.0.1"}}
 diff:
@@ -881,6 +888,7 @@ def main():
         argument_spec=dict(
             state=dict(type="str", required=True, choices=["check", "record", "absent"]),
             state_dir=dict(type="path", default="/var/lib/shadowdb/converged"),
+            default_address=dict(type="bool", default=False),
             tenants=dict(
                 type="list",
                 elements="dict",
@@ -914,7 +922,7 @@ def main():
     if state == "check":
         probe = HostProbe(systemctl_runner(module))
         converged, stale = check_tenants(p["tenants"], state_dir, probe)
-        address = default_ipv4()
+        address = default_ipv4() if p["default_address"] else {}
         facts = {"ansible_facts": {"default_ipv4": address}} if address else {}
         module.exit_json(changed=False, converged=converged, stale=stale, **facts)
 

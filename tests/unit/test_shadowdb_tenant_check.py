@@ -67,7 +67,7 @@ def record(tenant_check, conf):
 def check(tenant_check):
     """check({name: fingerprint} or [names]) -> module result."""
 
-    def run(tenants, check_mode=False, env=None):
+    def run(tenants, check_mode=False, env=None, **args):
         if not isinstance(tenants, dict):
             tenants = dict.fromkeys(tenants, FP)
         return tenant_check(
@@ -75,6 +75,7 @@ def check(tenant_check):
             check_mode=check_mode,
             env=env,
             tenants=[dict(name=n, fingerprint=f) for n, f in tenants.items()],
+            **args,
         )
 
     return run
@@ -459,8 +460,11 @@ def test_check_of_no_tenants(check, state_dir):
     result = check([])
     assert (result["converged"], result["stale"], result["changed"]) == ([], {}, False)
     assert not state_dir.exists()
-    # The host's default address comes with every check (the registration needs no fact gathering).
-    assert result.get("ansible_facts", {}).get("default_ipv4") == (tc.default_ipv4() or None)
+    # The host's default address only when asked: a check delegated to another host (the etcd
+    # member's or the proxy's records) must not give that host's address to the task's own host.
+    assert "ansible_facts" not in result
+    asked = check([], default_address=True)
+    assert asked.get("ansible_facts", {}).get("default_ipv4") == (tc.default_ipv4() or None)
 
 
 def test_absent_removes_record(record, tenant_check, check, state_dir):
