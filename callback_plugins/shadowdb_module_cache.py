@@ -5,16 +5,16 @@
 Before it sends a Python module to a host, Ansible builds its payload (AnsiballZ): it parses the
 module and, recursively, every module_utils file it imports (ansible.module_utils.basic and its
 tree) to zip them. It caches each payload in the run's private temporary directory only, so
-every ansible-playbook run builds again each module it uses: measured on a tenant.yml run, about
-a third of the controller's CPU time (5 s of 15 s), and on the critical path of each module's
-first call.
+every ansible-playbook run builds again each module it uses: on a no-op tenant.yml run, about a
+third of the controller's CPU samples (py-spy over every process), and each module's first call
+waits for it.
 
 This callback, loaded without being enabled (CALLBACK_NEEDS_ENABLED is false), points that cache
 at a directory that outlives the run, one per version of everything a payload is built from:
 ansible-core's version, this checkout (its path, its library/ and module_utils/ trees), and the
-installed collections' versions. A change to any of them selects a new, empty directory, so a payload is
-never served from other code. The directory is the user's own (mode 0700: a payload is code run
-as root on the hosts); the newest few are kept, older ones removed.
+installed collections' versions. A change to any of them selects a new, empty directory, so a
+payload is never served from other code. The directory is the user's own (mode 0700: a payload is
+code run as root on the hosts); the KEEP most recently used are kept, older ones removed.
 
 Settings (environment):
   SHADOWDB_MODULE_CACHE       the parent directory (default: $XDG_CACHE_HOME or ~/.cache, then
@@ -39,7 +39,8 @@ type: aggregate
 short_description: Keep Ansible's built module payloads (AnsiballZ) from one run to the next
 description:
   - Points the run's module payload cache at a directory that outlives the run, keyed by a digest of
-    ansible-core's version, the project's library/ and module_utils/ and the installed collections.
+    ansible-core's version, the checkout's path, its library/ and module_utils/ and the installed
+    collections' versions.
   - Set the environment variable SHADOWDB_MODULE_CACHE to a directory, or to V(off) to disable it.
 """
 
