@@ -55,3 +55,18 @@ def run_module(tmp_path):
         return parse_result(proc), proc
 
     return run
+
+
+def local_playbook(tmp_path, tasks, *args, env=None):
+    """ansible-playbook of these tasks on localhost (connection local) with the repository's
+    ansible.cfg, from the repository; env adds to (or overrides) the environment."""
+    playbook = tmp_path / f"local-{os.urandom(4).hex()}.yml"
+    playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
+    return subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", "-c", "local", str(playbook), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), **(env or {})),
+        cwd=REPO,
+    )

@@ -1,10 +1,8 @@
 """callback_plugins/shadowdb_module_cache.py: module payloads built by one ansible-playbook run are
 used by the next, from a directory keyed by everything they are built from."""
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "callback_plugins"))
 
 import shadowdb_module_cache as cache  # noqa: E402
+from conftest import local_playbook  # noqa: E402
 
 TASKS = [
     {"name": "builtin", "ansible.builtin.ping": {}},
@@ -20,17 +19,7 @@ TASKS = [
 
 
 def run(tmp_path, setting):
-    playbook = tmp_path / "cache.yml"
-    playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": TASKS}]))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), SHADOWDB_MODULE_CACHE=str(setting))
-    proc = subprocess.run(
-        ["ansible-playbook", "-i", "localhost,", "-c", "local", str(playbook), "-vvv"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=REPO,
-    )
+    proc = local_playbook(tmp_path, TASKS, "-vvv", env={"SHADOWDB_MODULE_CACHE": str(setting)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 

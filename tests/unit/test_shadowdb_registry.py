@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import shadowdb_registry as reg
+from conftest import local_playbook
 
 MODULE = "shadowdb_registry"
 PREFIX = "/shadowdb/tenants/"
@@ -872,21 +873,11 @@ def test_etcd_lost_in_the_middle_fails_the_call_with_the_results_so_far(etcd):
 def run_playbook(tmp_path, tasks, *args):
     """ansible-playbook on localhost (connection local) with the repository's ansible.cfg;
     returns the JSON callback's task results by task name."""
-    playbook = tmp_path / "registry.yml"
-    playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_CALLBACK_RESULT_FORMAT="json",
-    )
-    proc = subprocess.run(
-        ["ansible-playbook", "-i", "localhost,", "-c", "local", str(playbook), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=REPO,
+    proc = local_playbook(
+        tmp_path,
+        tasks,
+        *args,
+        env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"},
     )
     # The JSON callback prints one document at the end; -vvv prints its own lines before it.
     document = proc.stdout[proc.stdout.rfind("\n{\n") + 1 :] if "\n{\n" in proc.stdout else proc.stdout
