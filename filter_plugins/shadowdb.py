@@ -23,6 +23,8 @@ FILTERS = {
     "shadowdb_check_tenants": spec.shadowdb_check_tenants,
     "shadowdb_converged_record": layout.shadowdb_converged_record,
     "shadowdb_extension_packages": postgres.shadowdb_extension_packages,
+    "shadowdb_ha_members": registry.shadowdb_ha_members,
+    "shadowdb_ha_records": registry.shadowdb_ha_records,
     "shadowdb_os_user": layout.shadowdb_os_user,
     "shadowdb_pg_settings": tiers.shadowdb_pg_settings,
     "shadowdb_registry_current": registry.shadowdb_registry_current,

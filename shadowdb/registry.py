@@ -95,6 +95,17 @@ def shadowdb_registry_records(
     return {"records": out, "refused": refused, "failed": failed}
 
 
+def shadowdb_ha_members(record: Mapping) -> list[dict]:
+    """The Patroni members of a registry record: an HA tenant's members each have their REST API
+    port (api_port); a standalone tenant's record has none ([])."""
+    return [dict(member) for member in (record or {}).get("members") or [] if "api_port" in member]
+
+
+def shadowdb_ha_records(records: Iterable[Mapping]) -> list[dict]:
+    """The records of HA tenants among ``records`` (those with Patroni members)."""
+    return [dict(record) for record in records if shadowdb_ha_members(record)]
+
+
 def shadowdb_registry_taken(records: Iterable[Mapping], names: Iterable[str], host: str) -> dict[str, str]:
     """Return {name: the error} for the names of this run (to be served on host) that the
     registry gives to another host, or to an HA tenant (whose members are converged by
@@ -105,9 +116,8 @@ def shadowdb_registry_taken(records: Iterable[Mapping], names: Iterable[str], ho
         record = by_name.get(name)
         if record is None:
             continue
-        members = record.get("members") or []
-        ha = any("api_port" in member for member in members)
-        hosts = [member["host"] for member in members] if ha else [record["host"]]
+        ha = bool(shadowdb_ha_members(record))
+        hosts = [member["host"] for member in record.get("members") or []] if ha else [record["host"]]
         if ha or set(hosts) - {host}:
             taken[name] = f"tenant.name: a tenant named '{name}' already exists on {', '.join(hosts)}" + (
                 " (an HA tenant: converge it with playbooks/tenant_ha.yml)" if ha else ""

@@ -1,6 +1,12 @@
 """The registry records of a host's tenants (shadowdb/registry.py)."""
 
-from shadowdb.registry import shadowdb_registry_current, shadowdb_registry_records, shadowdb_registry_taken
+from shadowdb.registry import (
+    shadowdb_ha_members,
+    shadowdb_ha_records,
+    shadowdb_registry_current,
+    shadowdb_registry_records,
+    shadowdb_registry_taken,
+)
 
 HOST, ADDRESS = "db1", "10.0.0.5"
 
@@ -115,3 +121,19 @@ def test_taken_names_another_host_or_an_ha_tenant():
         "already exists on db1, db3 (an HA tenant: converge it with playbooks/tenant_ha.yml)"
         in taken["hooli"]
     )
+
+
+def test_ha_members_are_the_members_with_a_rest_api_port():
+    standalone = {"tenant": "solo", "host": "db1", "members": [{"host": "db1", "port": 20001}]}
+    ha = {
+        "tenant": "duo",
+        "host": "db1",
+        "members": [
+            {"host": "db1", "port": 20002, "api_port": 21002, "role": "leader"},
+            {"host": "db2", "port": 20003, "api_port": 21003, "role": "replica"},
+        ],
+    }
+    assert shadowdb_ha_members(standalone) == []
+    assert shadowdb_ha_members({"tenant": "old"}) == [] and shadowdb_ha_members({}) == []
+    assert [m["host"] for m in shadowdb_ha_members(ha)] == ["db1", "db2"]
+    assert shadowdb_ha_records([standalone, ha, {"tenant": "old"}]) == [ha]
