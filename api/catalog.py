@@ -103,8 +103,8 @@ def plan(job: dict, routed: bool) -> list[str]:
 
     An HA job is one step (tenant_ha.yml routes the tenant itself). A create or update is its
     host step, which also registers and routes the tenant when the inventory has routing; a
-    create starts with its guard step. A delete with routing is its route step (unregister,
-    before the cluster goes) then its host step.
+    create's host step begins with the create guard, in the same run. A delete with routing is
+    its route step (unregister, before the cluster goes) then its host step.
     """
     if job["kind"] == "backup":
         return ["backup"]  # on the repository host: the tenant's host is not held
@@ -112,10 +112,7 @@ def plan(job: dict, routed: bool) -> list[str]:
         return ["ha"]
     if job["kind"] == "delete":
         return ["route", "host"] if routed else ["host"]
-    # A create first runs the create guard (api/playbooks/create_guard.yml) on its own, so that
-    # its host step may share a run with other jobs of the host (a batch); the guards of creates
-    # waiting at once share a run too.
-    return ["guard", "host"] if job["kind"] == "create" else ["host"]
+    return ["host"]
 
 
 def step_lock(job: dict, step: str) -> str | None:
@@ -128,8 +125,6 @@ def step_lock(job: dict, step: str) -> str | None:
     routing lock (one at a time); an HA step also locks the hosts of its members (jobs.hosts)
     in api/jobs.py (host locks).
     """
-    if step == "guard":
-        return None  # reads the hosts and the registry only
     if step == "backup":
         return f"shadowdb:backup:{job['tenant']}"  # pgBackRest runs one backup of a stanza at a time
     return ROUTING if step in ("route", "ha") else f"shadowdb:host:{job['host']}"

@@ -10,9 +10,10 @@
 - Batches: a host step of a create or update takes along the creates and updates waiting for a
   host step on the same host (``batch_max``): one run of tenant.yml for all their tenants (with
   routing, it registers and routes them too), each job keeping its own outcome (``jobs.run_by``:
-  the job whose run does a job's step). A guard step takes along the creates waiting for their
-  guard, on any host: one look at every db host and the registry for all their names. Both
-  wait ``batch_wait`` seconds first, so that requests sent together share one run.
+  the job whose run does a job's step). The run begins with the create guard of the creates
+  among them (api/playbooks/create_guards.yml: one look at every db host and the registry for
+  all their names); a create refused there fails alone. A host step waits ``batch_wait``
+  seconds first, so that requests sent together share one run.
 - High availability: an HA step (tenant_ha.yml) touches the hosts of its members, chosen when
   the job is queued (``jobs.hosts``, shadowdb.tenant_hosts; tenant_ha.yml places them there).
   Besides the routing lock it takes a PostgreSQL advisory lock per host it touches
@@ -69,15 +70,11 @@ from .settings import Settings
 log = logging.getLogger("shadowdb.api.jobs")
 
 _CANCEL_CHECK_EVERY = 1.0
-# A guard run takes along the creates of up to this many host batches (batch_max each).
-GUARD_BATCHES = 4
 # Advisory locks (arbitrary, fixed keys): a db host (two-key form: this class and the host's
 # name hashed; shared: a host step; exclusive: an HA step), and the recovery of stalled steps (a
 # transaction lock: one recovery at a time).
 HOST_LOCK_CLASS = 0x5DB0005
 _RECOVERY_LOCK = 0x5DB0006
-# One guard step begins at a time (a transaction lock, held for the claim only).
-_GUARD_BEGIN_LOCK = 0x5DB0007
 _LOCK_POLL = 0.2
 RECOVER_TASK = "shadowdb_recover"
 DRIFT_TASK = "shadowdb_drift"
@@ -291,11 +288,6 @@ class Engine(Runs):
         same host (a batch, up to ``batch_max``). None when there is nothing to run: the job was
         cancelled or has finished, a run is doing its step, or this is a stale copy of a step."""
         with conn.transaction():
-            if step == "guard":
-                # One guard begins at a time: two workers beginning theirs at once would each lock
-                # its own job and skip the other's, and the creates sent together would take two
-                # guard runs instead of one. The second finds its job taken by the first's run.
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_GUARD_BEGIN_LOCK,))
             job = conn.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
             if job is None or job["status"] not in ACTIVE or job["step"] != step or job["run_by"]:
                 log.info("job %s: step %s has nothing to do", job_id, step)
@@ -317,17 +309,6 @@ class Engine(Runs):
                     " AND NOT cancel_requested AND id <> %s AND steps = %s::text[]"
                     " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
                     (job["host"], job_id, job["steps"], self.settings.batch_max - 1),
-                ).fetchall()
-            elif step == "guard" and self.settings.batch_max > 1:
-                # The guards of the creates waiting at once, on any host: one look at every host.
-                # A name costs the guard one loop in a shell, not a tenant's converge: it takes
-                # the batches of several hosts, so that they reach their host steps together.
-                members += conn.execute(
-                    "SELECT * FROM jobs WHERE step = 'guard' AND run_by IS NULL"
-                    " AND status IN ('queued', 'running') AND kind = 'create' AND NOT exclusive"
-                    " AND NOT cancel_requested AND id <> %s"
-                    " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                    (job_id, GUARD_BATCHES * self.settings.batch_max - 1),
                 ).fetchall()
             started = []
             for member in members:
@@ -403,9 +384,9 @@ class Engine(Runs):
 
     def _step_task(self, context, job_id: str, step: str) -> None:
         """procrastinate's task: one step of one job (and of the jobs of its batch)."""
-        if step in ("guard", "host") and self.settings.batch_max > 1:
-            # A short window, so that the requests sent together (and the jobs that passed one
-            # guard run together) are all waiting when this step takes the others along.
+        if step == "host" and self.settings.batch_max > 1:
+            # A short window, so that the requests sent together are all waiting when this step
+            # takes the others along.
             time.sleep(self.settings.batch_wait)
         with self._connect() as conn:  # the step's session (its advisory lock goes with it)
             members = self._begin(conn, job_id, step)
@@ -454,10 +435,9 @@ class Engine(Runs):
                     # From now on the tenant may be HA on the hosts: its next jobs go through
                     # tenant_ha.yml too, until one leaves it standalone (catalog._settle_tenant).
                     conn.execute("UPDATE tenants SET ha = true WHERE name = %s", (job["tenant"],))
-                if step == "guard":
-                    playbook, extravars, skip = self._guards(job, members)
-                elif len(members) > 1:
-                    playbook, extravars, skip = self._batch(job, members)
+                if len(members) > 1:
+                    passed = {str(m["id"]) for m in members if self._guard_passed(conn, m)}
+                    playbook, extravars, skip = self._batch(job, members, passed)
                 else:
                     planned = {s: (p, e) for s, p, e in self._steps(job, self._guard_passed(conn, job))}
                     playbook, extravars = planned[step]
@@ -474,8 +454,10 @@ class Engine(Runs):
                 started = {"step": step, "state": "started", "worker": self.name} | batch
                 for i in ids:
                     add_event(conn, i, "step", started)
+                # A batch's guard task: its result goes to the streams of the creates it passed.
+                guarded = {m["tenant"]: str(m["id"]) for m in members} if len(members) > 1 else None
                 runner, state = self._ansible(
-                    conn, job, step, playbook, extravars, skip, data_dir, cancelled, streams=ids
+                    conn, job, step, playbook, extravars, skip, data_dir, cancelled, ids, guarded
                 )
                 for i in ids:
                     add_event(
@@ -515,11 +497,14 @@ class Engine(Runs):
             return
         for member in members:
             outcome, reason, own, found = status, error, stats, conflict
-            if status is None and step == "guard":
+            if len(members) > 1:
+                # Refused by the create guard: its own reason, whether or not the run went on.
                 outcome, reason, found = self._guard_outcome(member, stats)
                 own = {}
-            elif status is None and len(members) > 1:
-                outcome, reason, own = self._batch_outcome(member, stats)
+                if outcome is None and status is None:
+                    outcome, reason, own = self._batch_outcome(member, stats)
+                elif outcome is None:
+                    outcome, reason = status, error
             self._advance(conn, member, step, outcome, reason, own, found)
 
     def _advance(self, conn, job: dict, step: str, status, error, step_stats: dict, conflict) -> None:

@@ -14,8 +14,9 @@ from .settings import ansible_env
 log = logging.getLogger("shadowdb.api.jobs")
 
 _MAX_MSG = 300
-# The last task of api/playbooks/create_guard.yml: when an attempt of a create job passed it,
-# later attempts (after a crash) skip the guard, since what is on the host is their own work.
+# The last task of api/playbooks/create_guard.yml (and of create_guards.yml, for a batch): when
+# an attempt of a create job passed it, later attempts (after a crash) skip the guard, since
+# what is on the host is their own work.
 GUARD_TASK = "No tenant of that name on any db host or in the registry"
 
 # Ansible runner events kept, and what they become in the catalog (and on the SSE stream).
@@ -116,14 +117,12 @@ class Runs:
         playbooks = self.settings.repo / "api" / "playbooks"
         name = job["tenant"]
         public_key = base64.b64encode(bytes(job["public_key"])).decode() if job["public_key"] else ""
-        # A create runs the create guard first (api/playbooks/create_guard.yml): never adopt.
+        # A create's run begins with the create guard (api/playbooks/create_guard.yml): never adopt.
         guard = {"api_job_kind": job["kind"], "api_job_guard_passed": guard_passed}
         steps = job.get("steps") or plan(job, self.routed())
         planned = []
         for step in steps:
-            if step == "guard":  # alone here; _run_step takes the other waiting creates along
-                planned.append(("guard", *self._guards(job, [job])[:2]))
-            elif step in ("host", "ha") and job["kind"] == "restore":
+            if step in ("host", "ha") and job["kind"] == "restore":
                 # tenant_restore.yml: an HA tenant's from any member (its leader found there).
                 target = (job.get("request") or {})["target"]
                 extravars = {"tenant_host": job["host"], "tenant": name, "confirm": name, "target": target}
@@ -156,8 +155,6 @@ class Runs:
                     "tenant": job["spec"],
                     "api_job_public_key": public_key,
                 }
-                # A create whose guard ran as a step of its own does not run it again.
-                guard["api_job_guard_passed"] = guard_passed or "guard" in steps
                 planned.append(("host", str(playbooks / "tenant_job.yml"), extravars | guard))
             else:
                 state = "absent" if job["kind"] == "delete" else "present"
@@ -184,21 +181,14 @@ class Runs:
             return None
         return _conflict_of(job, found)
 
-    def _guards(self, job: dict, members: list[dict]) -> tuple[str, dict, None]:
-        """(playbook, extra vars, skipped tags) of one guard step for the creates ``members``."""
-        guards = [
-            {"name": m["tenant"], "pg_version": (m["spec"] or {}).get("pg_version", 17), "host": m["host"]}
-            for m in members
-        ]
-        playbook = self.settings.repo / "api" / "playbooks" / "create_guards.yml"
-        return str(playbook), {"tenant_host": job["host"], "api_guards": guards}, None
-
     @staticmethod
     def _guard_outcome(job: dict, stats: dict) -> tuple[str | None, str | None, dict | None]:
-        """(status, error, conflict) of one create after a guard run that succeeded."""
+        """(status, error, conflict) of one job of a batch after the batch's create guard:
+        (None, None, None) unless the guard refused it (a bad name or version, or a tenant of
+        that name already on a host or in the registry)."""
         guard = stats.get("shadowdb_api_guard")
-        if not isinstance(guard, dict):
-            return "failed", "the create guard returned no result", None
+        if job["kind"] != "create" or not isinstance(guard, dict):
+            return None, None, None
         name = job["tenant"]
         refused = guard.get("refused") or {}
         if name in refused:
@@ -209,13 +199,24 @@ class Runs:
             return "failed", conflict["error"], conflict
         return None, None, None
 
-    def _batch(self, job: dict, members: list[dict]) -> tuple[str, dict, str]:
-        """(playbook, extra vars, skipped tags) of one run of the host step of several jobs."""
+    def _batch(self, job: dict, members: list[dict], passed: set[str]) -> tuple[str, dict, str]:
+        """(playbook, extra vars, skipped tags) of one run of the host step of several jobs; the
+        creates among them not ``passed`` (ids of jobs an earlier attempt of which passed the
+        create guard) go through the guard first."""
         return (
             str(self.settings.repo / "api" / "playbooks" / "tenants_job.yml"),
             {
                 "tenant_host": job["host"],
-                "tenants": [m["spec"] for m in members],
+                "api_tenants": [m["spec"] for m in members],
+                "api_guards": [
+                    {
+                        "name": m["tenant"],
+                        "pg_version": (m["spec"] or {}).get("pg_version", 17),
+                        "host": m["host"],
+                    }
+                    for m in members
+                    if m["kind"] == "create" and str(m["id"]) not in passed
+                ],
                 "api_jobs": [
                     {
                         "name": m["tenant"],
@@ -249,9 +250,13 @@ class Runs:
             },
         )
 
-    def _ansible(self, conn, job, step, playbook, extravars, skip_tags, data_dir, cancelled, streams=None):
+    def _ansible(
+        self, conn, job, step, playbook, extravars, skip_tags, data_dir, cancelled, streams=None, guarded=None
+    ):
         """One ansible-runner run of a job's step; its events go to the job's stream (and to the
-        streams of the other jobs of its batch)."""
+        streams of the other jobs of its batch). ``guarded`` ({tenant: job id}, a batch): the
+        result of the batch's create guard goes to the streams of the creates it passed only
+        (the facts of its task name them), so that a later attempt knows it passed."""
         job_id = str(job["id"])
         streams = streams or [job_id]
         state: dict = {"stats": {}, "failure": None}
@@ -269,7 +274,12 @@ class Runs:
                 ):
                     state["failure"] = data
                     log_failure(job_id, data, (event.get("event_data") or {}).get("res") or {})
-                for stream in streams:
+                targets = streams
+                if guarded is not None and kind == "result" and data["task"] == GUARD_TASK:
+                    facts = ((event.get("event_data") or {}).get("res") or {}).get("ansible_facts") or {}
+                    passed = facts.get("api_guard_passed") if data["status"] == "ok" else []
+                    targets = [guarded[n] for n in passed or [] if n in guarded]
+                for stream in targets:
                     add_event(conn, stream, kind, data)
             return self.settings.keep_artifacts
 

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
         0.5,
         ge=0,
         le=10,
-        description="seconds a guard or host step waits before taking the waiting jobs along, so that"
+        description="seconds a host step waits before taking the waiting jobs along, so that"
         " requests sent together share one run (0: no wait)",
     )
     max_queued: int = Field(64, ge=1, description="unfinished jobs accepted before new ones get 429")

@@ -370,6 +370,7 @@ def test_migrations_are_idempotent(devdb, catalog):
         "0007_drift",
         "0008_backups",
         "0009_backup_jobs",
+        "0010_guard_in_host_step",
     ]
     # procrastinate's schema, and every migration file of the pinned version marked as in it
     from procrastinate.schema import migrations_path

@@ -25,15 +25,6 @@ def enqueue(catalog, name, host):
     return catalog.create_tenant({"name": name}, lambda spec, records, current: [host], job, max_queued=100)
 
 
-def past_guard(catalog, job):
-    """A create whose guard step is done: its host step is queued (as the engine leaves it)."""
-    with catalog.conn() as conn, conn.transaction():
-        conn.execute("DELETE FROM procrastinate_jobs WHERE args->>'job_id' = %s", (str(job["id"]),))
-        row = conn.execute("UPDATE jobs SET step = 'host' WHERE id = %s RETURNING *", (job["id"],)).fetchone()
-        defer_step(conn, row, "host")
-    return row
-
-
 @pytest.fixture
 def engine(devdb, fake_inventory, tmp_path, catalog):
     return Engine(make_settings(devdb, fake_inventory, tmp_path, max_attempts=2))
@@ -57,9 +48,9 @@ def fetch_all(engine, n: int) -> list:
 
 
 def test_one_run_per_host_and_hosts_in_parallel(engine, catalog):
-    a1 = past_guard(catalog, enqueue(catalog, "a1", "host-a"))
-    past_guard(catalog, enqueue(catalog, "a2", "host-a"))
-    b1 = past_guard(catalog, enqueue(catalog, "b1", "host-b"))
+    a1 = enqueue(catalog, "a1", "host-a")
+    enqueue(catalog, "a2", "host-a")
+    b1 = enqueue(catalog, "b1", "host-b")
     got = fetch_all(engine, 3)
     assert [t and t.task_kwargs["job_id"] for t in got] == [str(a1["id"]), str(b1["id"]), None]
     assert got[0].lock == "shadowdb:host:host-a" and got[1].lock == "shadowdb:host:host-b"
@@ -123,10 +114,10 @@ def test_the_hosts_a_step_locks(engine, catalog):
 @pytest.mark.parametrize(
     ("routed", "kind", "steps"),
     [
-        (False, "create", ["guard", "host"]),
+        (False, "create", ["host"]),
         (False, "update", ["host"]),
         (False, "delete", ["host"]),
-        (True, "create", ["guard", "host"]),
+        (True, "create", ["host"]),
         (True, "update", ["host"]),
         (True, "delete", ["route", "host"]),
     ],
@@ -142,27 +133,22 @@ def test_steps_of_a_job(engine, routed, kind, steps):
         assert playbook.endswith("api/playbooks/tenant_route.yml")
         assert extravars["api_route_state"] == "absent"
     assert by_step["host"][0].endswith("tenant_remove.yml" if kind == "delete" else "tenant_job.yml")
-    if kind == "create":  # the guard runs as a step of its own, not again in the host step
-        assert by_step["guard"][0].endswith("api/playbooks/create_guards.yml")
-        assert by_step["guard"][1]["api_guards"] == [{"name": "a1", "pg_version": 17, "host": "host-a"}]
-        assert by_step["host"][1]["api_job_guard_passed"] is True
+    if kind == "create":  # the host step's run begins with the create guard
+        assert by_step["host"][1]["api_job_kind"] == "create"
+        assert by_step["host"][1]["api_job_guard_passed"] is False
 
 
 def test_the_steps_are_fixed_when_the_job_is_queued(catalog):
     catalog.routed = lambda: True
     job = enqueue(catalog, "a1", "host-a")
-    assert job["steps"] == ["guard", "host"] and job["step"] == "guard"
-    with catalog.conn() as conn:
-        (task,) = conn.execute("SELECT lock, args FROM procrastinate_jobs").fetchall()
-    assert task == {"lock": None, "args": {"job_id": str(job["id"]), "step": "guard"}}  # no host lock
-    past_guard(catalog, job)
+    assert job["steps"] == ["host"] and job["step"] == "host"
     with catalog.conn() as conn:
         (task,) = conn.execute("SELECT lock, args FROM procrastinate_jobs").fetchall()
     assert task == {"lock": "shadowdb:host:host-a", "args": {"job_id": str(job["id"]), "step": "host"}}
 
 
 def test_a_step_whose_worker_died_is_queued_again(engine, catalog):
-    job = past_guard(catalog, enqueue(catalog, "a1", "host-a"))
+    job = enqueue(catalog, "a1", "host-a")
     (task,) = fetch_all(engine, 1)  # a worker took it...
     with catalog.conn() as conn:
         assert engine._begin(conn, str(job["id"]), "host")[0]["attempts"] == 1
@@ -211,7 +197,7 @@ def test_a_drift_check_whose_worker_died_lets_the_routing_lock_go(engine, catalo
 
 
 def test_a_stale_copy_of_a_step_does_nothing(engine, catalog):
-    job = past_guard(catalog, enqueue(catalog, "a1", "host-a"))
+    job = enqueue(catalog, "a1", "host-a")
     with catalog.conn() as conn:
         assert engine._begin(conn, str(job["id"]), "route") is None  # not the job's step
         catalog.request_cancel(job["id"])
@@ -221,7 +207,7 @@ def test_a_stale_copy_of_a_step_does_nothing(engine, catalog):
 
 
 def test_cancel_of_a_running_job_is_a_request(engine, catalog):
-    job = past_guard(catalog, enqueue(catalog, "a1", "host-a"))
+    job = enqueue(catalog, "a1", "host-a")
     with catalog.conn() as conn:
         engine._begin(conn, str(job["id"]), "host")
     row = catalog.request_cancel(job["id"])
@@ -339,12 +325,42 @@ ROUTE_STEP = """\
 """
 
 
-# A batch (api/playbooks/tenants_job.yml): one run for several tenants of the host; a tenant
-# named bad* fails on its own, as tenant.yml reports it.
+# A batch (api/playbooks/tenants_job.yml): one run for several tenants of the host. Its create
+# guard first (as create_guards.yml hands it back): a create named taken* already exists on the
+# host, and is left out of the converge; then a tenant named bad* fails on its own, as tenant.yml
+# reports it.
 BATCH_STEP = """\
+- name: Refuse to create a tenant that already exists (stand-in)
+  hosts: "{{ tenant_host }}"
+  gather_facts: false
+  tasks:
+    - name: One look for all the names
+      ansible.builtin.shell: echo "guard {{ names }} - 0" >> {{ fake_log | default('/dev/null') }}
+      vars:
+        names: "{{ api_guards | map(attribute='name') | join(',') }}"
+      changed_when: false
+      when: api_guards | length > 0
+    - name: No tenant of that name on any db host or in the registry
+      ansible.builtin.set_fact:
+        api_guard_passed: "{{ api_guards | map(attribute='name') | reject('match', 'taken') | list }}"
+        api_guard_stopped: "{{ api_guards | map(attribute='name') | select('match', 'taken') | list }}"
+    - name: Each tenant's conflict
+      ansible.builtin.set_stats:
+        data:
+          shadowdb_api_guard:
+            refused: {}
+            conflicts: >-
+              {% set out = {} %}{% for name in api_guard_stopped %}{%
+                set _ = out.update({name: {'hosts': [tenant_host], 'found': {}, 'registry': false}})
+              %}{% endfor %}{{ out }}
+        per_host: false
+        aggregate: false
+
 - name: Converge the tenants (stand-in)
   hosts: "{{ tenant_host }}"
   gather_facts: false
+  vars:
+    tenants: "{{ api_tenants | rejectattr('name', 'in', api_guard_stopped) | list }}"
   tasks:
     - name: Run for a while
       ansible.builtin.shell: |
@@ -368,30 +384,6 @@ BATCH_STEP = """\
         per_host: false
         aggregate: false
 """
-# The guard step (api/playbooks/create_guards.yml): one run for the creates waiting at once; a
-# tenant named taken* already exists on the run's host.
-GUARD_STEP = """\
-- name: Refuse to create a tenant that already exists (stand-in)
-  hosts: "{{ tenant_host }}"
-  gather_facts: false
-  tasks:
-    - name: One look for all the names
-      ansible.builtin.shell: echo "guard {{ names }} - 0" >> {{ fake_log | default('/dev/null') }}
-      vars:
-        names: "{{ api_guards | map(attribute='name') | join(',') }}"
-      changed_when: false
-    - name: Each tenant's conflict
-      ansible.builtin.set_stats:
-        data:
-          shadowdb_api_guard:
-            refused: {}
-            conflicts: >-
-              {% set out = {} %}{% for g in api_guards if g.name.startswith('taken') %}{%
-                set _ = out.update({g.name: {'hosts': [tenant_host], 'found': {}, 'registry': false}})
-              %}{% endfor %}{{ out }}
-        per_host: false
-        aggregate: false
-"""
 
 
 @pytest.fixture
@@ -403,7 +395,6 @@ def standin(tmp_path):
     (repo / "api" / "playbooks" / "tenant_job.yml").write_text(HOST_STEP)
     (repo / "api" / "playbooks" / "tenant_route.yml").write_text(ROUTE_STEP)
     (repo / "api" / "playbooks" / "tenants_job.yml").write_text(BATCH_STEP)
-    (repo / "api" / "playbooks" / "create_guards.yml").write_text(GUARD_STEP)
     log = tmp_path / "runs.log"
     inventory = tmp_path / "inventory"
     inventory.mkdir()
@@ -429,9 +420,9 @@ def spans(log: Path) -> dict[str, list[tuple[float, float]]]:
     return result
 
 
-def test_a_routed_create_is_two_steps(devdb, catalog, tmp_path, standin):
-    """A create with routing: guard and host steps, each a procrastinate job; the host step
-    registers the tenant (its proxy port is in the result), the host is released after it."""
+def test_a_routed_create_is_one_step(devdb, catalog, tmp_path, standin):
+    """A create with routing: one host step (its run begins with the create guard), which
+    registers the tenant (its proxy port is in the result); the host is released after it."""
     repo, inventory, log = standin
     settings = make_settings(devdb, inventory, tmp_path / "work", engine=True, repo=repo, poll_interval=0.2)
     catalog.routed = lambda: True
@@ -448,7 +439,7 @@ def test_a_routed_create_is_two_steps(devdb, catalog, tmp_path, standin):
     assert row["result"]["endpoint"]["proxy_port"] == 30001 and row["result"]["endpoint"]["port"] == 5432
     assert row["host_released_at"] and row["stats"] is None
     steps = [(d["step"], d["state"]) for k, d in events(catalog, job["id"]) if k == "step"]
-    assert steps == [(s, state) for s in ("guard", "host") for state in ("started", "finished")]
+    assert steps == [("host", "started"), ("host", "finished")]
     assert catalog.tenant("two")["state"] == "ready"
 
 
@@ -503,9 +494,6 @@ def test_a_batch_converges_the_jobs_waiting_for_a_host(devdb, catalog, tmp_path,
             assert time.monotonic() < deadline
             time.sleep(0.2)
         waiting = [enqueue(catalog, name, "host-a") for name in ("ok1", "bad1", "ok2")]
-        while any(catalog.job(j["id"])["step"] != "host" for j in waiting):  # their guards ran
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
         assert "end lead" not in log.read_text(), "the host was free before the jobs waited for it"
         rows = {j["tenant"]: wait_for(catalog, j["id"], timeout=120) for j in [lead, *waiting]}
     finally:
@@ -529,34 +517,34 @@ def test_a_batch_converges_the_jobs_waiting_for_a_host(devdb, catalog, tmp_path,
     assert len(leaders) == 1 and leaders <= {str(j["id"]) for j in waiting}
 
 
-def test_the_guards_of_waiting_creates_share_one_run(devdb, catalog, tmp_path, standin):
-    """Creates waiting for their guard at once, on any host, are looked for by one run; a name
-    found on a host fails its own job with the conflict (the catalog forgets it), the others go
-    on to their host steps."""
+def test_a_batch_guards_its_creates_and_one_refused_fails_alone(devdb, catalog, tmp_path, standin):
+    """Creates waiting at once for one host share one run that begins with their create guard: a
+    name found on a host fails its own job with the conflict (the catalog forgets it) and is left
+    out of the converge; the guard's result goes to the streams of the creates it passed only
+    (so that they skip it if they run again), and those succeed."""
     repo, inventory, log = standin
     with open(inventory / "hosts.yml", "a") as f:
         f.write("  vars:\n    fake_log: " + str(log) + "\n    fake_first_sleep: 0\n    fake_sleep: 0\n")
     settings = make_settings(devdb, inventory, tmp_path / "work", engine=True, repo=repo, poll_interval=0.2)
-    placed = (("g1", "host-a"), ("taken1", "host-b"), ("g2", "host-b"))
-    jobs = [enqueue(catalog, name, host) for name, host in placed]
+    jobs = [enqueue(catalog, name, "host-a") for name in ("g1", "taken1", "g2")]
     engine = Engine(settings)
     engine.start()
     try:
         rows = {j["tenant"]: wait_for(catalog, j["id"], timeout=120) for j in jobs}
     finally:
         engine.stop()
-    guards = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("guard")]
-    assert guards == ["g1,taken1,g2"], guards
+    lines = [line.split()[:2] for line in log.read_text().splitlines()]
+    assert [what for what, _ in lines] == ["guard", "start", "end"], lines  # one run
+    assert lines[0][1] == "g1,taken1,g2" and lines[1][1] == "g1,g2", lines
     assert {name: row["status"] for name, row in rows.items()} == {
         "g1": "succeeded", "taken1": "failed", "g2": "succeeded"
     }  # fmt: skip
     assert rows["taken1"]["error"] == "tenant taken1 already exists on host host-a", rows["taken1"]
     assert rows["taken1"]["result"] == {"conflict": {"hosts": ["host-a"]}}
     assert sorted(t["name"] for t in catalog.tenants()) == ["g1", "g2"]
-    for job in jobs:  # each job's own stream has the shared guard run
-        guard = [d for k, d in events(catalog, job["id"]) if k == "step" and d["step"] == "guard"]
-        assert [d["state"] for d in guard] == ["started", "finished"]
-        assert sorted(guard[0]["tenants"]) == ["g1", "g2", "taken1"]
+    with catalog.conn() as conn:
+        passed = {j["tenant"]: Engine(settings)._guard_passed(conn, j | {"attempts": 2}) for j in jobs}
+    assert passed == {"g1": True, "taken1": False, "g2": True}
 
 
 def worker_env(devdb, repo, inventory, work, **extra) -> dict:
@@ -642,3 +630,23 @@ def test_two_worker_processes_one_run_per_host(devdb, catalog, tmp_path, standin
     both = [max(a[0], b[0]) < min(a[1], b[1]) for a in by_host["host-a"] for b in by_host["host-b"]]
     assert any(both), "the two hosts never ran at the same time"
     assert len(workers_seen(catalog, [j["id"] for j in jobs])) == 2
+
+
+def test_a_create_queued_with_a_guard_step_moves_to_its_host_step(catalog):
+    """Migration 0010: a create queued by an earlier version (steps guard, host; its guard step
+    waiting in procrastinate without a lock) goes to its host step, with the host's lock; a
+    finished job keeps its history."""
+    queued, done = enqueue(catalog, "old1", "host-a"), enqueue(catalog, "old2", "host-b")
+    with catalog.conn() as conn, conn.transaction():
+        conn.execute(
+            "UPDATE jobs SET steps = '{guard,host}', step = 'guard' WHERE id = ANY(%s::uuid[])",
+            ([str(queued["id"]), str(done["id"])],),
+        )
+        conn.execute("UPDATE jobs SET status = 'succeeded' WHERE id = %s", (done["id"],))
+        conn.execute('UPDATE procrastinate_jobs SET lock = NULL, args = args || \'{"step": "guard"}\'')
+        conn.execute((REPO / "api" / "migrations" / "0010_guard_in_host_step.sql").read_text())
+    assert (catalog.job(queued["id"])["steps"], catalog.job(queued["id"])["step"]) == (["host"], "host")
+    assert (catalog.job(done["id"])["steps"], catalog.job(done["id"])["step"]) == (["guard", "host"], "guard")
+    with catalog.conn() as conn:
+        tasks = conn.execute("SELECT lock, args FROM procrastinate_jobs ORDER BY id").fetchall()
+    assert tasks[0] == {"lock": "shadowdb:host:host-a", "args": {"job_id": str(queued["id"]), "step": "host"}}

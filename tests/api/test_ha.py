@@ -137,7 +137,7 @@ def test_standalone_tenants_keep_their_path(ha, admin, catalog, engine):
     job = ha.post("/v1/tenants", json={"name": "solo"}, headers=admin).json()
     row = job_row(catalog, job)
     assert not row["exclusive"]
-    assert [s for s, _, _ in engine._steps(row)] == ["guard", "host"]
+    assert [s for s, _, _ in engine._steps(row)] == ["host"]
     finish(engine, catalog, job, {"endpoint": None})
     patched = ha.patch("/v1/tenants/solo", json={"tier": "medium", "replicas": 0}, headers=admin).json()
     row = job_row(catalog, patched)
@@ -311,7 +311,7 @@ def test_ha_steps_take_the_routing_lock(ha, admin, catalog, engine):
     enqueue(ha, admin, "ha-b", replicas=1)
     got = fetch_all(engine, 3)
     assert [t and t.task_kwargs for t in got] == [
-        {"job_id": s1["id"], "step": "guard"},  # a create's guard step: no lock
+        {"job_id": s1["id"], "step": "host"},  # a create's host step: its host's lock only
         {"job_id": h1["id"], "step": "ha"},
         None,  # the second HA step waits for the first
     ]

@@ -275,8 +275,14 @@ def test_the_guard_is_skipped_only_after_an_attempt_passed_it(devdb, fake_invent
         {"name": "acme"}, lambda spec, records, current: ["h"], {"id": new_job_id(), "created_by": None}, 10
     )
     steps = dict((step, extravars) for step, _, extravars in engine._steps(job | {"attempts": 1}))
-    assert steps["guard"]["api_guards"][0]["name"] == "acme"
-    assert steps["host"]["api_job_guard_passed"] is True  # the guard step ran it, not the host step
+    assert list(steps) == ["host"] and steps["host"]["api_job_guard_passed"] is False
+    other = catalog.create_tenant(
+        {"name": "other"}, lambda spec, records, current: ["h"], {"id": new_job_id(), "created_by": None}, 10
+    )
+    # In a batch: the creates an earlier attempt of which passed the guard are not guarded again.
+    _, extravars, _ = engine._batch(job, [job, other], passed={str(other["id"])})
+    assert [g["name"] for g in extravars["api_guards"]] == ["acme"]
+    assert [t["name"] for t in extravars["api_tenants"]] == ["acme", "other"]
     with catalog.conn() as conn:
         assert not engine._guard_passed(conn, job | {"attempts": 2})
         from api.catalog import add_event
@@ -336,3 +342,47 @@ def test_the_on_host_guard_refuses_an_existing_tenant(devdb, catalog, tmp_path, 
     dump = json.dumps([e["data"] for e in catalog.events(job_id)])
     assert "Traceback" not in dump
     assert (root / "etc" / "shadowdb" / "volumes" / "dupe.env").read_text() == "TENANT=dupe\n"
+
+
+def test_the_guard_of_a_batch_refuses_the_existing_tenant_alone(devdb, catalog, tmp_path):
+    """Two creates for one host share one real run of tenants_job.yml (local connection, on-host
+    paths under a scratch root holding an OS-less trace of 'dupe'): the guard fails 'dupe' with
+    its conflict and leaves it out; 'fresh' goes on into tenant.yml, whose spec check refuses its
+    unknown tier before anything changes, and only 'fresh' has the guard's pass in its stream."""
+    root = tmp_path / "root"
+    (root / "var" / "lib" / "shadowdb" / "converged").mkdir(parents=True)
+    (root / "var" / "lib" / "shadowdb" / "converged" / "dupe.json").write_text("{}")
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    inv = inventory(tmp_path / "inv", {"sdb-guard-batch": local | {"api_guard_root": str(root)}})
+    settings = make_settings(devdb, inv, tmp_path / "work", engine=True)
+    jobs = {
+        name: catalog.create_tenant(
+            {"name": name, "tier": "no-such-tier"},
+            lambda spec, records, current: ["sdb-guard-batch"],
+            {"id": new_job_id(), "created_by": None},
+            10,
+        )
+        for name in ("dupe", "fresh")
+    }
+    engine = Engine(settings)
+    engine.start()
+    try:
+        deadline = time.monotonic() + 180
+        while any(catalog.job(j["id"])["status"] in ("queued", "running") for j in jobs.values()):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    finally:
+        engine.stop()
+    dupe, fresh = (catalog.job(jobs[name]["id"]) for name in ("dupe", "fresh"))
+    assert dupe["status"] == "failed", dupe
+    assert dupe["error"] == "tenant dupe already exists on host sdb-guard-batch", dupe["error"]
+    assert dupe["result"] == {"conflict": {"hosts": ["sdb-guard-batch"]}}
+    assert fresh["status"] == "failed" and "no-such-tier" in fresh["error"], fresh["error"]
+    steps = [e["data"] for e in catalog.events(fresh["id"]) if e["type"] == "step"]
+    assert sorted(steps[0]["tenants"]) == ["dupe", "fresh"]  # one run for both
+    plays = [e["data"]["play"] for e in catalog.events(fresh["id"]) if e["type"] == "play"]
+    assert "Check the tenant specs before anything changes" in plays, plays  # tenant.yml ran for fresh
+    with catalog.conn() as conn:
+        assert engine._guard_passed(conn, fresh | {"attempts": 2})
+        assert not engine._guard_passed(conn, dupe | {"attempts": 2})
+    assert [t["name"] for t in catalog.tenants()] == ["fresh"]
