@@ -13,7 +13,8 @@
   the job whose run does a job's step). The run begins with the create guard of the creates
   among them (api/playbooks/create_guards.yml: one look at every db host and the registry for
   all their names); a create refused there fails alone. A host step waits ``batch_wait``
-  seconds first, so that requests sent together share one run.
+  seconds first, and again while more jobs for its host keep coming (up to ``batch_wait_max``),
+  so that requests sent together share one run.
 - High availability: an HA step (tenant_ha.yml) touches the hosts of its members, chosen when
   the job is queued (``jobs.hosts``, shadowdb.tenant_hosts; tenant_ha.yml places them there).
   Besides the routing lock it takes a PostgreSQL advisory lock per host it touches
@@ -385,9 +386,7 @@ class Engine(Runs):
     def _step_task(self, context, job_id: str, step: str) -> None:
         """procrastinate's task: one step of one job (and of the jobs of its batch)."""
         if step == "host" and self.settings.batch_max > 1:
-            # A short window, so that the requests sent together are all waiting when this step
-            # takes the others along.
-            time.sleep(self.settings.batch_wait)
+            self._gather(job_id)
         with self._connect() as conn:  # the step's session (its advisory lock goes with it)
             members = self._begin(conn, job_id, step)
             if members is None:
@@ -399,6 +398,26 @@ class Engine(Runs):
             finally:
                 with self._count_lock:
                     self._running -= 1
+
+    def _gather(self, job_id: str) -> None:
+        """Before a host step takes the jobs waiting for its host along: wait ``batch_wait``
+        seconds, and again while more of them keep coming (requests sent together reach the
+        catalog over a few seconds when the API is busy placing them), up to ``batch_wait_max``
+        seconds in all or ``batch_max`` jobs. A job alone waits ``batch_wait`` once."""
+        waiting = (
+            "SELECT count(*) AS n FROM jobs WHERE host = (SELECT host FROM jobs WHERE id = %s)"
+            " AND step = 'host' AND run_by IS NULL AND status IN ('queued', 'running')"
+            " AND kind IN ('create', 'update') AND NOT exclusive"
+        )
+        deadline = time.monotonic() + self.settings.batch_wait_max
+        with self._connect() as conn:
+            seen = conn.execute(waiting, (job_id,)).fetchone()["n"]
+            while True:
+                time.sleep(self.settings.batch_wait)
+                now = conn.execute(waiting, (job_id,)).fetchone()["n"]
+                if now <= seen or now >= self.settings.batch_max or time.monotonic() >= deadline:
+                    return
+                seen = now
 
     def _run_step(self, context, conn, members: list[dict], step: str) -> None:
         job = members[0]

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         description="seconds a host step waits before taking the waiting jobs along, so that"
         " requests sent together share one run (0: no wait)",
     )
+    batch_wait_max: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="seconds a host step waits at most while more jobs for its host keep coming",
+    )
     max_queued: int = Field(64, ge=1, description="unfinished jobs accepted before new ones get 429")
     max_attempts: int = Field(3, ge=1, description="runs of one job (first run + re-runs after a crash)")
     stalled_after: float = Field(

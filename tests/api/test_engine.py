@@ -650,3 +650,45 @@ def test_a_create_queued_with_a_guard_step_moves_to_its_host_step(catalog):
     with catalog.conn() as conn:
         tasks = conn.execute("SELECT lock, args FROM procrastinate_jobs ORDER BY id").fetchall()
     assert tasks[0] == {"lock": "shadowdb:host:host-a", "args": {"job_id": str(queued["id"]), "step": "host"}}
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "batch_max", "waits"),
+    [
+        ([], 10, 1),  # alone: one window
+        ([["b1"], ["b2", "b3"]], 10, 3),  # two windows brought more jobs, the third none
+        ([["b1"], ["b2"], ["b3"]], 3, 2),  # batch_max jobs waiting: no need to wait for more
+        ([["other"]], 10, 1),  # a job for another host does not count
+    ],
+)
+def test_a_host_step_waits_while_jobs_for_its_host_keep_coming(
+    devdb, fake_inventory, tmp_path, catalog, monkeypatch, arrivals, batch_max, waits
+):
+    engine = Engine(make_settings(devdb, fake_inventory, tmp_path, batch_max=batch_max, batch_wait=0.01))
+    first = enqueue(catalog, "a1", "host-a")
+    sleeps = []
+
+    def sleep(seconds):  # each window: the jobs that reached the catalog meanwhile
+        sleeps.append(seconds)
+        for name in arrivals[len(sleeps) - 1] if len(sleeps) <= len(arrivals) else []:
+            enqueue(catalog, name, "host-b" if name == "other" else "host-a")
+
+    monkeypatch.setattr("api.jobs.time.sleep", sleep)
+    engine._gather(str(first["id"]))
+    assert sleeps == [0.01] * waits
+
+
+def test_a_host_step_waits_at_most_batch_wait_max(devdb, fake_inventory, tmp_path, catalog, monkeypatch):
+    engine = Engine(make_settings(devdb, fake_inventory, tmp_path, batch_wait=0.01, batch_wait_max=0.2))
+    first = enqueue(catalog, "a1", "host-a")
+    count = iter(range(1000))
+
+    def sleep(seconds):  # a job arrives in every window, forever
+        enqueue(catalog, f"c{next(count)}", "host-a")
+        real_sleep(seconds)
+
+    real_sleep = time.sleep
+    monkeypatch.setattr("api.jobs.time.sleep", sleep)
+    t0 = time.monotonic()
+    engine._gather(str(first["id"]))
+    assert time.monotonic() - t0 < 2

@@ -157,6 +157,7 @@ def test_api_onboarding_latency(lab, api, tmp_path):
     finally:
         worker.stop()
     claim, finish = overhead(api)
+    runs = batch_sizes(api)
 
     raw_p50, one_p50 = statistics.median(raw), statistics.median(single)
     print("\n[bench] API onboarding (request -> healthy and routable by SNI), 2 lab hosts, proxy on db1")
@@ -175,6 +176,8 @@ def test_api_onboarding_latency(lab, api, tmp_path):
         f" p50 {statistics.median(two_hosts):6.2f} s"
         f"  all done in {two_hosts_total:6.2f} s = {two_hosts_total / one_p50:4.1f}x one (target <= 2x)"
     )
+    for prefix in ("many", "wide"):
+        print(f"[bench]   runs of the {prefix}* jobs (tenants per run, by host): {runs.get(prefix, {})}")
     print(
         f"[bench]   engine overhead per job: claimed -> playbook start p50 {statistics.median(claim):.2f} s"
         f" (max {max(claim):.2f}), playbook end -> job done p50 {statistics.median(finish):.2f} s"
@@ -203,3 +206,29 @@ def overhead(api) -> tuple[list[float], list[float]]:
     finally:
         catalog.close()
     return engine_overhead(streams)
+
+
+def batch_sizes(api) -> dict[str, dict[str, list[int]]]:
+    """{name prefix: {host: the number of tenants of each host-step run, in order}} from the
+    jobs' step events (a batch's events name its run and tenants; a run of one names neither)."""
+    catalog = Catalog(api.database_url, max_size=2)
+    catalog.open()
+    try:
+        with catalog.conn() as conn:
+            rows = conn.execute(
+                "SELECT j.tenant, j.host, e.data FROM job_events e JOIN jobs j ON j.id = e.job_id"
+                " WHERE e.type = 'step' AND e.data->>'step' = 'host' AND e.data->>'state' = 'started'"
+                " ORDER BY e.created_at"
+            ).fetchall()
+    finally:
+        catalog.close()
+    seen, out = set(), {}
+    for row in rows:
+        prefix = row["tenant"].rstrip("0123456789")
+        run = row["data"].get("run") or row["tenant"]
+        if (prefix, run) in seen:
+            continue
+        seen.add((prefix, run))
+        size = len(row["data"].get("tenants") or [row["tenant"]])
+        out.setdefault(prefix, {}).setdefault(row["host"], []).append(size)
+    return out
