@@ -40,7 +40,12 @@ from .postgres import (
     SUPPORTED_PG_VERSIONS,
     shadowdb_extension_packages,
 )
-from .registry import shadowdb_registry_current, shadowdb_registry_records
+from .registry import (
+    shadowdb_ha_members,
+    shadowdb_ha_records,
+    shadowdb_registry_current,
+    shadowdb_registry_records,
+)
 from .spec import (
     DEFAULT_HBA,
     MAX_REPLICAS,
@@ -113,6 +118,8 @@ __all__ = [
     "shadowdb_check_tenants",
     "shadowdb_extension_packages",
     "shadowdb_fingerprint",
+    "shadowdb_ha_members",
+    "shadowdb_ha_records",
     "shadowdb_host_load",
     "shadowdb_converged_record",
     "shadowdb_os_user",

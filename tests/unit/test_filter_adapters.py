@@ -36,6 +36,8 @@ FILTERS = {
         "shadowdb_clone_plan",
         "shadowdb_converged_record",
         "shadowdb_extension_packages",
+        "shadowdb_ha_members",
+        "shadowdb_ha_records",
         "shadowdb_os_user",
         "shadowdb_pg_settings",
         "shadowdb_registry_current",
