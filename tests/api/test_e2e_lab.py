@@ -83,6 +83,11 @@ def api(lab, devdb, tmp_path_factory):
             # Batches of at most 5: the 20 creates of the scale-out test make two host runs
             # on each host, so that both workers get some (with 10, one worker could take both).
             "batch_max": 5,
+            # One step at a time in the API's own worker: a procrastinate worker that ends a
+            # step fetches the next one at once, before another worker hears of it, so with
+            # more slots the API's worker could take every host step of the scale-out test;
+            # with one, the second worker (4 slots) takes the host step it cannot.
+            "max_workers": 1,
             # A killed worker's runs are taken up by the other within about 15 s.
             "stalled_after": 10,
             "recovery_interval": 5,
@@ -324,7 +329,8 @@ def test_scale_out_two_workers_one_killed(lab, api, token, devdb, tmp_path):
     h = bearer(token)
     with psycopg.connect(devdb.url) as conn:
         before = {r[0] for r in conn.execute("SELECT id FROM procrastinate_workers")}
-    second = Worker(api.env | {"PYTHONPATH": str(REPO)}, tmp_path / "worker2.log").start()
+    second_env = api.env | {"PYTHONPATH": str(REPO), "SHADOWDB_API_MAX_WORKERS": "4"}
+    second = Worker(second_env, tmp_path / "worker2.log").start()
     try:
         deadline = time.monotonic() + 60
         with psycopg.connect(devdb.url) as conn:  # both workers listen before the jobs come
