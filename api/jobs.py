@@ -385,9 +385,9 @@ class Engine(Runs):
 
     def _step_task(self, context, job_id: str, step: str) -> None:
         """procrastinate's task: one step of one job (and of the jobs of its batch)."""
-        if step == "host" and self.settings.batch_max > 1:
-            self._gather(job_id)
         with self._connect() as conn:  # the step's session (its advisory lock goes with it)
+            if step == "host" and self.settings.batch_max > 1:
+                self._gather(conn, job_id)
             members = self._begin(conn, job_id, step)
             if members is None:
                 return
@@ -399,7 +399,7 @@ class Engine(Runs):
                 with self._count_lock:
                     self._running -= 1
 
-    def _gather(self, job_id: str) -> None:
+    def _gather(self, conn, job_id: str) -> None:
         """Before a host step takes the jobs waiting for its host along: wait ``batch_wait``
         seconds, and again while more of them keep coming (requests sent together reach the
         catalog over a few seconds when the API is busy placing them), up to ``batch_wait_max``
@@ -410,14 +410,13 @@ class Engine(Runs):
             " AND kind IN ('create', 'update') AND NOT exclusive"
         )
         deadline = time.monotonic() + self.settings.batch_wait_max
-        with self._connect() as conn:
-            seen = conn.execute(waiting, (job_id,)).fetchone()["n"]
-            while True:
-                time.sleep(self.settings.batch_wait)
-                now = conn.execute(waiting, (job_id,)).fetchone()["n"]
-                if now <= seen or now >= self.settings.batch_max or time.monotonic() >= deadline:
-                    return
-                seen = now
+        seen = conn.execute(waiting, (job_id,)).fetchone()["n"]
+        while True:
+            time.sleep(self.settings.batch_wait)
+            now = conn.execute(waiting, (job_id,)).fetchone()["n"]
+            if now <= seen or now >= self.settings.batch_max or time.monotonic() >= deadline:
+                return
+            seen = now
 
     def _run_step(self, context, conn, members: list[dict], step: str) -> None:
         job = members[0]

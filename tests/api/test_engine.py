@@ -674,7 +674,8 @@ def test_a_host_step_waits_while_jobs_for_its_host_keep_coming(
             enqueue(catalog, name, "host-b" if name == "other" else "host-a")
 
     monkeypatch.setattr("api.jobs.time.sleep", sleep)
-    engine._gather(str(first["id"]))
+    with engine._connect() as conn:
+        engine._gather(conn, str(first["id"]))
     assert sleeps == [0.01] * waits
 
 
@@ -690,5 +691,6 @@ def test_a_host_step_waits_at_most_batch_wait_max(devdb, fake_inventory, tmp_pat
     real_sleep = time.sleep
     monkeypatch.setattr("api.jobs.time.sleep", sleep)
     t0 = time.monotonic()
-    engine._gather(str(first["id"]))
+    with engine._connect() as conn:
+        engine._gather(conn, str(first["id"]))
     assert time.monotonic() - t0 < 2
