@@ -70,6 +70,12 @@ options:
     description: Directory of the PostgreSQL server programs (initdb).
     type: path
     required: true
+  pg_version:
+    description:
+      - The cluster's PostgreSQL major version. From 17 on, initdb flushes the new cluster with one
+        C(syncfs) of the tenant's own volume instead of an fsync of every file (the same durability,
+        about a quarter of initdb's time); without it, or before 17, initdb's default.
+    type: int
   superuser_password:
     description: Password of the bootstrap superuser, given to initdb.
     type: str
@@ -291,6 +297,7 @@ class Cluster:
                 os.path.join(self.p["bin_dir"], "initdb"),
                 f"--pgdata={self.p['data_dir']}", "--data-checksums", "--auth=scram-sha-256",
                 "--username=postgres", "--pwfile=/dev/stdin", "--encoding=UTF8", "--locale=C.UTF-8",
+                *(["--sync-method=syncfs"] if (self.p.get("pg_version") or 0) >= 17 else []),
             ],
             data=self.p["superuser_password"],
             binary_data=True,
@@ -526,6 +533,7 @@ PER_TENANT = dict(
     socket_dir=dict(type="path", required=True),
     port=dict(type="int", required=True),
     bin_dir=dict(type="path", required=True),
+    pg_version=dict(type="int"),
     superuser_password=dict(type="str", required=True, no_log=True),
     files=dict(type="list", elements="dict", required=True),
     dropin=dict(type="path", required=True),
