@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import subprocess
+import threading
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch
@@ -68,9 +69,15 @@ options:
     type: str
     required: true
   daemon_reload:
-    description: Reload systemd before the unit is started (its template changed in this run).
+    description: Reload systemd before the unit is started (its template changed in this run); once per call.
     type: bool
     default: false
+  workers:
+    description:
+      - With O(tenants), how many volumes are made at once, each in a thread (a volume mostly waits on
+        C(mkfs.ext4), the helper or systemd). V(1) makes them one after the other.
+    type: int
+    default: 4
 author:
   - ShadowDB contributors
 """
@@ -159,13 +166,28 @@ def needs_growing(wanted_bytes, filesystem_bytes):
     return filesystem_bytes + MIB < wanted_bytes
 
 
+class ReloadOnce:
+    """systemctl daemon-reload once per call, for the volumes made in threads: the first that
+    starts a unit reloads, the others wait for it (a failed reload is tried again by the next)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self, run):
+        with self._lock:
+            if not self._done:
+                run(["systemctl", "daemon-reload"])
+                self._done = True
+
+
 class Volume:
-    def __init__(self, module, params):
+    def __init__(self, module, params, reload_once=None):
         self.module = module
         self.p = params
         self.check = module.check_mode
         self.actions = []
-        self.reloaded = False
+        self.reload_once = reload_once or ReloadOnce()
         env_file = self.p["env_file"]
         self.diff = {"before": "", "after": "", "before_header": env_file, "after_header": env_file}
 
@@ -309,8 +331,7 @@ class Volume:
     def start_unit(self):
         unit = self.p["unit"]
         if self.p["daemon_reload"] and not self.check:
-            self.run(["systemctl", "daemon-reload"])
-            self.reloaded = True
+            self.reload_once(self.run)
         enabled, active = self.unit_state()
         if enabled and active:
             return False
@@ -381,6 +402,7 @@ SHARED = dict(
     lvm_vg=dict(type="str", default=""),
     helper=dict(type="path", default="/usr/local/libexec/shadowdb/shadowdb-volume"),
     daemon_reload=dict(type="bool", default=False),
+    workers=dict(type="int", default=4),
 )
 
 
@@ -390,7 +412,9 @@ def main():
         required_if=[("backend", "lvm", ["lvm_vg"])],
         supports_check_mode=True,
     )
-    reloaded = []  # systemd is reloaded once per call, before the first unit is started
+    if module.params["workers"] < 1:
+        module.fail_json(msg=f"workers must be at least 1, got {module.params['workers']}")
+    reload_once = ReloadOnce()  # systemd is reloaded once per call, before the first unit is started
 
     def converge_one(params):
         name = params["name"]
@@ -398,20 +422,18 @@ def main():
             raise VolumeError(f"name '{name}' must be a DNS label of 2-16 characters")
         if params["size_mb"] < 1:
             raise VolumeError(f"tenant {name}: size_mb must be positive, got {params['size_mb']}")
-        volume = Volume(module, dict(params, daemon_reload=params["daemon_reload"] and not reloaded))
+        volume = Volume(module, params, reload_once)
         try:
             device = volume.converge()
         except (VolumeError, OSError, subprocess.SubprocessError) as e:
             raise VolumeFailure(str(e), actions=volume.actions) from e
-        finally:
-            if volume.reloaded:
-                reloaded.append(name)
         result = dict(changed=bool(volume.actions), device=device, actions=volume.actions)
         if module._diff and volume.diff["before"] != volume.diff["after"]:
             result["diff"] = volume.diff
         return result
 
-    run_batch(module, PER_TENANT, converge_one, (VolumeError, VolumeFailure))
+    workers = module.params["workers"]
+    run_batch(module, PER_TENANT, converge_one, (VolumeError, VolumeFailure), workers=workers)
 
 
 if __name__ == "__main__":
