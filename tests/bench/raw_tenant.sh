@@ -9,12 +9,13 @@ img=/var/lib/shadowdb/raw/$name.img
 mnt=/mnt/raw/$name
 mkdir -p /var/lib/shadowdb/raw "$mnt"
 truncate -s 1G "$img"
-# Lab hosts have no udev: make the node of a loop device created after the host booted.
+# Lab hosts have no udev: make the node of a loop device created after the host booted, before
+# attaching, as the volume helper does (losetup prints "/dev/loopN (lost)" for a device without one).
 attach() {
     for _ in 1 2 3 4 5 6 7 8 9 10; do
+        free=$(losetup -f | cut -d' ' -f1)
+        [ -e "$free" ] || mknod -m 0660 "$free" b 7 "${free#/dev/loop}" 2>/dev/null || true
         losetup --find --show "$img" 2>/dev/null && return
-        free=$(losetup -f | cut -d/ -f3)
-        [ -e "/dev/$free" ] || mknod -m 0660 "/dev/$free" b 7 "${free#loop}"
     done
     losetup --find --show "$img"
 }
