@@ -138,6 +138,10 @@ class ActionModule(ActionBase):
             result.update(self._apply(layouts))
         return result
 
+    def _server_name(self, tenant):
+        """The name the tenant is served as (its certificate's name): <tenant>.<domain>."""
+        return f"{tenant}.{self._args['domain']}"
+
     def _module(self, name, module_args):
         out = self._execute_module(module_name=name, module_args=module_args, task_vars=self._vars)
         if out.get("results") is None:
@@ -174,7 +178,7 @@ class ActionModule(ActionBase):
                 secrets_dir=tenant.secrets_dir,
                 pg_version=int(spec["pg_version"]),
                 extensions=spec.get("extensions") or [],
-                server_name=f"{spec['name']}.{args['domain']}",
+                server_name=self._server_name(spec["name"]),
                 egress=args["egress"] if spec["name"] in args["backups"] or "source" in spec else [],
             ))  # fmt: skip
         out = self._module("shadowdb_cluster_prepare", dict(
@@ -195,7 +199,7 @@ class ActionModule(ActionBase):
             tenant = layouts[spec["name"]]
             readonly = bool(spec.get("readonly_role"))
             credentials[spec["name"]] = dict(
-                host=f"{spec['name']}.{args['domain']}",
+                host=self._server_name(spec["name"]),
                 address=args["address"] or self._vars.get("inventory_hostname"),
                 port=int(prepared.get("port") or 0),
                 dbname=tenant.owner,
@@ -233,7 +237,7 @@ class ActionModule(ActionBase):
             if result.get("csr") is None:
                 certificates[spec["name"]] = result.get("existing_certificate") or ""
                 continue
-            server_name = f"{spec['name']}.{args['domain']}"
+            server_name = self._server_name(spec["name"])
             params = dict(
                 shared,
                 csr=result["csr"],
@@ -261,15 +265,21 @@ class ActionModule(ActionBase):
         return certificates, diffs
 
     # --- apply ---
-    def _render(self, template, variables):
-        """A role template rendered with these variables only (as the template lookup renders it)."""
+    def _renderer(self):
+        """render(template, variables): a role template rendered with these variables only, as
+        the template lookup renders it (the lookup and the search path found once per task)."""
         lookup = lookup_loader.get("ansible.builtin.template", loader=self._loader, templar=self._templar)
         search = self._vars.get("ansible_search_path") or self._task.get_search_path()
-        return lookup.run([template], variables=dict(variables, ansible_search_path=search))[0]
+
+        def render(template, variables):
+            return lookup.run([template], variables=dict(variables, ansible_search_path=search))[0]
+
+        return render
 
     def _apply(self, layouts):
         args = self._args
         prepared = args["prepared"] or {}
+        render = self._renderer()
         requests = []
         for spec in args["specs"]:
             name = spec["name"]
@@ -278,7 +288,7 @@ class ActionModule(ActionBase):
             passwords = result.get("passwords") or {}
             port = int(result.get("port") or 0)  # 0: a new tenant in check mode
             readonly = bool(spec.get("readonly_role"))
-            server_name = f"{name}.{args['domain']}"
+            server_name = self._server_name(name)
             bin_dir = f"/usr/lib/postgresql/{spec['pg_version']}/bin"
             dropin = f"/etc/systemd/system/{tenant.postgres_unit}.d/50-tenant.conf"
             variables = dict(
@@ -299,7 +309,7 @@ class ActionModule(ActionBase):
                 tenant_cluster_owner_password=passwords.get("owner", ""),
                 tenant_cluster_host_ca=HOST_CA,
             )
-            rendered = {template: self._render(template, variables) for template in TEMPLATES}
+            rendered = {template: render(template, variables) for template in TEMPLATES}
 
             def owned(path, content, mode="0600", user=tenant.os_user):
                 return dict(path=path, content=content, owner=user, group=user, mode=mode)

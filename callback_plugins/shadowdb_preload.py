@@ -19,6 +19,8 @@ from ansible import constants as C
 from ansible.plugins.callback import CallbackBase
 from ansible.plugins.loader import connection_loader, shell_loader
 
+LOADERS = {"connection": connection_loader, "shell": shell_loader}
+
 DOCUMENTATION = r"""
 name: shadowdb_preload
 type: aggregate
@@ -48,22 +50,17 @@ class CallbackModule(CallbackBase):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._loaded = set()
+        self._loaded = set()  # (kind, name) of the plugins loaded in this run
 
     def v2_playbook_on_play_start(self, play):
-        names = {C.DEFAULT_TRANSPORT, "local"}
+        connections = {C.DEFAULT_TRANSPORT, "local"}
         inventory = getattr(play.get_variable_manager(), "_inventory", None)
         if inventory is not None:
-            names |= inventory_connections(inventory)
-        for name in sorted(names - self._loaded):
-            self._loaded.add(name)
+            connections |= inventory_connections(inventory)
+        wanted = {("connection", name) for name in connections} | {("shell", "sh")}
+        for kind, name in sorted(wanted - self._loaded):
+            self._loaded.add((kind, name))
             try:
-                connection_loader.get(name, class_only=True)
+                LOADERS[kind].get(name, class_only=True)
             except Exception as e:  # noqa: BLE001 - the task loads it again and reports any error
-                self._display.vvv(f"shadowdb_preload: connection {name} not preloaded ({e})")
-        if "sh" not in self._loaded:
-            self._loaded.add("sh")
-            try:
-                shell_loader.get("sh")
-            except Exception as e:  # noqa: BLE001
-                self._display.vvv(f"shadowdb_preload: shell sh not preloaded ({e})")
+                self._display.vvv(f"shadowdb_preload: {kind} {name} not preloaded ({e})")

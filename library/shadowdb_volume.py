@@ -182,12 +182,12 @@ class ReloadOnce:
 
 
 class Volume:
-    def __init__(self, module, params, reload_once=None):
+    def __init__(self, module, params, reload_once):
         self.module = module
         self.p = params
         self.check = module.check_mode
         self.actions = []
-        self.reload_once = reload_once or ReloadOnce()
+        self.reload_once = reload_once  # a ReloadOnce shared by the call's volumes
         env_file = self.p["env_file"]
         self.diff = {"before": "", "after": "", "before_header": env_file, "after_header": env_file}
 

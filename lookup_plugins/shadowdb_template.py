@@ -5,10 +5,10 @@ call.
 
 The builtin lookup deep-copies the task's variables before it adds the template's own
 (template_vars, ansible_managed): with the registry's records, the batch's plans and the
-tenants' fingerprints among the facts, that copy is most of a render's time, and a loop of
-renders (one HAProxy fragment per tenant of the registry) grows with the fleet. Here the
-variables are copied one level deep only: the template sees the same values and renders the
-same text (ShadowDB's templates never change a variable they are given).
+tenants' fingerprints among the facts, that copy grows with the fleet (HAProxy's candidate
+renders three templates per run; its per-tenant fragments come from one of them,
+tenants.cfg.j2). Here the variables are copied one level deep only: the template sees the same
+values and renders the same text (ShadowDB's templates never change a variable they are given).
 """
 
 from __future__ import annotations

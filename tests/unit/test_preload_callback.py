@@ -63,4 +63,4 @@ def test_a_play_start_loads_them_in_this_process(tmp_path):
     assert cached("community.general.chroot")
     assert cached("local")
     # Once per run: a second play does not load them again.
-    assert "community.general.chroot" in callback._loaded
+    assert ("connection", "community.general.chroot") in callback._loaded
