@@ -460,7 +460,11 @@ def test_create_never_adopts_an_operator_tenant(lab, api, token, devdb):
     assert end["status"] == "failed", events[-5:]
     assert end["error"] == f"tenant opsmade already exists on host {host}", end
     plays = [d["play"] for k, d in events if k == "play"]
-    assert plays == ["Refuse to create a tenant that already exists"], plays  # tenant.yml never ran
+    # tenant.yml never ran
+    assert plays == [
+        "Look for the tenants on every db host",
+        "Refuse to create a tenant that already exists",
+    ], plays
 
     job = httpx.get(f"{api.url}/v1/jobs/{job_id}", headers=h).json()
     assert job["status"] == "failed" and job["credentials"] is None and not job["credentials_pending"]

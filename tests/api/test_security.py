@@ -6,6 +6,7 @@ on-host guard of api/playbooks/create_guard.yml run for real against this machin
 under a scratch directory)."""
 
 import json
+import socket
 import sys
 import threading
 import time
@@ -336,9 +337,13 @@ def test_the_on_host_guard_refuses_an_existing_tenant(devdb, catalog, tmp_path, 
     assert row["sealed_credentials"] is None and row["wrapped_key"] is None
     assert catalog.tenants() == []  # not the API's tenant: nothing to show, change or remove
     tasks = [e["data"].get("task") for e in catalog.events(job_id) if e["type"] == "task"]
-    assert "Look for tenants of those names on the db hosts" in tasks
+    assert "Look for tenants of those names on this host" in tasks
     plays = [e["data"]["play"] for e in catalog.events(job_id) if e["type"] == "play"]
-    assert plays == ["Refuse to create a tenant that already exists"], plays  # tenant.yml never ran
+    # tenant.yml never ran
+    assert plays == [
+        "Look for the tenants on every db host",
+        "Refuse to create a tenant that already exists",
+    ], plays
     dump = json.dumps([e["data"] for e in catalog.events(job_id)])
     assert "Traceback" not in dump
     assert (root / "etc" / "shadowdb" / "volumes" / "dupe.env").read_text() == "TENANT=dupe\n"
@@ -386,3 +391,40 @@ def test_the_guard_of_a_batch_refuses_the_existing_tenant_alone(devdb, catalog, 
         assert engine._guard_passed(conn, fresh | {"attempts": 2})
         assert not engine._guard_passed(conn, dupe | {"attempts": 2})
     assert [t["name"] for t in catalog.tenants()] == ["fresh"]
+
+
+def test_the_guard_fails_when_a_db_host_does_not_answer(devdb, catalog, tmp_path):
+    """A create looks on every db host at once (api/playbooks/guard_hosts.yml); one that cannot
+    be reached (SSH to a closed port of this machine's loopback) fails the job naming that host,
+    before tenant.yml starts: a create never goes on without every db host's answer."""
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    down = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": closed}
+    root = tmp_path / "root"
+    root.mkdir()
+    inv = inventory(
+        tmp_path / "inv", {"sdb-guard-up": local | {"api_guard_root": str(root)}, "sdb-guard-down": down}
+    )
+    settings = make_settings(devdb, inv, tmp_path / "work", engine=True)
+    job = catalog.create_tenant(
+        {"name": "lonely", "tier": "no-such-tier"},
+        lambda spec, records, current: ["sdb-guard-up"],
+        {"id": new_job_id(), "created_by": None},
+        10,
+    )
+    engine = Engine(settings)
+    engine.start()
+    try:
+        deadline = time.monotonic() + 180
+        while catalog.job(job["id"])["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    finally:
+        engine.stop()
+    row = catalog.job(job["id"])
+    assert row["status"] == "failed", row
+    assert "cannot look for lonely on host sdb-guard-down (unreachable)" in row["error"], row["error"]
+    plays = [e["data"]["play"] for e in catalog.events(job["id"]) if e["type"] == "play"]
+    assert "Check the tenant specs before anything changes" not in plays, plays  # tenant.yml never ran
