@@ -2,7 +2,7 @@
 # The test suite, as CI runs it: lint, unit tests, molecule, integration tests on lab hosts.
 # Every stage must pass; a stage that runs no test fails (pytest exit code 5 is not hidden).
 #
-# The stages run in four streams at once, each on labs of its own names: most of a lab stage
+# The stages run in three streams at once, each on labs of its own names: most of a lab stage
 # is waiting (systemd, PostgreSQL, Patroni's loop, failover timeouts), so the streams share the
 # machine's cores well. Every line is prefixed with its stream; a stream stops at its first
 # failing stage, the others run to their end, and the script fails if any stream failed.
@@ -17,24 +17,18 @@ export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 PYTHONUNBUFFERED=1
 start=$SECONDS
 stage() { printf '\n==> [%4ss] %s\n' "$((SECONDS - start))" "$*"; }
 
-# The HA modules in two streams, each on an HA lab of its own (4 containers each): one stream of
-# them took 41 minutes, the suite's longest. The API end to end follows the shorter one.
-stream_ha_api() {
-	stage "HA through the API, HA backups (an HA lab of its own)"
-	SHADOWDB_HA_LAB=haapi pytest tests/ha/test_api_ha.py tests/ha/test_backup_ha.py -q --durations=5
-	stage "API end to end on a lab host"
-	# -s: the scale-out test prints its figures (batches, engine overhead per job) into the log.
-	pytest tests/api -m lab -q -s --durations=5
-}
-
-stream_ha_life() {
-	stage "HA lifecycle (replicas removed, tenant removed, faults), standalone <-> HA conversion (an HA lab of its own)"
-	SHADOWDB_HA_LAB=halife pytest tests/ha/test_lifecycle.py tests/ha/test_convert.py -q --durations=5
+# Stream "ha": the longest, started first.
+stream_ha() {
+	stage "HA on HA labs: lifecycle (replicas removed, tenant removed), standalone <-> HA conversion, HA through the API"
+	pytest tests/ha -q --durations=5
 }
 
 stream_lab() {
 	stage "integration tests on lab hosts"
 	pytest tests/integration -q --durations=15
+	stage "API end to end on a lab host"
+	# -s: the scale-out test prints its figures (batches, engine overhead per job) into the log.
+	pytest tests/api -m lab -q -s --durations=5
 }
 
 stream_main() {
@@ -53,7 +47,7 @@ stream_main() {
 	pytest tests/routing -q
 }
 
-streams=(ha_life ha_api lab main)
+streams=(ha lab main)
 declare -A stream_of_pid
 for name in "${streams[@]}"; do
 	{ "stream_$name" 2>&1 | sed -u "s/^/[$name] /"; } &
