@@ -24,6 +24,7 @@ from ansible.module_utils.shadowdb_lease import (  # noqa: F401 (the tests impor
     diff_line,
     dump_lease_data,
     exhausted_message,
+    lease_new_ports,
     load_lease_file,
     parse_lease_data,
     pool_lock,
@@ -297,14 +298,7 @@ def converge_leases(params, names, check_mode, warn, rng):
                         "check_free=true but neither /proc/net/tcp nor /proc/net/tcp6 is "
                         "readable; set check_free=false to lease without checking listening sockets"
                     )
-            leased = set(leases.values())
-            for name in new:  # in the order given: when the range is short, the last ones go without
-                port = choose_port(start, end, leased, listening, rng)
-                if port is None:
-                    exhausted[name] = exhausted_message(start, end, pool, leased, listening)
-                    continue
-                leases[name] = port
-                leased.add(port)
+            exhausted = lease_new_ports(leases, new, start, end, listening, rng, pool)
         else:
             for name in names:
                 leases.pop(name, None)

@@ -4,8 +4,6 @@
 """Ansible module: record converged tenants; tell in one call per host which ones are still converged."""
 
 import fcntl
-import hashlib
-import json
 import os
 import re
 import socket
@@ -14,13 +12,29 @@ import struct
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.shadowdb_common import (
     PROC_NET_TCP,
-    ensure_dir,
-    fsync_dir,
-    open_safe_dir,
     parse_listening_ports,  # noqa: F401 (part of this module's tested helpers)
     read_listening_ports,
     read_text,
-    write_atomic,
+)
+from ansible.module_utils.shadowdb_lease import PORT_MIN as LEASE_PORT_MIN
+from ansible.module_utils.shadowdb_lease import LeaseFileError, ports_short
+from ansible.module_utils.shadowdb_record import (
+    IDENTIFIER_RE,
+    PORT_MAX,
+    RecordError,
+    TenantFailure,
+    build_record,  # noqa: F401 (tested through this module)
+    differs_from_previous,
+    dump_record,  # noqa: F401 (tested through this module)
+    invalid_fingerprint,
+    load_record,
+    parse_record,
+    read_record_text,
+    record_error,
+    record_path,
+    record_tenant,
+    sha256_file,
+    store_record,
 )
 
 DOCUMENTATION = r"""
@@ -51,6 +65,9 @@ description:
     that a run which finds the host converged needs no fact gathering. It is the primary address of the
     interface of the default route with the lowest metric in C(/proc/net/route); no fact when there is no
     default route.
+  - With O(ports), O(state=check) also tells which tenants would get no port of their pool (RV(ports_short)),
+    read from the pool's lease file as C(shadowdb_port) keeps it, so that a full port range is refused
+    before anything of a tenant is made, in the same call. Nothing is leased.
   - O(state=absent) deletes the record of O(name), for example when the tenant is removed.
   - 'List forms, to converge a batch of tenants of a host in one call each: O(state=absent) with O(tenants)
     deletes the records of all of them (RV(records)), O(state=record) with O(records) writes all of them
@@ -77,6 +94,33 @@ options:
       - Leave it off in a task delegated to another host; the fact would be given to the task's own host.
     type: bool
     default: false
+  ports:
+    description:
+      - With O(state=check), the tenants that need a port of a pool (see C(shadowdb_port)); each that has no
+        lease yet and would find no free port of the range is listed in RV(ports_short).
+    type: dict
+    suboptions:
+      names:
+        description: The tenants, in the order their leases would be taken.
+        type: list
+        elements: str
+        required: true
+      pool:
+        description: The lease pool.
+        type: str
+        default: postgres
+      range_start:
+        description: First port of the pool's range.
+        type: int
+        required: true
+      range_end:
+        description: Last port of the pool's range.
+        type: int
+        required: true
+      lease_dir:
+        description: Directory of the pools' lease files.
+        type: path
+        default: /var/lib/shadowdb/ports
   state_dir:
     description:
       - Directory holding the records, one C(<name>.json) per tenant.
@@ -316,6 +360,11 @@ failed_tenants:
   returned: state is record with O(records), or absent with O(tenants)
   type: dict
   sample: {"globex": "files: cannot hash /mnt/db/globex/data/pg_hba.conf: No such file or directory; ..."}
+ports_short:
+  description: With O(ports), each tenant that would get no port mapped to why.
+  returned: state is check with O(ports)
+  type: dict
+  sample: {"globex": "port range 20000-20001 of pool 'postgres' is exhausted: 2 ports leased, 0 free; ..."}
 ansible_facts:
   description:
     - With O(state=check), C(default_ipv4) (C(address), C(interface), C(gateway)) when the host has an IPv4
@@ -331,23 +380,11 @@ diff:
   type: raw
 """
 
-IDENTIFIER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-# systemd unit name characters; a leading '-' would be read as an option by systemctl.
-UNIT_RE = re.compile(r"^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]*$")
-PORT_MIN = 1
-PORT_MAX = 65535
 PROC_MOUNTINFO = "/proc/self/mountinfo"
 PROC_NET_ROUTE = "/proc/net/route"
 RTF_UP = 0x1
 SIOCGIFADDR = 0x8915
-FILE_MODE = 0o600
-DIR_MODE = 0o700
-CHUNK = 1 << 20
 RECORD_ARGS = ("name", "fingerprint", "files", "units", "mountpoint", "port")
-
-
-class RecordError(Exception):
-    """A record file exists but cannot be read or does not have the expected structure."""
 
 
 # --- validation ---
@@ -356,12 +393,6 @@ class RecordError(Exception):
 def _invalid_name(arg, value):
     if not isinstance(value, str) or not IDENTIFIER_RE.match(value):
         return f"{arg}={value!r} is invalid: it must match {IDENTIFIER_RE.pattern}"
-    return None
-
-
-def _invalid_fingerprint(arg, value):
-    if not isinstance(value, str) or not value.strip():
-        return f"{arg}={value!r} is invalid: it must be a non-empty string"
     return None
 
 
@@ -397,7 +428,7 @@ def validate_params(params):
             return f"{given[0]} is only used with state=record or state=absent; with state=check use tenants"
         seen = set()
         for i, tenant in enumerate(tenants or []):
-            error = _invalid_name(f"tenants[{i}].name", tenant["name"]) or _invalid_fingerprint(
+            error = _invalid_name(f"tenants[{i}].name", tenant["name"]) or invalid_fingerprint(
                 f"tenants[{i}].fingerprint", tenant["fingerprint"]
             )
             if error:
@@ -423,100 +454,6 @@ def validate_params(params):
         # The message Ansible gave when fingerprint was required with state=record.
         return "state is record but all of the following are missing: fingerprint"
     return record_error(params)
-
-
-def record_error(params, where=""):
-    """The error of the first invalid option of one record (name excepted), or None.
-
-    ``where`` prefixes the option names (``records[2].`` in the list form)."""
-    error = _invalid_fingerprint(f"{where}fingerprint", params["fingerprint"])
-    if error:
-        return error
-    for i, path in enumerate(params.get("files") or []):
-        if not os.path.isabs(path):
-            return f"{where}files[{i}]={path!r} is invalid: it must be an absolute path"
-    for i, unit in enumerate(params.get("units") or []):
-        if not UNIT_RE.match(unit):
-            return f"{where}units[{i}]={unit!r} is invalid: it must be a unit name matching {UNIT_RE.pattern}"
-    mountpoint = params.get("mountpoint")
-    if mountpoint and not os.path.isabs(mountpoint):
-        return f"{where}mountpoint={mountpoint!r} is invalid: it must be an absolute path or empty"
-    port = params.get("port")
-    if port is not None and not PORT_MIN <= port <= PORT_MAX:
-        return f"{where}port={port} is invalid: it must be between {PORT_MIN} and {PORT_MAX}, or null"
-    return None
-
-
-# --- records ---
-
-
-def record_path(state_dir, name):
-    return os.path.join(state_dir, f"{name}.json")
-
-
-def sha256_file(path):
-    """SHA-256 of a regular file, reached without following a link planted in a tenant's directory
-    (shadowdb_common.SafeDir): a tenant's symlink to a root-only file is refused, not hashed."""
-    h = hashlib.sha256()
-    directory, name = os.path.split(os.path.normpath(path))
-    with open_safe_dir(directory) as parent:
-        fd = parent.open_file(name)
-    with os.fdopen(fd, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def build_record(fingerprint, files, units, mountpoint, port, digest=sha256_file):
-    """Return the record of a tenant; digest(path) hashes each file (OSError propagates)."""
-    return {
-        "files": {os.path.normpath(p): digest(os.path.normpath(p)) for p in files or []},
-        "fingerprint": fingerprint,
-        "mountpoint": os.path.normpath(mountpoint) if mountpoint else "",
-        "port": port,
-        "units": sorted(set(units or [])),
-    }
-
-
-def dump_record(record):
-    return json.dumps(record, indent=2, sort_keys=True) + "\n"
-
-
-def parse_record(text):
-    """Parse and validate the JSON text of a record file; return the record."""
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise RecordError(f"invalid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise RecordError("top level is not a JSON object")
-    fingerprint = data.get("fingerprint")
-    if not isinstance(fingerprint, str):
-        raise RecordError("'fingerprint' is not a string")
-    files = data.get("files", {})
-    if not isinstance(files, dict) or not all(
-        isinstance(p, str) and os.path.isabs(p) and isinstance(h, str) for p, h in files.items()
-    ):
-        raise RecordError("'files' is not an object of absolute paths to SHA-256 strings")
-    units = data.get("units", [])
-    if not isinstance(units, list) or not all(isinstance(u, str) and UNIT_RE.match(u) for u in units):
-        raise RecordError("'units' is not a list of systemd unit names")
-    mountpoint = data.get("mountpoint") or ""
-    if not isinstance(mountpoint, str) or (mountpoint and not os.path.isabs(mountpoint)):
-        raise RecordError("'mountpoint' is not an absolute path or empty")
-    port = data.get("port")
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= PORT_MAX):
-        raise RecordError("'port' is not a TCP port or null")
-    return dict(files=files, fingerprint=fingerprint, mountpoint=mountpoint, port=port, units=units)
-
-
-def load_record(path):
-    """Return the record stored at path, None if there is none; RecordError if it is unusable."""
-    try:
-        text = read_text(path)
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecordError(f"cannot read it: {getattr(e, 'strerror', None) or e}") from e
-    return None if text is None else parse_record(text)
 
 
 # --- host state parsers (pure) ---
@@ -698,6 +635,42 @@ def default_ipv4(route_path=PROC_NET_ROUTE):
         return {}
 
 
+def ports_short_of(ports, module):
+    """{tenant: why it would get no port} of the O(ports) request; fails the call on an unusable
+    lease file or unreadable sockets (shadowdb_port would fail on them too)."""
+    error = ports_error(ports)
+    if error:
+        module.fail_json(msg=error)
+    try:
+        return ports_short(
+            ports["lease_dir"],
+            ports["pool"],
+            ports["names"],
+            ports["range_start"],
+            ports["range_end"],
+            read_listening_ports,
+        )
+    except (LeaseFileError, OSError) as e:
+        where = f"pool {ports['pool']!r} in {ports['lease_dir']}"
+        module.fail_json(msg=f"ports: cannot check the leases of {where}: {e}")
+
+
+def ports_error(ports):
+    """The error of the O(ports) request (naming the argument), or None."""
+    for i, name in enumerate(ports["names"]):
+        if not IDENTIFIER_RE.match(name):
+            return f"ports.names[{i}]={name!r} is invalid: it must match {IDENTIFIER_RE.pattern}"
+    if not IDENTIFIER_RE.match(ports["pool"]):
+        return f"ports.pool={ports['pool']!r} is invalid: it must match {IDENTIFIER_RE.pattern}"
+    start, end = ports["range_start"], ports["range_end"]
+    for arg, value in (("range_start", start), ("range_end", end)):
+        if not LEASE_PORT_MIN <= value <= PORT_MAX:
+            return f"ports.{arg}={value} is invalid: it must be between {LEASE_PORT_MIN} and {PORT_MAX}"
+    if start > end:
+        return f"ports.range_end={end} is invalid: it must not be below ports.range_start={start}"
+    return None
+
+
 def systemctl_runner(module):
     """Return unit_runner(units) -> ({unit: state}, error) running one `systemctl is-active` for all units."""
 
@@ -715,52 +688,11 @@ def systemctl_runner(module):
     return run
 
 
-class TenantFailure(Exception):
-    """A tenant's record could not be read, hashed, written or deleted; .partial is its result so far."""
-
-    def __init__(self, msg, partial):
-        super().__init__(msg)
-        self.partial = partial
-
-
-def _read_before(state_dir, name, path, result):
-    try:
-        return read_text(path)
-    except (OSError, UnicodeDecodeError) as e:
-        raise TenantFailure(
-            f"state_dir={state_dir!r}: cannot read the record of {name!r} ({path}): "
-            f"{getattr(e, 'strerror', None) or e}",
-            result,
-        ) from e
-
-
-def _store(state_dir, name, path, after, result, check_mode):
-    """Write (after: text) or delete (after: None) the record file when it changes."""
-    if not result["changed"] or check_mode:
-        return
-    try:
-        if after is not None:
-            ensure_dir(state_dir, DIR_MODE)
-            write_atomic(path, after, FILE_MODE)
-        else:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            fsync_dir(state_dir)
-    except OSError as e:
-        raise TenantFailure(
-            f"state_dir={state_dir!r}: cannot {'write' if after else 'delete'} the record of "
-            f"{name!r}: {e.strerror or e} ({e.filename or path})",
-            result,
-        ) from e
-
-
 def forget_tenant(state_dir, name, check_mode):
     """Delete the record of tenant name; return the single form's result (TenantFailure on error)."""
     path = record_path(state_dir, name)
     result = dict(changed=False, name=name, path=path, record=None)
-    before = _read_before(state_dir, name, path, result)
+    before = read_record_text(state_dir, name, path, result)
     if before is not None:
         try:
             result["record"] = parse_record(before)
@@ -768,60 +700,8 @@ def forget_tenant(state_dir, name, check_mode):
             pass
     result["changed"] = before is not None
     result["diff"] = dict(before=before or "", after="", before_header=path, after_header=path)
-    _store(state_dir, name, path, None, result, check_mode)
+    store_record(state_dir, name, path, None, result, check_mode)
     return result
-
-
-def record_tenant(state_dir, params, check_mode, warn):
-    """Write the record of the tenant of params (name, fingerprint, files, units, mountpoint, port);
-    return the single form's result (TenantFailure on error)."""
-    name = params["name"]
-    path = record_path(state_dir, name)
-    result = dict(changed=False, name=name, path=path, record=None)
-    before = _read_before(state_dir, name, path, result)
-    unhashable = []
-
-    def digest(path):
-        try:
-            return sha256_file(path)
-        except OSError as e:
-            if not check_mode:
-                raise
-            # In check mode the files of a new tenant do not exist yet: predict, do not fail.
-            unhashable.append(f"{path} ({e.strerror})")
-            return None
-
-    try:
-        new = build_record(
-            params["fingerprint"],
-            params["files"],
-            params["units"],
-            params["mountpoint"],
-            params["port"],
-            digest=digest,
-        )
-    except OSError as e:
-        raise TenantFailure(
-            f"files: cannot hash {e.filename}: {e.strerror}; record a tenant only after it converged", result
-        ) from e
-    if unhashable:
-        warn(f"check mode: cannot hash {', '.join(unhashable)}; a real run fails unless they exist by then")
-    after = dump_record(new)
-    result["record"] = new
-    result["changed"] = before != after
-    result["diff"] = dict(before=before or "", after=after, before_header=path, after_header=path)
-    _store(state_dir, name, path, after, result, check_mode)
-    return result
-
-
-def differs_from_previous(new, previous):
-    """Whether a tenant's new record differs from its previous one beyond the fingerprint (a new
-    fingerprint alone, the same files after an upgrade of ShadowDB, is bookkeeping)."""
-
-    def without_fingerprint(rec):
-        return {k: v for k, v in (rec or {}).items() if k != "fingerprint"}
-
-    return without_fingerprint(new) != without_fingerprint(previous)
 
 
 def forget_many(state_dir, tenants, check_mode):
@@ -889,6 +769,16 @@ def main():
             state=dict(type="str", required=True, choices=["check", "record", "absent"]),
             state_dir=dict(type="path", default="/var/lib/shadowdb/converged"),
             default_address=dict(type="bool", default=False),
+            ports=dict(
+                type="dict",
+                options=dict(
+                    names=dict(type="list", elements="str", required=True),
+                    pool=dict(type="str", default="postgres"),
+                    range_start=dict(type="int", required=True),
+                    range_end=dict(type="int", required=True),
+                    lease_dir=dict(type="path", default="/var/lib/shadowdb/ports"),
+                ),
+            ),
             tenants=dict(
                 type="list",
                 elements="dict",
@@ -924,6 +814,8 @@ def main():
         converged, stale = check_tenants(p["tenants"], state_dir, probe)
         address = default_ipv4() if p["default_address"] else {}
         facts = {"ansible_facts": {"default_ipv4": address}} if address else {}
+        if p["ports"] is not None:
+            facts["ports_short"] = ports_short_of(p["ports"], module)
         module.exit_json(changed=False, converged=converged, stale=stale, **facts)
 
     if p["name"] is None:

@@ -9,6 +9,7 @@ Shared by shadowdb_port and shadowdb_cluster_prepare (modules import it as
 import fcntl
 import json
 import os
+import random
 import re
 from contextlib import contextmanager
 
@@ -62,6 +63,24 @@ def choose_port(range_start, range_end, leased, listening, rng):
     """Pick a random port of the inclusive range that is neither leased nor listening (None if none is)."""
     candidates = [p for p in range(range_start, range_end + 1) if p not in leased and p not in listening]
     return rng.choice(candidates) if candidates else None
+
+
+def lease_new_ports(leases, names, range_start, range_end, listening, rng, pool):
+    """Give each of names that has no lease in leases (a pool's dict, updated in place) a free port
+    of the range, in the order given: when the range is short, the last ones go without. Returns
+    {name: why it got no port}."""
+    leased = set(leases.values())
+    exhausted = {}
+    for name in names:
+        if leases.get(name) is not None:
+            continue
+        port = choose_port(range_start, range_end, leased, listening, rng)
+        if port is None:
+            exhausted[name] = exhausted_message(range_start, range_end, pool, leased, listening)
+            continue
+        leases[name] = port
+        leased.add(port)
+    return exhausted
 
 
 def _plural(count, word):
@@ -129,3 +148,21 @@ def lease_port(lease_dir, pool, name, range_start, range_end, listening, rng, ch
         if not check_mode:
             write_atomic(lease_file, dump_lease_data(data), FILE_MODE)
         return before, after
+
+
+def ports_short(lease_dir, pool, names, range_start, range_end, read_listening):
+    """{name: why} for the names without a lease in pool that would get no free port of the range
+    (nothing is written; the pool's lock is taken shared). read_listening() returns (the listening
+    ports, whether they could be read); it is called only when a name needs a new port.
+
+    Raises LeaseFileError for an unusable lease file, OSError when the listening ports cannot be read.
+    """
+    with pool_lock(os.path.join(lease_dir, f"{pool}.lock"), create=False):
+        leases = load_lease_file(os.path.join(lease_dir, f"{pool}.json"))["leases"]
+        if all(leases.get(name) is not None for name in names):
+            return {}
+        listening, read = read_listening()
+        if not read:
+            raise OSError("neither /proc/net/tcp nor /proc/net/tcp6 is readable")
+        # Which free port each would take does not matter here, only whether there is one.
+        return lease_new_ports(dict(leases), names, range_start, range_end, listening, random.Random(0), pool)

@@ -788,3 +788,69 @@ def test_list_forms_wrong_calls_fail(tenant_check, record_args):
     assert result["failed"] and "name, tenants" in result["msg"]
     result = tenant_check("record", name="acme")
     assert result["msg"] == "state is record but all of the following are missing: fingerprint"
+
+
+# --- ports: the host check tells which tenants would get no port (before anything is made) ---
+
+
+def write_leases(lease_dir, leases, pool="postgres"):
+    lease_dir.mkdir(parents=True, exist_ok=True)
+    (lease_dir / f"{pool}.json").write_text(json.dumps({"leases": leases}))
+
+
+def free_range(width):
+    """A range of `width` ports with no listening socket on this machine (the check reads /proc)."""
+    listening, _ = tc.read_listening_ports()
+    for start in range(40000, 60000, 50):
+        if not any(p in listening for p in range(start, start + width)):
+            return start, start + width - 1
+    pytest.skip("no free range of ports")
+
+
+def test_check_with_ports_names_the_tenants_a_full_range_leaves_without(check, tmp_path):
+    lease_dir = tmp_path / "ports"
+    start, end = free_range(2)
+    write_leases(lease_dir, {"acme": start})
+    result = check(
+        [], ports=dict(names=["acme", "b1", "b2"], range_start=start, range_end=end, lease_dir=str(lease_dir))
+    )
+    # acme keeps its lease, b1 takes the last free port, b2 finds none.
+    assert list(result["ports_short"]) == ["b2"]
+    assert f"port range {start}-{end} of pool 'postgres' is exhausted" in result["ports_short"]["b2"]
+    assert not result["changed"]
+    # Nothing was leased.
+    assert json.loads((lease_dir / "postgres.json").read_text()) == {"leases": {"acme": start}}
+
+
+def test_check_with_ports_and_no_lease_file_has_room(check, tmp_path):
+    start, end = free_range(3)
+    result = check(
+        [], ports=dict(names=["a1", "a2"], range_start=start, range_end=end, lease_dir=str(tmp_path / "none"))
+    )
+    assert result["ports_short"] == {}
+    assert not (tmp_path / "none").exists()
+
+
+def test_check_without_ports_returns_no_ports_short(check):
+    assert "ports_short" not in check([])
+
+
+@pytest.mark.parametrize(
+    ("ports", "message"),
+    [
+        (dict(names=["Bad"], range_start=20000, range_end=20010), "ports.names[0]='Bad' is invalid"),
+        (dict(names=["a"], range_start=80, range_end=20010), "ports.range_start=80 is invalid"),
+        (dict(names=["a"], range_start=20010, range_end=20000), "ports.range_end=20000 is invalid"),
+    ],
+)
+def test_check_with_a_bad_ports_request_fails_naming_it(check, ports, message):
+    result = check([], ports=ports)
+    assert result.get("failed") and message in result["msg"]
+
+
+def test_check_with_an_unusable_lease_file_fails_naming_it(check, tmp_path):
+    lease_dir = tmp_path / "ports"
+    lease_dir.mkdir()
+    (lease_dir / "postgres.json").write_text("{not json")
+    result = check([], ports=dict(names=["a"], range_start=20000, range_end=20010, lease_dir=str(lease_dir)))
+    assert result.get("failed") and "cannot check the leases of pool 'postgres'" in result["msg"]
