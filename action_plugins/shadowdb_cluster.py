@@ -13,7 +13,8 @@ why"}). It holds passwords: the task is no_log (and registered, never a fact: fa
 
 step=apply: shadowdb_cluster_apply on the host (initdb, files, start/restart/reload with
 rollback, SQL objects, health check), its files rendered from the role's templates with each
-tenant's own variables only. Returns the module's result (no secret: the module hides them).
+tenant's own variables only; with records, each of those tenants' converged record written by the
+same call once it is healthy. Returns the module's result (no secret: the module hides them).
 
 A tenant's failure is its own; a wrong call (bad arguments, no CA) fails the task.
 """
@@ -29,7 +30,7 @@ from ansible.plugins.action import ActionBase
 from ansible.plugins.loader import lookup_loader, module_loader
 
 from shadowdb.backup import shadowdb_archive_settings
-from shadowdb.layout import HOST_CA, tenant_layout
+from shadowdb.layout import HOST_CA, shadowdb_converged_record, tenant_layout
 from shadowdb.tiers import shadowdb_pg_settings, shadowdb_tier
 
 ARGUMENT_SPEC = dict(
@@ -54,6 +55,8 @@ ARGUMENT_SPEC = dict(
     proxy_cidrs=dict(type="dict", default={}),
     health_timeout=dict(type="int", default=60),
     unit_template_changed=dict(type="bool", default=False),
+    # {tenant: {fingerprint, previous}}: the tenants whose converged record the apply call writes.
+    records=dict(type="dict", default={}),
 )
 
 # The files shadowdb_cluster_apply writes from the role's templates (templates/).
@@ -78,6 +81,13 @@ MANAGED_SETTINGS = {
 }
 
 _certificate_code = None
+
+
+def converged_record(name, fingerprint, port):
+    """The record option of shadowdb_cluster_apply: what shadowdb_tenant_check records (the
+    same function the shadowdb role's record task uses), without the name (the tenant's own)."""
+    record = shadowdb_converged_record(name, fingerprint, port)
+    return {key: record[key] for key in ("fingerprint", "files", "units", "mountpoint")}
 
 
 def certificate_code():
@@ -355,6 +365,11 @@ class ActionModule(ActionBase):
                 credentials_file=f"{tenant.secrets_dir}/owner.env",
                 credentials=rendered["credentials.env.j2"],
             ))  # fmt: skip
+            record = args["records"].get(name)
+            if record is not None and port:  # a new tenant in check mode has no port to record
+                requests[-1]["record"] = converged_record(name, record["fingerprint"], port) | {
+                    "previous": record.get("previous")
+                }
         if not requests:
             return dict(changed=False, results={}, failed_tenants={})
         return self._module("shadowdb_cluster_apply", dict(

@@ -13,6 +13,12 @@ from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch, 
 from ansible.module_utils.shadowdb_common import UnsafePathError
 from ansible.module_utils.shadowdb_fs import converge_file, read_small, wanted_attributes
 from ansible.module_utils.shadowdb_health import make_probe, not_serving_message, poll, scrub
+from ansible.module_utils.shadowdb_record import (
+    TenantFailure,
+    differs_from_previous,
+    record_error,
+    record_tenant,
+)
 from ansible.module_utils.shadowdb_sql import PSYCOPG_IMPORT_ERROR, TenantSql, connect, psycopg
 
 DOCUMENTATION = r"""
@@ -122,6 +128,17 @@ options:
     type: str
     required: true
     no_log: true
+  record:
+    description:
+      - Once the tenant converged and passed its health check, write its converged record as
+        C(shadowdb_tenant_check) O(state=record) does (the fingerprint given, the SHA-256 of the files
+        given, the units, the mount point and O(port)), in the same call. Reported as a change only when
+        the record differs from O(record.previous) beyond the fingerprint (a new fingerprint alone is
+        bookkeeping). A record that cannot be written fails the tenant (its converge is not undone).
+      - Suboptions state_dir (default C(/var/lib/shadowdb/converged)), fingerprint, files, units,
+        mountpoint and previous (the record the run forgot before the converge; V({}) for a new tenant).
+      - Without it, nothing is recorded.
+    type: dict
   ready_timeout:
     description: Seconds to wait for the server to accept connections after a start, restart or reload.
     type: int
@@ -131,7 +148,7 @@ options:
       - The batch form - one item per tenant, each with the per-tenant options above (O(name),
         O(os_user), O(unit), O(data_dir), O(socket_dir), O(port), O(bin_dir),
         O(superuser_password), O(files), O(dropin), O(restart_files), O(last_good_dir), O(sql),
-        O(health), O(credentials_file), O(credentials)), which are then not given at the top
+        O(health), O(credentials_file), O(credentials), O(record)), which are then not given at the top
         level. Their secrets are C(no_log) there too.
       - A tenant listed twice is refused.
     type: list
@@ -162,6 +179,10 @@ health:
   description: What the health check saw (server version, data checksums, TLS).
   returned: success, not in check mode (single form)
   type: dict
+recorded:
+  description: With O(record), whether the record changed (see O(record)).
+  returned: success, with O(record) (single form)
+  type: bool
 results:
   description:
     - Batch form - per tenant, V(failed), V(msg) (when it failed), V(changed) and the single form's
@@ -569,6 +590,17 @@ PER_TENANT = dict(
     ),
     credentials_file=dict(type="path", required=True),
     credentials=dict(type="str", required=True, no_log=True),
+    record=dict(
+        type="dict",
+        options=dict(
+            state_dir=dict(type="path", default="/var/lib/shadowdb/converged"),
+            fingerprint=dict(type="str", required=True, no_log=False),
+            files=dict(type="list", elements="path", default=[]),
+            units=dict(type="list", elements="str", default=[]),
+            mountpoint=dict(type="path", default=""),
+            previous=dict(type="dict"),
+        ),
+    ),
 )
 
 SHARED = dict(
@@ -576,6 +608,29 @@ SHARED = dict(
     ready_timeout=dict(type="int", default=60),
     workers=dict(type="int", default=4),
 )
+
+
+def write_record(p, module):
+    """Write the converged record of the tenant of p (O(record)); whether it changed (see
+    O(record.previous)). Raises TenantFailure."""
+    record = p["record"]
+    params = dict(
+        name=p["name"],
+        fingerprint=record["fingerprint"],
+        files=record["files"],
+        units=record["units"],
+        mountpoint=record["mountpoint"],
+        port=p["port"],
+    )
+    error = record_error(params, "record.")
+    if error:
+        raise TenantFailure(error, {})
+    name = p["name"]
+    result = record_tenant(
+        record["state_dir"], params, module.check_mode, lambda msg: module.warn(f"tenant {name}: {msg}")
+    )
+    previous = record["previous"]
+    return result["changed"] if previous is None else differs_from_previous(result["record"], previous)
 
 
 def main():
@@ -608,6 +663,16 @@ def main():
         )
         if facts is not None:
             result["health"] = facts
+        if p["record"] is not None:
+            try:
+                result["recorded"] = write_record(p, module)
+            except TenantFailure as e:
+                raise ClusterFailure(
+                    f"tenant {p['name']}: converged, but its record: {e}",
+                    actions=cluster.actions,
+                    content_changed=cluster.content_changed,
+                ) from e
+            result["changed"] = result["changed"] or result["recorded"]
         if module._diff:
             result["diff"] = cluster.diffs
         return result

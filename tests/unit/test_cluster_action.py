@@ -53,3 +53,12 @@ def test_a_tenant_with_backups_archives_its_wal():
 def test_the_rendered_files_are_the_role_templates():
     templates = ROOT / "roles" / "tenant_cluster" / "templates"
     assert all((templates / name).is_file() for name in action.TEMPLATES)
+
+
+def test_the_record_apply_writes_is_the_one_the_shadowdb_role_records():
+    from shadowdb.layout import shadowdb_converged_record
+
+    whole = shadowdb_converged_record("acme", "f" * 64, 24817)
+    assert action.converged_record("acme", "f" * 64, 24817) == {
+        key: whole[key] for key in ("fingerprint", "files", "units", "mountpoint")
+    }

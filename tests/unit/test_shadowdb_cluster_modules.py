@@ -321,3 +321,46 @@ def test_the_single_apply_form_keeps_its_messages(run_module, tmp_path):
     assert result["actions"][0] == "initialised the cluster (initdb)"
     assert result["actions"][-1] == "started shadowdb-cluster@acme.service"
     assert len(result["content_changed"]) == 2 and "results" not in result
+
+
+# --- apply: the converged record written by the same call (option record) ---
+
+
+def record_params(tmp_path, previous=None, fingerprint="f" * 64):
+    conf = tmp_path / "acme.conf"
+    conf.write_text("port = 21234\n")
+    return dict(
+        name="acme",
+        port=21234,
+        record=dict(
+            state_dir=str(tmp_path / "converged"),
+            fingerprint=fingerprint,
+            files=[str(conf)],
+            units=["shadowdb-postgres@acme.service"],
+            mountpoint="/mnt/db/acme",
+            previous=previous,
+        ),
+    )
+
+
+def test_apply_writes_the_record_shadowdb_tenant_check_reads(tmp_path):
+    import shadowdb_tenant_check as tc
+
+    module = SimpleNamespace(check_mode=False, warn=lambda msg: None)
+    assert ca.write_record(record_params(tmp_path, previous={}), module) is True
+    record = tc.load_record(str(tmp_path / "converged" / "acme.json"))
+    assert record["port"] == 21234 and record["mountpoint"] == "/mnt/db/acme"
+    assert record["units"] == ["shadowdb-postgres@acme.service"]
+    assert list(record["files"].values()) == [tc.sha256_file(str(tmp_path / "acme.conf"))]
+    # Again, against the record it left: no change; a new fingerprint alone is bookkeeping.
+    assert ca.write_record(record_params(tmp_path, previous=record), module) is False
+    assert ca.write_record(record_params(tmp_path, previous=record, fingerprint="e" * 64), module) is False
+    assert tc.load_record(str(tmp_path / "converged" / "acme.json"))["fingerprint"] == "e" * 64
+
+
+def test_apply_refuses_a_bad_record_naming_it(tmp_path):
+    params = record_params(tmp_path)
+    params["record"]["files"] = ["relative/postgresql.conf"]
+    with pytest.raises(ca.TenantFailure, match=r"record\.files\[0\]='relative/postgresql.conf' is invalid"):
+        ca.write_record(params, SimpleNamespace(check_mode=False, warn=lambda msg: None))
+    assert not (tmp_path / "converged").exists()
