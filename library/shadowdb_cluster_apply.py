@@ -13,12 +13,7 @@ from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch, 
 from ansible.module_utils.shadowdb_common import UnsafePathError
 from ansible.module_utils.shadowdb_fs import converge_file, read_small, wanted_attributes
 from ansible.module_utils.shadowdb_health import make_probe, not_serving_message, poll, scrub
-from ansible.module_utils.shadowdb_record import (
-    TenantFailure,
-    differs_from_previous,
-    record_error,
-    record_tenant,
-)
+from ansible.module_utils.shadowdb_record import TenantFailure, record_converged
 from ansible.module_utils.shadowdb_sql import PSYCOPG_IMPORT_ERROR, TenantSql, connect, psycopg
 
 DOCUMENTATION = r"""
@@ -622,15 +617,16 @@ def write_record(p, module):
         mountpoint=record["mountpoint"],
         port=p["port"],
     )
-    error = record_error(params, "record.")
-    if error:
-        raise TenantFailure(error, {})
     name = p["name"]
-    result = record_tenant(
-        record["state_dir"], params, module.check_mode, lambda msg: module.warn(f"tenant {name}: {msg}")
+    _result, changed = record_converged(
+        record["state_dir"],
+        params,
+        record["previous"],
+        module.check_mode,
+        lambda msg: module.warn(f"tenant {name}: {msg}"),
+        "record.",
     )
-    previous = record["previous"]
-    return result["changed"] if previous is None else differs_from_previous(result["record"], previous)
+    return changed
 
 
 def main():

@@ -24,12 +24,12 @@ from ansible.module_utils.shadowdb_record import (
     RecordError,
     TenantFailure,
     build_record,  # noqa: F401 (tested through this module)
-    differs_from_previous,
     dump_record,  # noqa: F401 (tested through this module)
     invalid_fingerprint,
     load_record,
     parse_record,
     read_record_text,
+    record_converged,
     record_error,
     record_path,
     record_tenant,
@@ -727,11 +727,13 @@ def record_many(state_dir, items, check_mode, warn):
     for i, item in enumerate(items):
         name = item["name"]
         try:
-            error = record_error(item, f"records[{i}].")
-            if error:
-                raise TenantFailure(error, {})
-            result = record_tenant(
-                state_dir, item, check_mode, lambda msg, n=name: warn(f"tenant {n}: {msg}")
+            result, changed = record_converged(
+                state_dir,
+                item,
+                item.get("previous"),
+                check_mode,
+                lambda msg, n=name: warn(f"tenant {n}: {msg}"),
+                f"records[{i}].",
             )
         except TenantFailure as e:
             failed[name] = str(e)
@@ -741,8 +743,6 @@ def record_many(state_dir, items, check_mode, warn):
             continue
         if result["changed"]:
             diffs.append(result["diff"])
-        previous = item.get("previous")
-        changed = result["changed"] if previous is None else differs_from_previous(result["record"], previous)
         results[name] = dict(changed=changed, failed=False, record=result["record"], path=result["path"])
     return dict(
         changed=any(r["changed"] for r in results.values()),

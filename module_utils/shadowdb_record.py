@@ -217,3 +217,16 @@ def differs_from_previous(new, previous):
         return {k: v for k, v in (rec or {}).items() if k != "fingerprint"}
 
     return without_fingerprint(new) != without_fingerprint(previous)
+
+
+def record_converged(state_dir, params, previous, check_mode, warn, where=""):
+    """Check (record_error, option names prefixed by where) and write one tenant's record
+    (record_tenant). Returns (record_tenant's result, whether the record changed: against
+    previous beyond the fingerprint when previous is given, else whether its file changed).
+    Raises TenantFailure."""
+    error = record_error(params, where)
+    if error:
+        raise TenantFailure(error, {})
+    result = record_tenant(state_dir, params, check_mode, warn)
+    changed = result["changed"] if previous is None else differs_from_previous(result["record"], previous)
+    return result, changed
