@@ -47,7 +47,13 @@ class ActionModule(ActionBase):
         module = registry_module()
         validation, params = self.validate_argument_spec(argument_spec=module.ARGUMENT_SPEC)
         warnings = []
-        failed, outcome = module.execute(params, self._task.check_mode, warn=warnings.append)
+        # etcd's tokens are kept between runs beside the controller's auth file (root-only, as
+        # the password in it): each run then skips etcd's bcrypt check of the password.
+        auth_file = module.with_connection(params).get("auth_file")
+        token_cache = f"{auth_file}.tokens" if auth_file else None
+        failed, outcome = module.execute(
+            params, self._task.check_mode, warn=warnings.append, token_cache=token_cache
+        )
         # As AnsibleModule.exit_json would: no value of a no_log argument in the result.
         outcome = remove_values(outcome, validation._no_log_values)
         result.update(outcome, changed=outcome.get("changed", False))

@@ -519,12 +519,17 @@ class EtcdClient:
         timeout=5.0,
         username=None,
         password=None,
+        token_cache=None,
     ):
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.timeout = timeout
         self.username, self.password = username, password
         # Tokens are per member (etcd's simple tokens): one per endpoint, got on first use.
         self.tokens = {}
+        # A file keeping the tokens between runs (the controller's, beside its auth file): etcd
+        # checks a password with bcrypt, about 0.1 s of each registry call, while a token is
+        # accepted until it has been idle for etcd's token TTL (then: 401, authenticate again).
+        self.token_cache = token_cache
         self.context = None
         if any(e.startswith("https://") for e in self.endpoints):
             try:
@@ -554,10 +559,50 @@ class EtcdClient:
         with urllib.request.urlopen(request, timeout=self.timeout, context=context) as response:  # noqa: S310
             return json.loads(response.read().decode("utf-8") or "{}")
 
+    def _cached_tokens(self):
+        """{endpoint: token} of the token cache for this user ({} when there is none)."""
+        if not self.token_cache:
+            return {}
+        try:
+            with open(self.token_cache, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("username") != self.username:
+            return {}
+        tokens = data.get("tokens")
+        return tokens if isinstance(tokens, dict) else {}
+
+    def _keep_token(self, endpoint, token):
+        """Write the token into the cache (owner-only, replaced atomically); a cache that cannot
+        be written only costs the next run an authentication."""
+        if not self.token_cache:
+            return
+        tokens = {e: t for e, t in self._cached_tokens().items() if e in self.endpoints}
+        if token:
+            tokens[endpoint] = token
+        else:
+            tokens.pop(endpoint, None)
+        temporary = f"{self.token_cache}.{os.getpid()}.tmp"
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"username": self.username, "tokens": tokens}, f)
+            os.replace(temporary, self.token_cache)
+        except OSError:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+
     def _token(self, endpoint, renew=False):
         """The auth token of this endpoint (None without credentials or with authentication off)."""
         if not self.username:
             return None
+        if not renew and endpoint not in self.tokens:
+            cached = self._cached_tokens().get(endpoint)
+            if cached:
+                self.tokens[endpoint] = cached
         if renew or endpoint not in self.tokens:
             credentials = {"name": self.username, "password": self.password}
             try:
@@ -573,6 +618,7 @@ class EtcdClient:
                         f"etcd endpoint {endpoint} refused username={self.username!r}: {message}"
                     ) from e
             self.tokens[endpoint] = answer.get("token")
+            self._keep_token(endpoint, self.tokens[endpoint])
         return self.tokens[endpoint]
 
     def _post(self, endpoint, path, body):
@@ -744,8 +790,9 @@ def run_many(params, check_mode, client):
     )
 
 
-def run(params, check_mode, client=None, warn=None):
-    """The module's logic, separated from AnsibleModule for testing. Returns the result dict."""
+def run(params, check_mode, client=None, warn=None, token_cache=None):
+    """The module's logic, separated from AnsibleModule for testing. Returns the result dict.
+    token_cache: see EtcdClient (the controller's in-process runs only)."""
     error = validate_params(params)
     if error:
         raise RegistryError(error)
@@ -760,6 +807,7 @@ def run(params, check_mode, client=None, warn=None):
             params.get("timeout") or 5.0,
             username,
             password,
+            token_cache if username else None,
         )
     if params.get("records") is not None or params.get("tenants") is not None:
         return run_many(params, check_mode, client)
@@ -820,14 +868,15 @@ ARGUMENT_SPEC = dict(
 )
 
 
-def execute(params, check_mode, warn=None):
+def execute(params, check_mode, warn=None, token_cache=None):
     """The result of a run on validated arguments: (failed, result). Shared by main() and the
-    action plugin that runs this module in the controller's process (action_plugins/)."""
+    action plugin that runs this module in the controller's process (action_plugins/), which
+    keeps etcd's tokens between runs in token_cache."""
     params = with_connection(params)
     if not params.get("endpoints"):
         return True, {"msg": "endpoints is required (directly or in connection)"}
     try:
-        return False, run(params, check_mode, warn=warn)
+        return False, run(params, check_mode, warn=warn, token_cache=token_cache)
     except RegistryError as e:
         return True, dict(getattr(e, "partial", {}), msg=str(e))
 

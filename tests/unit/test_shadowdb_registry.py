@@ -623,6 +623,46 @@ def test_auth_is_converged_idempotently_and_scopes_each_identity(run_module, etc
     )["changed"]
 
 
+@needs_etcd
+def test_the_controllers_token_cache_skips_authentication_and_renews_a_stale_token(etcd_auth, tmp_path):
+    url, pki = etcd_auth
+    auth.run(auth_params(url, pki), check_mode=False)
+    tls = (str(pki / "ca.crt"), str(pki / "client.crt"), str(pki / "client.key"), 5.0)
+    cache = tmp_path / "registry-writer.json.tokens"
+
+    class Counting(reg.EtcdClient):
+        authentications = 0
+
+        def _raw_post(self, endpoint, path, body, token=None):
+            if path == "/v3/auth/authenticate":
+                Counting.authentications += 1
+            return super()._raw_post(endpoint, path, body, token)
+
+    writer = ("registry-writer", "writer-pw")
+
+    def client(identity=writer):
+        return Counting([url], *tls, *identity, str(cache))
+
+    client().get_prefix(PREFIX)
+    assert Counting.authentications == 1
+    assert cache.stat().st_mode & 0o777 == 0o600
+    assert json.loads(cache.read_text())["username"] == "registry-writer"
+    assert "writer-pw" not in cache.read_text()
+    # A later run (a new client, as a new task is) uses the kept token.
+    client().get_prefix(PREFIX)
+    assert Counting.authentications == 1
+    # A token etcd no longer knows (a restarted member): refused, then renewed once and kept.
+    cache.write_text(json.dumps({"username": "registry-writer", "tokens": {url: "stale.1"}}))
+    values, _revision = client().get_prefix(PREFIX)
+    assert values == {} and Counting.authentications == 2
+    assert json.loads(cache.read_text())["tokens"][url] != "stale.1"
+    # Another user's cache is not used, and a writer's token gives the reader nothing.
+    reader = client(("registry-reader", "reader-pw"))
+    reader.get_prefix(PREFIX)
+    assert Counting.authentications == 3
+    assert json.loads(cache.read_text())["username"] == "registry-reader"
+
+
 class RacedGateway:
     """etcd as seen by one of two runs removing the same tenant: the user and role exist when
     read, and the other run deletes them before this one does."""
