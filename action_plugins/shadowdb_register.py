@@ -45,21 +45,10 @@ class ActionModule(ActionBase):
 
     def _registry(self, task_vars, **args):
         """The result of the shadowdb_registry action with these arguments (in this process)."""
-        task = self._task.copy()
-        task.args = dict(args, connection=self._args["connection"], prefix=self._args["prefix"])
-        action = self._shared_loader_obj.action_loader.get(
-            "shadowdb_registry",
-            task=task,
-            connection=self._connection,
-            play_context=self._play_context,
-            loader=self._loader,
-            templar=self._templar,
-            shared_loader_obj=self._shared_loader_obj,
+        registry = self._shared_loader_obj.action_loader.get("shadowdb_registry", class_only=True)
+        return registry.run_for(
+            self, task_vars, **args, connection=self._args["connection"], prefix=self._args["prefix"]
         )
-        result = action.run(task_vars=task_vars)
-        if result.get("failed"):
-            raise AnsibleActionFail(f"shadowdb_register: the registry: {result.get('msg')}", result=result)
-        return result
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 from ansible.plugins.loader import module_loader
@@ -37,6 +38,29 @@ def registry_module():
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _supports_check_mode = True
+
+    @classmethod
+    def run_for(cls, caller, task_vars, **args):
+        """This action's result for these arguments, run within the calling action's task (its
+        connection, loader and templar): how the controller's other actions read and write the
+        registry. A failure raises AnsibleActionFail naming the caller and the registry's error."""
+        task = caller._task.copy()
+        task.args = args
+        action = caller._shared_loader_obj.action_loader.get(
+            MODULE,
+            task=task,
+            connection=caller._connection,
+            play_context=caller._play_context,
+            loader=caller._loader,
+            templar=caller._templar,
+            shared_loader_obj=caller._shared_loader_obj,
+        )
+        result = action.run(task_vars=task_vars)
+        if result.get("failed"):
+            raise AnsibleActionFail(
+                f"{caller._task.action}: the registry: {result.get('msg')}", result=result
+            )
+        return result
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)

@@ -5,15 +5,16 @@ before anything changes (roles/shadowdb/tasks/tenant_check.yml), in one task ins
 
 Each spec is validated by the shadowdb package (shadowdb.spec.shadowdb_check_tenants: one bad
 spec refuses only itself, a name given twice refuses every entry of it); with a registry, the
-names it gives to another host or to an HA tenant are refused (one read, through the
-shadowdb_register action in this process); the proxy networks each accepted tenant admits are
-computed (shadowdb.network.shadowdb_proxy_cidrs). Without a registry, tenant_check.yml looks at
-the other db hosts, then runs this action again with what it found (`elsewhere`). `strict` (one
-tenant, not a batch) fails on the first refusal; a run with no tenant left fails naming each.
+names it gives to another host or to an HA tenant are refused (one read through the
+shadowdb_registry action in this process, the rule of shadowdb.registry); the proxy networks each
+accepted tenant admits are computed (shadowdb.network.shadowdb_proxy_cidrs). Without a registry,
+tenant_check.yml looks at the other db hosts, then runs this action again with what it found
+(`elsewhere`). `strict` (one tenant, not a batch) fails on the first refusal; a run with no
+tenant left fails naming each refusal.
 
 The outcome is set as facts of the host, as set_fact would (no task of its own):
   shadowdb_batch          shadowdb_check_tenants' answer ({name, spec, error} per entry)
-  shadowdb_taken          {name: why}: names the registry gives elsewhere
+  shadowdb_taken          {name: why}: names taken on another host or by an HA tenant
   shadowdb_tenant_specs   the specs this run converges or removes
   shadowdb_batch_refused  {tenant or "tenants[i]": reason}
   shadowdb_proxy_cidrs_of {tenant: [networks]} (present tenants)
@@ -27,6 +28,7 @@ from ansible.plugins.action import ActionBase, VariableLayer
 
 from shadowdb.errors import SpecError
 from shadowdb.network import shadowdb_proxy_cidrs
+from shadowdb.registry import shadowdb_registry_taken
 from shadowdb.spec import shadowdb_batch_refusals, shadowdb_check_tenants
 
 ARGUMENT_SPEC = dict(
@@ -91,27 +93,15 @@ class ActionModule(ActionBase):
 
     def _taken(self, task_vars, registry, names, host) -> dict:
         """The names the registry gives to another host or to an HA tenant: {name: why}."""
-        task = self._task.copy()
-        task.args = dict(
+        action = self._shared_loader_obj.action_loader.get("shadowdb_registry", class_only=True)
+        records = action.run_for(
+            self,
+            task_vars,
             connection=registry["connection"],
             prefix=registry.get("prefix") or "/shadowdb/tenants/",
-            state="plan",
-            specs=[{"name": name} for name in names],
-            host=host,
-        )
-        action = self._shared_loader_obj.action_loader.get(
-            "shadowdb_register",
-            task=task,
-            connection=self._connection,
-            play_context=self._play_context,
-            loader=self._loader,
-            templar=self._templar,
-            shared_loader_obj=self._shared_loader_obj,
-        )
-        result = action.run(task_vars=task_vars)
-        if result.get("failed"):
-            raise AnsibleActionFail(f"the registry: {result.get('msg')}", result=result)
-        return dict(result.get("taken") or {})
+            state="query",
+        )["records"]
+        return shadowdb_registry_taken(records, names, host)
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)

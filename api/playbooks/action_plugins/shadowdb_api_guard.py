@@ -81,25 +81,17 @@ class ActionModule(ActionBase):
     _supports_check_mode = True
 
     def _records(self, task_vars, registry) -> list:
-        task = self._task.copy()
-        task.args = dict(
-            connection=registry["connection"],
-            prefix=registry.get("prefix") or "/shadowdb/tenants/",
-            state="query",
+        action = self._shared_loader_obj.action_loader.get("shadowdb_registry", class_only=True)
+        return (
+            action.run_for(
+                self,
+                task_vars,
+                connection=registry["connection"],
+                prefix=registry.get("prefix") or "/shadowdb/tenants/",
+                state="query",
+            ).get("records")
+            or []
         )
-        action = self._shared_loader_obj.action_loader.get(
-            "shadowdb_registry",
-            task=task,
-            connection=self._connection,
-            play_context=self._play_context,
-            loader=self._loader,
-            templar=self._templar,
-            shared_loader_obj=self._shared_loader_obj,
-        )
-        result = action.run(task_vars=task_vars)
-        if result.get("failed"):
-            raise AnsibleActionFail(f"the registry: {result.get('msg')}", result=result)
-        return result.get("records") or []
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
