@@ -1,13 +1,14 @@
 # Copyright: ShadowDB contributors
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Action plugin (controller only): the create guard's look-up (api/playbooks/tasks/guard_lookup.yml)
-in one task. Each name is checked, each version against its host; every db host must have
-answered the look for traces (guard_hosts.yml, the play before); the registry is read once (the
-shadowdb_registry action, in this process). Nothing is changed anywhere; nothing secret is read.
+in one task. Each name is checked, each version against its host, then what each db host's look
+for traces printed (guard_hosts.yml; that every db host answered is checked by the task before)
+and the registry, read once (the shadowdb_registry action, in this process). Nothing is changed
+anywhere; nothing secret is read.
 
 Sets the facts api_guard_refused ({name: why}: a bad name, or a version its host cannot install)
 and api_guard_conflicts ({name: {hosts, found, registry}}: where a tenant of that name already
-is). A db host that did not answer fails the task naming it: a create needs every answer.
+is).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ ARGUMENT_SPEC = dict(
     tenants=dict(type="list", elements="dict", required=True),
     # {host: [PostgreSQL majors it can install]} for the hosts of the tenants.
     versions=dict(type="dict", default={}),
-    # {db host: the lines its look printed, or None when it did not answer}.
+    # {db host: the lines its look printed}.
     found=dict(type="dict", required=True),
     # {connection, prefix} of the registry (the inventory has an etcd group), or none.
     registry=dict(type="dict"),
@@ -102,12 +103,6 @@ class ActionModule(ActionBase):
         names = [str(t.get("name", "")) for t in args["tenants"] if str(t.get("name", "")) not in refused]
         found = {}
         if names:
-            silent = [host for host, lines in args["found"].items() if lines is None]
-            if silent:
-                raise AnsibleActionFail(
-                    f"tenant.name: cannot look for {', '.join(names)} on host {', '.join(silent)} "
-                    "(unreachable); a create needs every db host to answer"
-                )
             records = self._records(task_vars, args["registry"]) if args["registry"] else []
             found = conflicts(names, args["found"], records)
         facts = {"api_guard_refused": refused, "api_guard_conflicts": found}
