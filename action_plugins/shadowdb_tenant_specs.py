@@ -43,7 +43,7 @@ ARGUMENT_SPEC = dict(
     # [{host, address}] of the proxy hosts (tasks/tenant_check.yml gathers the addresses needed).
     proxies=dict(type="list", elements="dict", default=[]),
     # Without a registry: the results of a stat of /etc/shadowdb/volumes/<name>.env on each other
-    # db host (item [host, name]), tasks/unique_name.yml.
+    # db host (item [host, name]), from tasks/tenant_check.yml.
     elsewhere=dict(type="list", elements="dict", default=[]),
 )
 
