@@ -62,6 +62,20 @@ class ActionModule(ActionBase):
             )
         return result
 
+    @classmethod
+    def records_for(cls, caller, task_vars, registry):
+        """Every record of the registry {connection, prefix} (run_for, state=query)."""
+        return (
+            cls.run_for(
+                caller,
+                task_vars,
+                connection=registry["connection"],
+                prefix=registry.get("prefix") or "/shadowdb/tenants/",
+                state="query",
+            ).get("records")
+            or []
+        )
+
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         if self._connection.transport != "local":

@@ -91,18 +91,6 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _supports_check_mode = True
 
-    def _taken(self, task_vars, registry, names, host) -> dict:
-        """The names the registry gives to another host or to an HA tenant: {name: why}."""
-        action = self._shared_loader_obj.action_loader.get("shadowdb_registry", class_only=True)
-        records = action.run_for(
-            self,
-            task_vars,
-            connection=registry["connection"],
-            prefix=registry.get("prefix") or "/shadowdb/tenants/",
-            state="query",
-        )["records"]
-        return shadowdb_registry_taken(records, names, host)
-
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         if self._connection.transport != "local":
@@ -118,7 +106,11 @@ class ActionModule(ActionBase):
                 strict=args["strict"],
             )
             names = [entry["name"] for entry in checked if entry["spec"]]
-            taken = self._taken(task_vars, args["registry"], names, args["host"]) if args["registry"] else {}
+            taken = {}
+            if args["registry"]:
+                registry = self._shared_loader_obj.action_loader.get("shadowdb_registry", class_only=True)
+                records = registry.records_for(self, task_vars, args["registry"])
+                taken = shadowdb_registry_taken(records, names, args["host"])
             taken.update(found_elsewhere(args["elsewhere"]))
             facts = outcome(checked, taken, args["strict"], args["proxies"])
         except (SpecError, Refused) as exc:

@@ -18,7 +18,9 @@ import re
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase, VariableLayer
 
-TENANT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,14}[a-z0-9]$")
+from shadowdb.spec import TENANT_NAME_RE
+
+TENANT_NAME = re.compile(TENANT_NAME_RE)
 
 ARGUMENT_SPEC = dict(
     # [{name, pg_version, host}]: host '' for an HA create (placed later).
@@ -81,19 +83,6 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _supports_check_mode = True
 
-    def _records(self, task_vars, registry) -> list:
-        action = self._shared_loader_obj.action_loader.get("shadowdb_registry", class_only=True)
-        return (
-            action.run_for(
-                self,
-                task_vars,
-                connection=registry["connection"],
-                prefix=registry.get("prefix") or "/shadowdb/tenants/",
-                state="query",
-            ).get("records")
-            or []
-        )
-
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         if self._connection.transport != "local":
@@ -103,7 +92,8 @@ class ActionModule(ActionBase):
         names = [str(t.get("name", "")) for t in args["tenants"] if str(t.get("name", "")) not in refused]
         found = {}
         if names:
-            records = self._records(task_vars, args["registry"]) if args["registry"] else []
+            registry = self._shared_loader_obj.action_loader.get("shadowdb_registry", class_only=True)
+            records = registry.records_for(self, task_vars, args["registry"]) if args["registry"] else []
             found = conflicts(names, args["found"], records)
         facts = {"api_guard_refused": refused, "api_guard_conflicts": found}
         self.register_host_variables(facts, VariableLayer.EPHEMERAL_FACT)
