@@ -24,6 +24,18 @@ def lab_env() -> dict[str, str]:
     return env
 
 
+def failure_report(output: str, tail: int = 6000) -> str:
+    """What a failed run's assertion shows: every task that failed (its header and its lines,
+    however early in the run; a failure on a few hosts is often followed by pages of other hosts'
+    output), then the run's last ``tail`` characters."""
+    failed = []
+    for block in output.split("\nTASK [")[1:]:
+        if "fatal: [" in block or "failed: [" in block:
+            failed.append("TASK [" + block[:3000])
+    head = "\n".join(failed)
+    return (f"--- the failed tasks ---\n{head}\n--- the run's end ---\n" if failed else "") + output[-tail:]
+
+
 def checkout_id() -> str:
     """Short id of this checkout; SHADOWDB_LAB_ID overrides it (two suites in one checkout)."""
     return os.environ.get("SHADOWDB_LAB_ID") or hashlib.sha256(str(REPO).encode()).hexdigest()[:6]
@@ -63,7 +75,7 @@ class Lab:
             text=True,
         )
         if proc.returncode != 0:
-            output = (proc.stdout + proc.stderr)[-6000:]
+            output = failure_report(proc.stdout + proc.stderr)
             raise AssertionError(f"lab.yml {' '.join(args)} failed (rc {proc.returncode}):\n{output}")
 
     def up(self) -> None:
@@ -92,7 +104,7 @@ class Lab:
         )
         output = proc.stdout + proc.stderr
         if check and proc.returncode != 0:
-            raise AssertionError(f"{name} failed (rc {proc.returncode}):\n{output[-6000:]}")
+            raise AssertionError(f"{name} failed (rc {proc.returncode}):\n{failure_report(output)}")
         return output
 
     def sh(self, host: str, script: str) -> str:
