@@ -97,6 +97,10 @@ def converge(module, p):
                 continue
             key = new_key(runner(module, name))
             write_key(key_path, key, p["owner"], False)
+        else:
+            # A key kept from an earlier OS user of the same name (another uid), or whose mode
+            # was changed, is given back to the tenant's user: Patroni must read it, nobody else.
+            changed = write_key(key_path, key, p["owner"], module.check_mode) or changed
         if p["root_copy_dir"]:
             changed = write_key(f"{p['root_copy_dir']}/{name}.key", key, "root", module.check_mode) or changed
         existing = read_small(f"{p['tls_dir']}/{name}.crt")

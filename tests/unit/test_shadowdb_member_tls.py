@@ -51,6 +51,19 @@ def test_keys_are_made_once_and_requests_carry_them(tls):
     assert again["requests"]["server"]["existing"].startswith("-----BEGIN CERTIFICATE-----")
 
 
+def test_a_kept_key_is_given_back_to_the_tenants_user(tls):
+    tls()
+    key = tls.dir / "server.key"
+    os.chmod(key, 0o644)
+    if os.geteuid() == 0:  # as root (CI): a key left by an earlier user of the name, another uid
+        os.chown(key, 65534, 65534)
+    fixed = tls()
+    assert fixed["changed"] is True and fixed["made"] == [], fixed
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert os.stat(key).st_uid == os.getuid()
+    assert tls()["changed"] is False
+
+
 def test_check_mode_makes_nothing(tls):
     result = tls(check_mode=True)
     assert result["changed"] is True and result["requests"]["server"] == {"csr": None, "existing": None}
