@@ -8,6 +8,7 @@ import re
 import stat
 import subprocess
 import threading
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch
@@ -36,12 +37,16 @@ options:
     required: true
   backend:
     description:
-      - V(loop) (sparse image file), V(lvm) (a logical volume named O(name)) or V(device) (a given disk).
+      - V(loop) (sparse image file), V(lvm) (a logical volume named O(name)), V(device) (a given disk)
+        or V(virtio) (a virtual disk the hypervisor hot-plugged with the tenant's name as serial:
+        M(shadowdb_vm_disk); it is waited for up to O(device_wait) seconds).
     type: str
-    choices: [loop, lvm, device]
+    choices: [loop, lvm, device, virtio]
     default: loop
   source:
-    description: The image file (loop), C(/dev/<vg>/<name>) (lvm) or the disk (device).
+    description: >-
+      The image file (loop), C(/dev/<vg>/<name>) (lvm), the disk (device) or
+      C(/dev/disk/by-id/virtio-<name>) (virtio).
     type: path
     required: true
   lvm_vg:
@@ -72,6 +77,10 @@ options:
     description: Reload systemd before the unit is started (its template changed in this run); once per call.
     type: bool
     default: false
+  device_wait:
+    description: Seconds to wait for the V(virtio) backend's disk (udev links it after the hot-plug).
+    type: int
+    default: 60
   workers:
     description:
       - With O(tenants), how many volumes are made at once, each in a thread (a volume mostly waits on
@@ -204,7 +213,14 @@ class Volume:
     # --- checks that change nothing ---
     def check_store(self):
         name, backend, source = self.p["name"], self.p["backend"], self.p["source"]
-        if backend == "device":
+        if backend == "virtio" and not self.wait_for_disk(source):
+            if self.check:  # the hypervisor's side attached nothing in check mode either
+                return
+            raise VolumeError(
+                f"tenant {name}: its virtual disk {source} did not appear within {self.p['device_wait']} s "
+                "(the hypervisor attaches it: shadowdb_vm_disk)"
+            )
+        if backend in ("device", "virtio"):
             try:
                 is_block = stat.S_ISBLK(os.stat(source).st_mode)
             except OSError:
@@ -218,12 +234,22 @@ class Volume:
             if rc != 0:
                 raise VolumeError(f"tenant {name}: volume group {self.p['lvm_vg']} not found: {err.strip()}")
         current = self.current_bytes()
-        if current is not None and backend != "device":
+        if current is not None and backend in ("loop", "lvm"):
             refusal = shrink_refusal(name, current, self.p["size_mb"])
             if refusal:
                 raise VolumeError(refusal)
         if current is not None:
             self.refuse_foreign(source)
+
+    def wait_for_disk(self, source):
+        """Whether the disk is there; a hot-plugged disk shows up a few seconds after the hypervisor
+        adds it (check mode does not wait: it attached nothing)."""
+        deadline = time.monotonic() + (0 if self.check else self.p["device_wait"])
+        while not os.path.exists(source):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
+        return True
 
     def current_bytes(self):
         """Size of the existing image or logical volume (None when there is none yet)."""
@@ -279,7 +305,7 @@ class Volume:
     def backing_store(self):
         """Make or grow the image or logical volume; True when it is new."""
         backend, wanted = self.p["backend"], self.p["size_mb"] * MIB
-        if backend == "device":
+        if backend in ("device", "virtio"):  # made (and grown) outside the host
             return False
         current = self.current_bytes()
         if current is not None and current >= wanted:
@@ -398,7 +424,8 @@ PER_TENANT = dict(
 )
 
 SHARED = dict(
-    backend=dict(type="str", choices=["loop", "lvm", "device"], default="loop"),
+    backend=dict(type="str", choices=["loop", "lvm", "device", "virtio"], default="loop"),
+    device_wait=dict(type="int", default=60),
     lvm_vg=dict(type="str", default=""),
     helper=dict(type="path", default="/usr/local/libexec/shadowdb/shadowdb-volume"),
     daemon_reload=dict(type="bool", default=False),
