@@ -19,10 +19,13 @@ import re
 TENANT_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}[a-z0-9]$")
 VM_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 MIB = 1048576
-# Fixed PCI slots for the NIC and the root disk: the root disk probes first and is /dev/vda, the
-# tenant disks take the next free slots (hot-plugged or, after a restart, on the command line).
+# Fixed PCI slots: the root disk takes the first free one (0 and 1 are the host bridge and the
+# ISA bridge; -vga none leaves 2 free), so it probes first and is /dev/vda at every boot. qemu gives
+# a tenant disk (hot-plugged, or on the command line after a restart) the lowest free slot: with
+# the root disk anywhere above 2, a tenant's disk took slot 2, became vda, and the guest booted
+# from it after a reboot ("No init found").
+ROOT_SLOT = "0x2"
 NIC_SLOT = "0x3"
-ROOT_SLOT = "0x4"
 
 
 def paths(vm_dir):

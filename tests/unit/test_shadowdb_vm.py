@@ -121,7 +121,8 @@ def test_qemu_argv_core_options():
     assert "-daemonize" in argv
     root = json.loads(option(argv, "-blockdev")[0])
     assert root["file"]["filename"] == "/srv/vms/sdb-vm-db1/root.qcow2" and root["driver"] == "qcow2"
-    assert "virtio-blk-pci,drive=root,id=root,addr=0x4" in option(argv, "-device")
+    # The root disk in the lowest free slot: a tenant disk can never probe before it (/dev/vda).
+    assert "virtio-blk-pci,drive=root,id=root,addr=0x2" in option(argv, "-device")
     assert "systemd.hostname=sdb-vm-db1" in option(argv, "-append")[0]
 
 
