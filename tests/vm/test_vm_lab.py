@@ -191,6 +191,40 @@ def test_memory_max_is_enforced(lab):
     healthy(lab, victim, timeout=180)
 
 
+def test_tasks_max_and_nofile_hold(lab):
+    tenant = TENANTS[1]
+    unit = f"shadowdb-postgres@{tenant}.service"
+    assert lab.out(f"systemctl show -p TasksMax --value {unit}") == "256"
+    # The postmaster runs with the tier's LimitNOFILE (small: 1024).
+    pid = lab.out(f"systemctl show -p MainPID --value {unit}")
+    assert lab.out(f"awk '/^Max open files/ {{print $4, $5}}' /proc/{pid}/limits") == "1024 1024"
+    cgroup = "/sys/fs/cgroup" + lab.out(f"systemctl show -p ControlGroup --value {unit}")
+    # A process in the tenant's cgroup forks sleeping children until the kernel refuses one; it
+    # prints how many it got and the errno, then ends them all.
+    forker = (
+        "import os, signal, sys, time\n"
+        "open(sys.argv[1] + '/cgroup.procs', 'w').write(str(os.getpid()))\n"
+        "kids, err = [], None\n"
+        "for _ in range(400):\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except OSError as e:\n"
+        "        err = e.errno\n"
+        "        break\n"
+        "    if pid == 0:\n"
+        "        time.sleep(60)\n"
+        "        os._exit(0)\n"
+        "    kids.append(pid)\n"
+        "for k in kids:\n"
+        "    os.kill(k, signal.SIGKILL)\n"
+        "    os.waitpid(k, 0)\n"
+        "print(len(kids), err)\n"
+    )
+    got, errno = lab.out(shlex.join(["python3", "-c", forker, cgroup])).split()
+    assert errno == "11" and int(got) < 256, (got, errno)  # EAGAIN before the 256th task
+    healthy(lab, tenant, timeout=60)
+
+
 def test_reboot_brings_every_tenant_back(lab):
     before = lab.boot_id()
     started = time.monotonic()
