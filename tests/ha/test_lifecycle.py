@@ -137,8 +137,24 @@ def attack(
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
+def own_volumes_mounted(lab, tenant: str) -> dict[str, tuple[str, str]]:
+    """{member: (device mounted at the tenant's mount point, the member's own loop device)}.
+    The members' volumes carry the same label on one kernel (lab hosts share its loop devices):
+    each member must have mounted its own."""
+    mounts = {}
+    for host in members_of(lab, tenant):
+        mounted = hakit.sh(host, f"findmnt -n -o SOURCE --mountpoint /mnt/db/{tenant}").strip()
+        own = hakit.sh(host, f"losetup -j /var/lib/shadowdb/volumes/{tenant}.img | cut -d: -f1").strip()
+        mounts[host] = (mounted, own)
+    return mounts
+
+
 def test_replica_removed_from_a_live_tenant_then_the_tenant(lab, other):
     tenant_ha(lab, {"name": TENANT, "replicas": 2})
+    # The three members were made at the same time, their volumes labelled within moments.
+    mounts = own_volumes_mounted(lab, TENANT)
+    assert len(mounts) == 3, mounts
+    assert all(mounted == own and own.startswith("/dev/loop") for mounted, own in mounts.values()), mounts
     cluster = hakit.Cluster(TENANT, lab.db, lab.proxy[1])
     try:
         leader = hakit.wait_for("a healthy cluster of 3", cluster.healthy, timeout=120)
