@@ -22,6 +22,7 @@ from ansible.module_utils.shadowdb_vm import (
     paths,
     save_disks,
 )
+from ansible.module_utils.shadowdb_volume_rules import foreign_filesystem, parse_blkid_export, shrink_refusal
 
 DOCUMENTATION = r"""
 ---
@@ -104,24 +105,10 @@ class DiskError(Exception):
     """A refusal or a failed step; its text names the tenant and the problem."""
 
 
-def shrink_refusal(name, current_bytes, wanted_mb):
-    if current_bytes > wanted_mb * MIB:
-        return (
-            f"tenant {name}: disk is {current_bytes // MIB} MiB, asked for {wanted_mb} MiB: "
-            "shrinking is refused"
-        )
-    return None
-
-
 def label_refusal(name, blkid_export):
     """Why a disk must not be deleted (None when it is empty or labelled with the tenant's name)."""
-    found = dict(line.split("=", 1) for line in blkid_export.splitlines() if "=" in line)
-    if not found.get("TYPE") or found.get("LABEL") == name:
-        return None
-    return (
-        f"tenant {name}: refusing to delete its disk: it holds a {found.get('TYPE')} filesystem "
-        f"labelled '{found.get('LABEL', '')}', not '{name}'"
-    )
+    why = foreign_filesystem(parse_blkid_export(blkid_export), name)
+    return f"tenant {name}: refusing to delete its disk: it holds {why}" if why else None
 
 
 class Disks:
@@ -163,7 +150,7 @@ class Disks:
         wanted = size_mb * MIB
         current = os.path.getsize(path) if os.path.exists(path) else None
         if current is not None:
-            refusal = shrink_refusal(tenant, current, size_mb)
+            refusal = shrink_refusal(tenant, current, size_mb, what="disk")
             if refusal:
                 raise DiskError(refusal)
         if current is None or current < wanted:

@@ -12,6 +12,12 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch
+from ansible.module_utils.shadowdb_volume_rules import (
+    MIB,
+    foreign_filesystem,
+    parse_blkid_export,
+    shrink_refusal,
+)
 
 DOCUMENTATION = r"""
 ---
@@ -116,7 +122,6 @@ actions:
   sample: [wrote /etc/shadowdb/volumes/acme.env, made the 1024 MiB image, attached /dev/loop3]
 """
 
-MIB = 1048576
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,14}[a-z0-9]$")
 
 
@@ -130,36 +135,6 @@ class VolumeFailure(Exception):
     def __init__(self, msg, **partial):
         super().__init__(msg)
         self.partial = partial
-
-
-def parse_blkid_export(text):
-    """KEY=value lines of `blkid -o export` as a dict."""
-    found = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            found[key.strip()] = value.strip()
-    return found
-
-
-def foreign_filesystem(found, name):
-    """Why a probed volume must not be used (None when it is empty or this tenant's ext4)."""
-    fstype = found.get("TYPE", "")
-    if not fstype:
-        return None
-    if fstype == "ext4" and found.get("LABEL", "") == name:
-        return None
-    return f"a {fstype} filesystem labelled '{found.get('LABEL', '')}', which is not tenant {name}"
-
-
-def shrink_refusal(name, current_bytes, wanted_mb):
-    """The error for a volume asked to be smaller than it is (None when it is not)."""
-    if current_bytes > wanted_mb * MIB:
-        return (
-            f"tenant {name}: volume is {current_bytes // MIB} MB, asked for {wanted_mb} MB: "
-            "shrinking is not supported"
-        )
-    return None
 
 
 def parse_sizes(text):

@@ -42,7 +42,7 @@ def test_shrink_refusal_names_both_sizes():
     assert sv.shrink_refusal("acme", 1024 * MIB, 1024) is None
     assert sv.shrink_refusal("acme", 512 * MIB, 1024) is None
     why = sv.shrink_refusal("acme", 2048 * MIB, 1024)
-    assert "tenant acme" in why and "2048 MB" in why and "1024 MB" in why and "shrinking" in why
+    assert "tenant acme" in why and "2048 MiB" in why and "1024 MiB" in why and "shrinking is refused" in why
 
 
 def test_parse_sizes_and_growing():
@@ -82,7 +82,7 @@ def test_shrinking_an_image_is_refused(run_module, tmp_path):
     with open(image, "wb") as f:
         f.truncate(32 * MIB)
     result, _ = run_module(MODULE, volume_args(tmp_path))
-    assert result["failed"] and "32 MB, asked for 16 MB" in result["msg"]
+    assert result["failed"] and "32 MiB, asked for 16 MiB" in result["msg"]
     assert image.stat().st_size == 32 * MIB
     assert not (tmp_path / "volumes").exists()
 
@@ -123,7 +123,7 @@ def test_a_batch_reports_each_tenant_and_one_refusal_does_not_stop_the_others(ru
     assert not result.get("failed"), result
     assert set(result["results"]) == {"acme", "globex"}
     assert result["failed_tenants"] == {"globex": result["results"]["globex"]["msg"]}
-    assert "32 MB, asked for 16 MB" in result["failed_tenants"]["globex"]
+    assert "32 MiB, asked for 16 MiB" in result["failed_tenants"]["globex"]
     assert not result["results"]["acme"]["failed"] and result["results"]["acme"]["changed"]
     assert result["changed"]
 
