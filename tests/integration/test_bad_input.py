@@ -260,11 +260,17 @@ def _inventory_with_tenants(lab, tmp_path, layout):
             ],
             id="setting-above-tier",
         ),
+        pytest.param(
+            {"name": "itrep", "replicas": 2},
+            ["tenant.replicas:", "tenant itrep asks for 2 replica(s)", "playbooks/tenant_ha.yml"],
+            id="replicas",
+        ),
     ],
 )
 def test_site_refuses_reserved_names_and_settings_above_the_tier(lab, tmp_path, tenant, fragments):
     # The same rules in site.yml's validation play, for a tenant declared in the inventory
-    # next to a valid one: nothing starts on any host.
+    # next to a valid one: nothing starts on any host. An HA tenant (replicas) is refused there
+    # too: site.yml converges standalone tenants only.
     copy = _inventory_with_tenants(lab, tmp_path, {0: [{"name": "itok"}, tenant]})
     before = {host: lab.snapshot(host) for host in lab.hosts}
     run = lab.playbook("site.yml", inventory=copy)
