@@ -183,10 +183,16 @@ class Catalog:
         return row["id"], token
 
     def token(self, token: str) -> dict | None:
+        """The valid token of that value (id, name, scope), or None. Its last use is written at
+        most once a minute: a write (and a lock on the token's row) on every request made clients
+        that poll a job queue behind each other."""
         with self.conn() as conn:
             return conn.execute(
-                "UPDATE api_tokens SET last_used_at = now() WHERE token_sha256 = %s AND revoked_at IS NULL"
-                " RETURNING id, name, scope",
+                "WITH valid AS (SELECT id, name, scope, last_used_at FROM api_tokens"
+                " WHERE token_sha256 = %s AND revoked_at IS NULL),"
+                " used AS (UPDATE api_tokens t SET last_used_at = now() FROM valid WHERE t.id = valid.id"
+                " AND (valid.last_used_at IS NULL OR valid.last_used_at < now() - interval '1 minute'))"
+                " SELECT id, name, scope FROM valid",
                 (hash_token(token),),
             ).fetchone()
 

@@ -428,3 +428,28 @@ def test_the_guard_fails_when_a_db_host_does_not_answer(devdb, catalog, tmp_path
     assert "cannot look for lonely on host sdb-guard-down (unreachable)" in row["error"], row["error"]
     plays = [e["data"]["play"] for e in catalog.events(job["id"]) if e["type"] == "play"]
     assert "Check the tenant specs before anything changes" not in plays, plays  # tenant.yml never ran
+
+
+def test_a_token_is_checked_on_every_request_and_its_use_written_once_a_minute(catalog):
+    token_id, token = catalog.create_token("poller", "read")
+
+    def last_used():
+        with catalog.conn() as conn:
+            return conn.execute("SELECT last_used_at FROM api_tokens WHERE id = %s", (token_id,)).fetchone()[
+                "last_used_at"
+            ]
+
+    assert catalog.token(token)["id"] == token_id
+    first = last_used()
+    assert first is not None
+    assert catalog.token(token)["name"] == "poller"
+    assert last_used() == first  # a client polling a job does not write on every request
+    with catalog.conn() as conn:
+        conn.execute(
+            "UPDATE api_tokens SET last_used_at = now() - interval '2 minutes' WHERE id = %s", (token_id,)
+        )
+    assert catalog.token(token)["scope"] == "read"
+    assert last_used() >= first  # written again: it was two minutes old
+    catalog.revoke_token(token_id)
+    assert catalog.token(token) is None
+    assert catalog.token("not-a-token") is None
