@@ -201,26 +201,30 @@ def test_api_onboarding_latency(lab, api, tmp_path):
     )
 
 
+def catalog_rows(api, sql: str, params: tuple = ()) -> list[dict]:
+    """The rows of one query on the bench's catalog."""
+    catalog = Catalog(api.database_url, max_size=2)
+    catalog.open()
+    try:
+        with catalog.conn() as conn:
+            return conn.execute(sql, params).fetchall()
+    finally:
+        catalog.close()
+
+
 def overhead(api) -> tuple[list[float], list[float]]:
     """The engine's own time per job of the catalog, from its events (see engine_overhead)."""
     from tests.api.test_e2e_lab import engine_overhead
 
-    catalog = Catalog(api.database_url, max_size=2)
-    catalog.open()
-    try:
-        streams = {}
-        with catalog.conn() as conn:
-            for row in conn.execute("SELECT id FROM jobs WHERE status = 'succeeded'").fetchall():
-                job_id = row["id"]
-                streams[str(job_id)] = [
-                    (e["type"], e["data"] | {"at": e["created_at"].isoformat()})
-                    for e in conn.execute(
-                        "SELECT type, data, created_at FROM job_events WHERE job_id = %s ORDER BY seq",
-                        (job_id,),
-                    ).fetchall()
-                ]
-    finally:
-        catalog.close()
+    streams: dict[str, list] = {}
+    for e in catalog_rows(
+        api,
+        "SELECT e.job_id, e.type, e.data, e.created_at FROM job_events e JOIN jobs j ON j.id = e.job_id"
+        " WHERE j.status = 'succeeded' ORDER BY e.job_id, e.seq",
+    ):
+        streams.setdefault(str(e["job_id"]), []).append(
+            (e["type"], e["data"] | {"at": e["created_at"].isoformat()})
+        )
     return engine_overhead(streams)
 
 
@@ -228,19 +232,14 @@ def phases(api, prefix: str) -> dict[str, float]:
     """Median seconds of each phase of the jobs of tenants named prefix + digits, from the
     client's marks (MARKS) and the catalog's times: POST -> job in the catalog, -> claimed by a
     worker, -> its host step started (the batch gathered), -> step finished (the playbook run),
-    -> job done, -> seen done by the client's polling, -> first query through HAProxy."""
-    catalog = Catalog(api.database_url, max_size=2)
-    catalog.open()
-    try:
-        with catalog.conn() as conn:
-            rows = conn.execute(
-                "SELECT j.tenant, extract(epoch FROM j.created_at) AS created, e.type, e.data,"
-                " extract(epoch FROM e.created_at) AS at FROM jobs j JOIN job_events e ON e.job_id = j.id"
-                " WHERE j.tenant ~ %s AND j.kind = 'create' ORDER BY e.seq",
-                (f"^{prefix}[0-9]+$",),
-            ).fetchall()
-    finally:
-        catalog.close()
+    -> job done, -> seen done by the client (its event stream), -> first query through HAProxy."""
+    rows = catalog_rows(
+        api,
+        "SELECT j.tenant, extract(epoch FROM j.created_at) AS created, e.type, e.data,"
+        " extract(epoch FROM e.created_at) AS at FROM jobs j JOIN job_events e ON e.job_id = j.id"
+        " WHERE j.tenant ~ %s AND j.kind = 'create' ORDER BY e.seq",
+        (f"^{prefix}[0-9]+$",),
+    )
     times: dict[str, dict[str, float]] = {}
     for row in rows:
         t = times.setdefault(row["tenant"], {"created": float(row["created"])})
@@ -270,17 +269,12 @@ def phases(api, prefix: str) -> dict[str, float]:
 def batch_sizes(api) -> dict[str, dict[str, list[int]]]:
     """{name prefix: {host: the number of tenants of each host-step run, in order}} from the
     jobs' step events (a batch's events name its run and tenants; a run of one names neither)."""
-    catalog = Catalog(api.database_url, max_size=2)
-    catalog.open()
-    try:
-        with catalog.conn() as conn:
-            rows = conn.execute(
-                "SELECT j.tenant, j.host, e.data FROM job_events e JOIN jobs j ON j.id = e.job_id"
-                " WHERE e.type = 'step' AND e.data->>'step' = 'host' AND e.data->>'state' = 'started'"
-                " ORDER BY e.created_at"
-            ).fetchall()
-    finally:
-        catalog.close()
+    rows = catalog_rows(
+        api,
+        "SELECT j.tenant, j.host, e.data FROM job_events e JOIN jobs j ON j.id = e.job_id"
+        " WHERE e.type = 'step' AND e.data->>'step' = 'host' AND e.data->>'state' = 'started'"
+        " ORDER BY e.created_at",
+    )
     seen, out = set(), {}
     for row in rows:
         prefix = row["tenant"].rstrip("0123456789")
