@@ -35,6 +35,7 @@ from api.catalog import Catalog, migrate
 from api.client import follow
 from api.devdb import DevDB
 from tests.api.conftest import REPO, Server, Worker, bearer, server_env
+from tests.bench.cpukit import CpuMeter
 from tests.labkit import Lab
 
 pytestmark = pytest.mark.bench
@@ -150,11 +151,14 @@ def test_api_onboarding_latency(lab, api, tmp_path):
     finally:
         lab.sh(lab.hosts[1], "sh /root/raw_cleanup.sh")
 
-    single = [onboard(lab, api, f"one{i}") for i in range(SINGLE)]
+    with CpuMeter() as single_cpu:
+        single = [onboard(lab, api, f"one{i}") for i in range(SINGLE)]
+
+    cpu = {}
 
     def at_once(names, via=None):
         t0 = time.monotonic()
-        with ThreadPoolExecutor(len(names)) as pool:
+        with CpuMeter() as cpu[len(names)], ThreadPoolExecutor(len(names)) as pool:
             each = list(pool.map(lambda name: onboard(lab, api, name, via), names))
         return each, time.monotonic() - t0
 
@@ -187,6 +191,13 @@ def test_api_onboarding_latency(lab, api, tmp_path):
         f" p50 {statistics.median(two_hosts):6.2f} s"
         f"  all done in {two_hosts_total:6.2f} s = {two_hosts_total / one_p50:4.1f}x one (target <= 2x)"
     )
+    # Busy CPU-seconds / cores is the least time the work can take here (tests/bench/cpukit.py).
+    print(f"[bench]   CPU, 1 at a time : {single_cpu.summary(SINGLE)}")
+    for count, where in ((CONCURRENT, "1 host "), (2 * CONCURRENT, "2 hosts")):
+        print(
+            f"[bench]   CPU, {count} at once, {where}: {cpu[count].summary(count)}"
+            f" = {cpu[count].floor / one_p50:4.2f}x one"
+        )
     for prefix in ("many", "wide"):
         print(f"[bench]   runs of the {prefix}* jobs (tenants per run, by host): {runs.get(prefix, {})}")
     for prefix, label in (("one", "1 at a time"), ("many", f"{CONCURRENT} at once, 1 host")):

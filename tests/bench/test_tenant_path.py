@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.bench.cpukit import CpuMeter
 from tests.bench.rawkit import raw_times
 from tests.labkit import Lab
 
@@ -64,24 +65,33 @@ def add_fake_db_hosts(lab: Lab, count: int) -> None:
 def test_tenant_path(lab, tmp_path):
     host = lab.hosts[0]
     calls_file = tmp_path / "calls.json"
-    raw_mean = statistics.mean(raw_times(lab, host, 3, prefix="praw", first_port=15500))  # before any tenant
+    with CpuMeter() as raw_cpu:  # before any tenant; the raw steps' clean-up included
+        raw_mean = statistics.mean(raw_times(lab, host, 3, prefix="praw", first_port=15500))
     print(f"\n[bench] tenant path on a converged routing host; raw shell steps {raw_mean:.2f} s/tenant")
+    print(f"[bench]   raw shell steps : {raw_cpu.summary(3)}")
     run(lab, calls_file, {"tenant_host": host, "tenant": {"name": "pwarm"}})  # warm-up, not counted
 
-    one, calls = run(lab, calls_file, {"tenant_host": host, "tenant": {"name": "pone"}})
+    with CpuMeter() as one_cpu:
+        one, calls = run(lab, calls_file, {"tenant_host": host, "tenant": {"name": "pone"}})
     per_host = calls["hosts"]
     print(
         f"[bench]   remote module calls, one new tenant : {sum(per_host.values())} {per_host} (target <= 10)"
     )
     print(f"[bench]   one tenant      : {one:6.1f} s = {one / raw_mean:5.1f}x raw (target <= 5x)")
+    print(f"[bench]   one tenant      : {one_cpu.summary(1)}")
     busiest = sorted(calls["tasks"], key=lambda t: -t[2])[:15]
     print("[bench]   calls of one tenant by task: " + "; ".join(f"{t} x{n}" for _, t, n in busiest))
 
     batch_specs = [{"name": f"pb{i}"} for i in range(BATCH)]
-    batch, batch_calls = run(lab, calls_file, {"tenant_host": host, "tenants": batch_specs})
+    with CpuMeter() as batch_cpu:
+        batch, batch_calls = run(lab, calls_file, {"tenant_host": host, "tenants": batch_specs})
     print(f"[bench]   remote module calls, batch of {BATCH}    : {sum(batch_calls['hosts'].values())}")
     print(
         f"[bench]   batch of {BATCH:<3}    : {batch:6.1f} s = {batch / one:5.2f}x one tenant (target <= 2x)"
+    )
+    print(
+        f"[bench]   batch of {BATCH:<3}    : {batch_cpu.summary(BATCH)}"
+        f" = {batch_cpu.floor / one:4.2f}x one tenant's time"
     )
 
     add_fake_db_hosts(lab, 2)
