@@ -445,6 +445,17 @@ def add_event(conn, job_id, type_: str, data: dict) -> int:
     return row["seq"] if isinstance(row, dict) else row[0]
 
 
+def add_events(conn, job_ids, type_: str, data: dict) -> None:
+    """Append the same event to each of these jobs (a batch's run writes each of its events to
+    every job of the batch) in one statement, instead of one statement and commit per job."""
+    conn.execute(
+        "INSERT INTO job_events (job_id, seq, type, data)"
+        " SELECT j.id, coalesce((SELECT max(e.seq) FROM job_events e WHERE e.job_id = j.id), 0) + 1, %s, %s"
+        " FROM (SELECT DISTINCT unnest(%s::uuid[]) AS id) j",
+        (type_, Jsonb(data), [str(job_id) for job_id in job_ids]),
+    )
+
+
 def placement_records(conn) -> list[dict]:
     """The catalog's tenants as shadowdb's placement reads registry records: {tenant, host,
     tier, members: [{host}]}. An HA tenant counts on each member's host; one whose members are

@@ -8,7 +8,7 @@ import logging
 
 import ansible_runner
 
-from .catalog import add_event, plan
+from .catalog import add_events, plan
 from .settings import ansible_env
 
 log = logging.getLogger("shadowdb.api.jobs")
@@ -279,8 +279,8 @@ class Runs:
                     facts = ((event.get("event_data") or {}).get("res") or {}).get("ansible_facts") or {}
                     passed = facts.get("api_guard_passed") if data["status"] == "ok" else []
                     targets = [guarded[n] for n in passed or [] if n in guarded]
-                for stream in targets:
-                    add_event(conn, stream, kind, data)
+                if targets:
+                    add_events(conn, targets, kind, data)
             return self.settings.keep_artifacts
 
         runner = ansible_runner.run(

@@ -507,3 +507,26 @@ def test_an_ha_tenant_is_backed_up_and_restored_through_the_api(
         "/v1/tenants/acme/restore", json={"target": {"latest": True}, "confirm": "acme"}, headers=admin
     )
     assert r.status_code == 202 and r.json()["kind"] == "restore", r.text
+
+
+def test_one_event_for_every_job_of_a_batch_keeps_each_jobs_sequence(client, admin, catalog):
+    """A batch's run writes each event to every job of the batch in one statement; each job's
+    sequence numbers stay its own and gap-free, and its stream reads them in order."""
+    from api.catalog import add_event, add_events
+
+    first = create(client, admin, {"name": "acme"}).json()["id"]
+    second = create(client, admin, {"name": "globex"}).json()["id"]
+    before = {job: len(catalog.events(job)) for job in (first, second)}
+    with catalog.conn() as conn:
+        add_event(conn, first, "play", {"name": "only the first"})
+        add_events(conn, [first, second], "task", {"name": "both"})
+        add_events(conn, [second, second], "task", {"name": "a repeated job gets it once"})
+    events = {job: catalog.events(job)[before[job] :] for job in (first, second)}
+    assert [(e["seq"], e["data"]["name"]) for e in events[first]] == [
+        (before[first] + 1, "only the first"),
+        (before[first] + 2, "both"),
+    ]
+    assert [(e["seq"], e["data"]["name"]) for e in events[second]] == [
+        (before[second] + 1, "both"),
+        (before[second] + 2, "a repeated job gets it once"),
+    ]
