@@ -42,6 +42,9 @@ description:
     its filesystem carries the tenant's name as label or it has none (C(blkid -p) on the raw file):
     a disk that cannot be proven to be the tenant's is refused. The guest must have unmounted it
     (qemu does not refuse to unplug a mounted disk).
+  - With O(state=detached), the disk is unplugged and taken off the list (a start of the VM does not
+    attach it again) but its file is kept: O(state=present) with the same size attaches it again. As
+    for V(absent), the guest must have stopped the tenant and unmounted the disk first.
   - In check mode nothing is written, plugged or unplugged.
 options:
   dir:
@@ -49,9 +52,9 @@ options:
     type: path
     required: true
   state:
-    description: V(present) or V(absent).
+    description: V(present), V(detached) (unplugged, file kept) or V(absent) (unplugged, file deleted).
     type: str
-    choices: [present, absent]
+    choices: [present, detached, absent]
     default: present
   tenants:
     description: The tenants' disks.
@@ -141,9 +144,13 @@ class Disks:
         return attached_ids(self.qmp.execute("qom-list", path="/machine/peripheral"))
 
     def nodes(self):
+        """{node name: size in bytes as qemu sees it} of the VM's block nodes."""
         if self.qmp is None:
-            return set()
-        return {n.get("node-name") for n in self.qmp.execute("query-named-block-nodes")}
+            return {}
+        return {
+            n.get("node-name"): n.get("image", {}).get("virtual-size", 0)
+            for n in self.qmp.execute("query-named-block-nodes")
+        }
 
     def present(self, tenant, size_mb, attached, nodes):
         path = disk_path(self.dir, tenant)
@@ -162,9 +169,13 @@ class Disks:
                     os.ftruncate(fd, wanted)  # sparse: no block is written
                 finally:
                     os.close(fd)
-                if current is not None and node_name(tenant) in nodes:
-                    self.qmp.execute("block_resize", **{"node-name": node_name(tenant), "size": wanted})
-                    self.did(tenant, "told the guest its new size")
+        # qemu keeps the size it opened the file with: a plugged disk smaller than wanted (grown
+        # just now, or by a run that failed before this step) is resized, and the guest told.
+        plugged = nodes.get(node_name(tenant))
+        if plugged is not None and plugged < wanted:
+            self.did(tenant, f"told the guest its new size ({plugged // MIB} to {size_mb} MiB, block_resize)")
+            if not self.check:
+                self.qmp.execute("block_resize", **{"node-name": node_name(tenant), "size": wanted})
         if self.disks.get(tenant) != path:
             self.did(tenant, "listed it (attached again at every start)")
             self.disks[tenant] = path
@@ -178,9 +189,9 @@ class Disks:
                 self.qmp.execute("device_add", **disk_device(tenant))
             self.did(tenant, f"hot-plugged it ({time.monotonic() - started:.2f} s)")
 
-    def absent(self, tenant, attached, nodes):
+    def absent(self, tenant, attached, nodes, keep_file=False):
         path = self.disks.get(tenant) or disk_path(self.dir, tenant)
-        if os.path.exists(path):
+        if os.path.exists(path) and not keep_file:
             rc, out, err = self.module.run_command(["blkid", "-p", "-o", "export", path])
             if rc not in (0, 2):
                 raise DiskError(f"tenant {tenant}: blkid -p {path} failed (rc {rc}): {err.strip()}")
@@ -205,7 +216,7 @@ class Disks:
             if not self.check:
                 del self.disks[tenant]
                 save_disks(self.files["disks"], self.disks)
-        if os.path.exists(path):
+        if os.path.exists(path) and not keep_file:
             self.did(tenant, f"deleted {os.path.basename(path)}")
             if not self.check:
                 os.unlink(path)
@@ -215,7 +226,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             dir=dict(type="path", required=True),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
+            state=dict(type="str", choices=["present", "detached", "absent"], default="present"),
             tenants=dict(
                 type="list",
                 elements="dict",
@@ -233,7 +244,7 @@ def main():
         if t["size_mb"] < 1:
             module.fail_json(msg=f"tenants: {t['name']}: size_mb must be positive, got {t['size_mb']}")
     if not os.path.isdir(p["dir"]):
-        if p["state"] == "absent":
+        if p["state"] != "present":
             module.exit_json(changed=False, actions={}, disks={}, running=False)
         module.fail_json(msg=f"dir {p['dir']}: no such VM directory (provision the VM first)")
     disks = Disks(module)
@@ -244,7 +255,7 @@ def main():
             if p["state"] == "present":
                 disks.present(t["name"], t["size_mb"], attached, nodes)
             else:
-                disks.absent(t["name"], attached, nodes)
+                disks.absent(t["name"], attached, nodes, keep_file=p["state"] == "detached")
     except (DiskError, QMPError, OSError, ValueError, subprocess.SubprocessError) as e:
         module.fail_json(msg=str(e), actions=disks.actions, disks=disks.disks)
     finally:

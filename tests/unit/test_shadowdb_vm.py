@@ -2,6 +2,7 @@
 line, the disk list, and the refusals of shadowdb_vm_disk. No qemu needed."""
 
 import json
+import os
 import socket
 import threading
 
@@ -215,3 +216,47 @@ def test_vm_disk_module_check_mode_and_absent_without_vm(run_module, tmp_path):
     gone, _ = run_module("shadowdb_vm_disk", dict(acme, state="absent"))
     assert gone["changed"] and not (vm_dir / "disks" / "acme.raw").exists()
     assert vmu.load_disks(str(vm_dir / "disks.json")) == {}
+
+
+def test_vm_disk_module_detached_keeps_the_file_off_the_list(run_module, tmp_path):
+    vm_dir = tmp_path / "vm"
+    vm_dir.mkdir()
+    acme = {"dir": str(vm_dir), "tenants": [{"name": "acme", "size_mb": 8}]}
+    run_module("shadowdb_vm_disk", acme)
+    (vm_dir / "disks" / "acme.raw").write_bytes(b"data")  # the tenant's filesystem, say
+    detached, _ = run_module("shadowdb_vm_disk", dict(acme, state="detached"))
+    assert detached["changed"] and detached["actions"] == {"acme": ["took it off the list"]}
+    assert (vm_dir / "disks" / "acme.raw").read_bytes().startswith(b"data")
+    assert vmu.load_disks(str(vm_dir / "disks.json")) == {}
+    again, _ = run_module("shadowdb_vm_disk", dict(acme, state="detached"))
+    assert not again["changed"]
+    back, _ = run_module("shadowdb_vm_disk", acme)  # listed again, the file grown back to 8 MiB
+    assert vmu.load_disks(str(vm_dir / "disks.json")) == {"acme": str(vm_dir / "disks" / "acme.raw")}
+    assert (vm_dir / "disks" / "acme.raw").read_bytes().startswith(b"data")
+
+
+def test_vm_disk_module_resizes_a_plugged_disk_smaller_than_wanted(run_module, tmp_path):
+    """The file already has the size (a run failed after growing it): qemu's node is what counts."""
+    vm_dir = tmp_path / "vm"
+    (vm_dir / "disks").mkdir(parents=True)
+    (vm_dir / "disks" / "acme.raw").write_bytes(b"")
+    os.truncate(vm_dir / "disks" / "acme.raw", 8 * vmu.MIB)
+    vmu.save_disks(str(vm_dir / "disks.json"), {"acme": str(vm_dir / "disks" / "acme.raw")})
+    server, seen = fake_qemu(
+        str(vm_dir / "qmp.sock"),
+        {
+            "qom-list": [{"return": [{"name": "disk-acme", "type": "child<virtio-blk-pci>"}]}],
+            "query-named-block-nodes": [
+                {"return": [{"node-name": "disk-acme", "image": {"virtual-size": 4 * vmu.MIB}}]}
+            ],
+        },
+    )
+    with server:
+        result, _ = run_module(
+            "shadowdb_vm_disk", {"dir": str(vm_dir), "tenants": [{"name": "acme", "size_mb": 8}]}
+        )
+    assert result["changed"] and result["running"], result
+    assert result["actions"] == {"acme": ["told the guest its new size (4 to 8 MiB, block_resize)"]}
+    resize = [m for m in seen if m["execute"] == "block_resize"]
+    assert [m["arguments"] for m in resize] == [{"node-name": "disk-acme", "size": 8 * vmu.MIB}]
+    assert "device_add" not in [m["execute"] for m in seen]
