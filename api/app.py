@@ -9,7 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -29,6 +29,7 @@ from . import __version__, sealing
 from .auth import Principal, admin, reader, writer
 from .backups import BackupsUnavailable, read_backups
 from .catalog import ACTIVE, Catalog, Conflict, NotFound, QueueFull, migrate
+from .events import EventWaker
 from .inventory import Inventory
 from .jobs import Engine, new_job_id
 from .metrics import Metrics
@@ -64,7 +65,8 @@ _WRITE_ERRORS = _ERRORS | {
     413: {"model": ErrorBody, "description": "request body too large"},
     429: {"model": ErrorBody, "description": "job queue full"},
 }
-_EVENT_POLL = 0.25
+# An event stream is woken by the job's new events (api/events.py), and looks on its own this often.
+_EVENT_FALLBACK = 2.0
 # An open event stream checks its token this often: a revoked token ends the stream.
 _TOKEN_RECHECK = 2.0
 # Dependencies run before the handler looks anything up: a caller without a valid token (401) or
@@ -145,6 +147,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings, metrics, routed=inventory.routed, declared=lambda: set(inventory.declared_tenants())
         )
         metrics.bind(catalog, engine)
+        waker = EventWaker(settings.database_url)
+        waker.start(asyncio.get_running_loop())
+        app.state.waker = waker
         app.state.catalog = catalog
         app.state.engine = engine
         app.state.inventory = inventory
@@ -155,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if settings.engine:
                 await run_in_threadpool(engine.stop)
+            await run_in_threadpool(waker.stop)
             catalog.close()
 
     app = FastAPI(
@@ -760,32 +766,35 @@ def _v1(settings: Settings) -> APIRouter:
         after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
         job_id = job["id"]
         checked = time.monotonic()
-        while True:
-            if time.monotonic() - checked >= _TOKEN_RECHECK:
-                checked = time.monotonic()
-                if not await run_in_threadpool(catalog.token_active, who.id):
-                    log.info("job %s: event stream of token %s ended: token revoked", job_id, who.id)
-                    yield ServerSentEvent(event="error", data={"detail": "token revoked"})
-                    return
-            rows = await run_in_threadpool(catalog.events, job_id, after)
-            for row in rows:
-                after = row["seq"]
-                data = row["data"] | {"at": row["created_at"].isoformat()}
-                yield ServerSentEvent(event=row["type"], id=str(row["seq"]), data=data)
-            if rows:
-                continue
-            current = await run_in_threadpool(catalog.job, job_id)
-            if current["status"] not in ACTIVE:
-                if await run_in_threadpool(catalog.events, job_id, after, 1):
+        with request.app.state.waker.subscribe(job_id) as woken:
+            while True:
+                woken.clear()  # before looking: an event written from here on wakes the wait below
+                if time.monotonic() - checked >= _TOKEN_RECHECK:
+                    checked = time.monotonic()
+                    if not await run_in_threadpool(catalog.token_active, who.id):
+                        log.info("job %s: event stream of token %s ended: token revoked", job_id, who.id)
+                        yield ServerSentEvent(event="error", data={"detail": "token revoked"})
+                        return
+                rows = await run_in_threadpool(catalog.events, job_id, after)
+                for row in rows:
+                    after = row["seq"]
+                    data = row["data"] | {"at": row["created_at"].isoformat()}
+                    yield ServerSentEvent(event=row["type"], id=str(row["seq"]), data=data)
+                if rows:
                     continue
-                yield ServerSentEvent(
-                    event="end",
-                    data={"status": current["status"], "error": current["error"], "job": str(job_id)},
-                )
-                return
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(_EVENT_POLL)
+                current = await run_in_threadpool(catalog.job, job_id)
+                if current["status"] not in ACTIVE:
+                    if await run_in_threadpool(catalog.events, job_id, after, 1):
+                        continue
+                    yield ServerSentEvent(
+                        event="end",
+                        data={"status": current["status"], "error": current["error"], "job": str(job_id)},
+                    )
+                    return
+                if await request.is_disconnected():
+                    return
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), _EVENT_FALLBACK)
 
     @router.post(
         "/jobs/{job_id}/cancel",

@@ -435,12 +435,19 @@ class Catalog:
         return {r["state"]: r["n"] for r in rows}
 
 
+# The channel notified with a job's id when the job gets an event (at commit): api/events.py wakes
+# that job's event streams.
+EVENTS_CHANNEL = "shadowdb_job_events"
+
+
 def add_event(conn, job_id, type_: str, data: dict) -> int:
-    """Append an event to a job (sequence numbers are per job, gap-free)."""
+    """Append an event to a job (sequence numbers are per job, gap-free); its streams are woken."""
     row = conn.execute(
-        "INSERT INTO job_events (job_id, seq, type, data)"
-        " SELECT %s, coalesce(max(seq), 0) + 1, %s, %s FROM job_events WHERE job_id = %s RETURNING seq",
-        (job_id, type_, Jsonb(data), job_id),
+        "WITH added AS (INSERT INTO job_events (job_id, seq, type, data)"
+        "  SELECT %s, coalesce(max(seq), 0) + 1, %s, %s FROM job_events WHERE job_id = %s"
+        "  RETURNING job_id, seq)"
+        " SELECT seq, pg_notify(%s, job_id::text) FROM added",
+        (job_id, type_, Jsonb(data), job_id, EVENTS_CHANNEL),
     ).fetchone()
     return row["seq"] if isinstance(row, dict) else row[0]
 
@@ -449,10 +456,12 @@ def add_events(conn, job_ids, type_: str, data: dict) -> None:
     """Append the same event to each of these jobs (a batch's run writes each of its events to
     every job of the batch) in one statement, instead of one statement and commit per job."""
     conn.execute(
-        "INSERT INTO job_events (job_id, seq, type, data)"
-        " SELECT j.id, coalesce((SELECT max(e.seq) FROM job_events e WHERE e.job_id = j.id), 0) + 1, %s, %s"
-        " FROM (SELECT DISTINCT unnest(%s::uuid[]) AS id) j",
-        (type_, Jsonb(data), [str(job_id) for job_id in job_ids]),
+        "WITH added AS (INSERT INTO job_events (job_id, seq, type, data)"
+        "  SELECT j.id, coalesce((SELECT max(e.seq) FROM job_events e WHERE e.job_id = j.id), 0) + 1, %s, %s"
+        "  FROM (SELECT DISTINCT unnest(%s::uuid[]) AS id) j"
+        "  RETURNING job_id)"
+        " SELECT pg_notify(%s, job_id::text) FROM added",
+        (type_, Jsonb(data), [str(job_id) for job_id in job_ids], EVENTS_CHANNEL),
     )
 
 

@@ -530,3 +530,33 @@ def test_one_event_for_every_job_of_a_batch_keeps_each_jobs_sequence(client, adm
         (before[second] + 1, "both"),
         (before[second] + 2, "a repeated job gets it once"),
     ]
+
+
+def test_a_stream_is_woken_by_its_jobs_new_event(client, admin, catalog, monkeypatch):
+    """An event stream waits for the catalog's notification of its job's next event (written by
+    another connection here, as a worker on another machine would) and looks on its own only
+    every _EVENT_FALLBACK seconds: with that set to a minute, the events still arrive at once."""
+    import threading
+
+    import api.app
+    from api.catalog import add_event
+
+    monkeypatch.setattr(api.app, "_EVENT_FALLBACK", 60)
+    job = create(client, admin).json()  # the engine is off: the job stays queued, its stream open
+
+    def elsewhere():
+        with catalog.conn() as conn:
+            add_event(conn, job["id"], "play", {"name": "from another process"})
+        time.sleep(0.5)
+        finish(catalog, job["id"])  # its last event, with the job's end
+
+    started = time.monotonic()
+    timer = threading.Timer(1.0, elsewhere)
+    timer.start()
+    try:
+        with client.stream("GET", f"/v1/jobs/{job['id']}/events", headers=admin) as r:
+            body = "".join(r.iter_text())
+    finally:
+        timer.join()
+    assert "from another process" in body and "event: end" in body, body
+    assert time.monotonic() - started < 30, "the stream waited for its fallback, not for the notification"
