@@ -132,7 +132,7 @@ def test_tasks_max_and_nofile_hold(lab):
 
 
 # The hog's sessions: more than the 2 vCPUs, so that without its quota the hog tenant would take
-# both of them (and its usage over the interval would be up to 2 CPUs, not 0.5).
+# what the guest gives it (1.26 CPUs measured beside vmb's pgbench, not 0.5).
 HOGS = 3
 # vmb's TPS beside the hog, against its TPS alone, at least (see the test's docstring).
 TPS_RATIO_MIN = 0.3
@@ -148,15 +148,16 @@ def test_cpu_quota_keeps_a_hog_off_the_neighbour(lab):
     with a vCPU left for pgbench's client, sshd and the kernel. The assertions:
     - the hog tenant's cgroup usage (cpu.stat usage_usec over pgbench's interval) is at most its
       quota (+15 % for the CFS bandwidth period's granularity), and at least half of it (the hog
-      ran). Three busy sessions unthrottled would use up to 2 CPUs: this fails without the quota;
-    - vmb's own cgroup usage beside the hog is at least 0.8 of its usage alone: the quota leaves
-      the neighbour its CPU time in the guest;
-    - vmb's TPS beside the hog is at least 0.3 of its TPS alone. In the guest the quota should
-      keep it near 1; what it cannot isolate is TCG: every guest CPU-second costs host time, the
-      two vCPUs are two threads of qemu (nice 19) on a 2-vCPU cloud VM shared with other work,
-      and a busy vCPU slows the other's emulation, so the same guest CPU time of vmb does less
-      work. By hand on this machine (load 1-2.5) single runs gave 0.31 to 0.94 (0.94 with one
-      hog session); the bound catches a neighbour starved outright, not TCG's slowdown.
+      ran). This is the one that fails without the quota: lifted at runtime, the same hog used
+      1.26 CPUs (tests/bench/test_vm_noisy_neighbour.py's control run);
+    - vmb's own cgroup usage beside the hog is at least 0.8 of its usage alone: it keeps its CPU
+      time in the guest;
+    - vmb's TPS beside the hog is at least 0.3 of its TPS alone. With both quotas the guest can
+      give vmb its whole half CPU, so the ratio should be near 1 (0.83-0.90 measured), but runs of
+      one kind spread by +-25 % under TCG (the vCPUs are threads of qemu at nice 19 on a 2-vCPU
+      cloud machine shared with other work) and one pair by hand gave 0.31. The bound catches a
+      neighbour starved outright; the guest's scheduler alone (equal CPUWeight per tenant) keeps
+      it from happening even without the hog's quota, so it does not test the quota.
     """
     hog_tenant, victim = TENANTS
     quota = cpu_quota(lab, hog_tenant)
