@@ -21,6 +21,15 @@ def busy_cpu_seconds() -> float:
     return (sum(values) - idle - steal) / os.sysconf("SC_CLK_TCK")
 
 
+def background_load(seconds: float = 2.0) -> str:
+    """How busy the machine is before a bench starts its work: the CPU figures count every
+    process of the machine, so they hold only when this is near zero."""
+    with CpuMeter() as idle:
+        time.sleep(seconds)
+    warning = "" if idle.cores_busy < 0.2 else " (NOT quiet: the CPU figures below include other work)"
+    return f"machine load before the bench {idle.cores_busy:.2f} of {CORES} cores{warning}"
+
+
 class CpuMeter:
     """`with CpuMeter() as m: ...`, then m.busy (CPU-seconds), m.wall (s), m.cores_busy."""
 

@@ -35,7 +35,7 @@ from api.catalog import Catalog, migrate
 from api.client import follow
 from api.devdb import DevDB
 from tests.api.conftest import REPO, Server, Worker, bearer, server_env
-from tests.bench.cpukit import CpuMeter
+from tests.bench.cpukit import CpuMeter, background_load
 from tests.labkit import Lab
 
 pytestmark = pytest.mark.bench
@@ -151,6 +151,7 @@ def test_api_onboarding_latency(lab, api, tmp_path):
     finally:
         lab.sh(lab.hosts[1], "sh /root/raw_cleanup.sh")
 
+    load = background_load()
     with CpuMeter() as single_cpu:
         single = [onboard(lab, api, f"one{i}") for i in range(SINGLE)]
 
@@ -192,6 +193,7 @@ def test_api_onboarding_latency(lab, api, tmp_path):
         f"  all done in {two_hosts_total:6.2f} s = {two_hosts_total / one_p50:4.1f}x one (target <= 2x)"
     )
     # Busy CPU-seconds / cores is the least time the work can take here (tests/bench/cpukit.py).
+    print(f"[bench]   {load}")
     print(f"[bench]   CPU, 1 at a time : {single_cpu.summary(SINGLE)}")
     for count, where in ((CONCURRENT, "1 host "), (2 * CONCURRENT, "2 hosts")):
         print(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.bench.cpukit import CpuMeter
+from tests.bench.cpukit import CpuMeter, background_load
 from tests.bench.rawkit import raw_times
 from tests.labkit import Lab
 
@@ -65,9 +65,11 @@ def add_fake_db_hosts(lab: Lab, count: int) -> None:
 def test_tenant_path(lab, tmp_path):
     host = lab.hosts[0]
     calls_file = tmp_path / "calls.json"
+    load = background_load()
     with CpuMeter() as raw_cpu:  # before any tenant; the raw steps' clean-up included
         raw_mean = statistics.mean(raw_times(lab, host, 3, prefix="praw", first_port=15500))
     print(f"\n[bench] tenant path on a converged routing host; raw shell steps {raw_mean:.2f} s/tenant")
+    print(f"[bench]   {load}")
     print(f"[bench]   raw shell steps : {raw_cpu.summary(3)}")
     run(lab, calls_file, {"tenant_host": host, "tenant": {"name": "pwarm"}})  # warm-up, not counted
 
