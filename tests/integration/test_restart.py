@@ -53,17 +53,11 @@ def test_restart_brings_every_tenant_back_on_its_port(lab, db1, db2):
     lab.wait_serving(db2, "itc", timeout=10)
 
 
-# Lab hosts have no udev: the node of a loop device made after the host booted is made by hand
-# before attaching (as tests/bench/raw_tenant.sh and the volume helper do).
-_ATTACH_FOREIGN = r"""
-truncate -s 32M {image}
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-    free=$(losetup -f | cut -d' ' -f1)
-    [ -e "$free" ] || mknod -m 0660 "$free" b 7 "${{free#/dev/loop}}" 2>/dev/null || true
-    dev=$(losetup --find --show {image} 2>/dev/null) && break
-done
-mkfs.ext4 -q -L it-foreign "$dev" && echo "$dev"
-"""
+# A device that is no tenant's, attached by the host's own volume helper (a settings file of its
+# own: the helper makes the node of a new loop device in a host without udev, then attaches).
+_FOREIGN = "it-foreign"
+_FOREIGN_ENV = f"/etc/shadowdb/volumes/{_FOREIGN}.env"
+_HELPER = "/usr/local/libexec/shadowdb/shadowdb-volume"
 
 
 def test_a_label_link_to_another_device_is_never_mounted(lab, db1):
@@ -73,14 +67,17 @@ def test_a_label_link_to_another_device_is_never_mounted(lab, db1):
     device of another label while the tenant's own device is the only one carrying the tenant's:
     the volume helper must still mount its own device (it mounts the loop device it checked, and
     checks what got mounted). Before, its `mount LABEL=` mounted the other device."""
-    tenant, image, link = "itb", "/root/it-foreign.img", "/dev/disk/by-label/itb"
+    tenant, image, link = "itb", f"/root/{_FOREIGN}.img", "/dev/disk/by-label/itb"
     own = lab.sh(db1, f"losetup -j /var/lib/shadowdb/volumes/{tenant}.img | cut -d: -f1").strip()
     with lab.connect(db1, tenant, autocommit=True) as conn:
         conn.execute("CREATE TABLE it_foreign (note text)")
         conn.execute("INSERT INTO it_foreign VALUES ('on its own volume')")
     foreign = ""
     try:
-        foreign = lab.sh(db1, _ATTACH_FOREIGN.format(image=image)).strip().splitlines()[-1]
+        settings = f"BACKEND=loop\nSOURCE={image}\nLABEL={_FOREIGN}\nMOUNTPOINT=/mnt/{_FOREIGN}\n"
+        lab.sh(db1, f"truncate -s 32M {image} && printf '{settings}' > {_FOREIGN_ENV}")
+        foreign = lab.sh(db1, f"{_HELPER} device {_FOREIGN} 2>/dev/null").strip()
+        lab.sh(db1, f"mkfs.ext4 -q -L {_FOREIGN} {foreign}")
         lab.sh(db1, f"mkdir -p /dev/disk/by-label && ln -sfn {foreign} {link}")
         assert lab.sh(db1, f"blkid -c /dev/null -o device -t LABEL={tenant}").split() == [own]
         # The tenant's volume is released and mounted again (its cluster with it).
@@ -96,9 +93,6 @@ def test_a_label_link_to_another_device_is_never_mounted(lab, db1):
         lab.sh(db1, f"rm -f {link}", check=False)
         if foreign:  # put the tenant back on its own volume if the attack got through
             units = f"shadowdb-postgres@{tenant} shadowdb-volume@{tenant}"
-            lab.sh(
-                db1,
-                f"findmnt -S {foreign} >/dev/null && systemctl stop {units}; losetup -d {foreign}",
-                check=False,
-            )
-        lab.sh(db1, f"rm -f {image}; systemctl start shadowdb-postgres@{tenant}", check=False)
+            lab.sh(db1, f"findmnt -S {foreign} >/dev/null && systemctl stop {units}", check=False)
+        lab.sh(db1, f"{_HELPER} release {_FOREIGN}", check=False)  # detaches the loop device
+        lab.sh(db1, f"rm -f {_FOREIGN_ENV} {image}; systemctl start shadowdb-postgres@{tenant}", check=False)
