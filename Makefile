@@ -43,7 +43,8 @@ vm-lab-down: setup
 	-ansible-playbook -i $(VM_INVENTORY) playbooks/provision.yml -e vm_state=absent
 	ansible-playbook playbooks/vm_lab.yml -e vm_lab_state=absent
 
-# Its own VM (sdb-vmt-db1, port 22291) and inventory: leaves the VM lab above alone.
+# Its own VM (sdb-vmt-<checkout>-db1, SSH on a free port) and inventory: leaves the VM lab above
+# alone. `make test` runs the same module in a stream of its own.
 vm-test: vm-setup
 	pytest tests/vm -q -s --durations=10
 

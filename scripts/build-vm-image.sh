@@ -5,13 +5,13 @@
 # initramfs are copied out beside the image: qemu boots them with -kernel/-initrd (no bootloader).
 #
 #   SHADOWDB_VM_CACHE   where the image, kernel, initrd and controller SSH key live
-#                       (default: .cache/vm in the checkout, ignored by git)
+#                       (default: $XDG_CACHE_HOME/shadowdb/vm or ~/.cache/shadowdb/vm, shared by every checkout on the machine)
 #   SHADOWDB_VM_SUITE   Debian suite (default trixie)
 #   SHADOWDB_VM_MIRROR  Debian mirror (default http://deb.debian.org/debian)
 #   SHADOWDB_VM_IMAGE_SIZE  virtual size of the root disk (default 4G)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cache="${SHADOWDB_VM_CACHE:-$PWD/.cache/vm}"
+cache="${SHADOWDB_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shadowdb/vm}"
 suite="${SHADOWDB_VM_SUITE:-trixie}"
 mirror="${SHADOWDB_VM_MIRROR:-http://deb.debian.org/debian}"
 size="${SHADOWDB_VM_IMAGE_SIZE:-4G}"

@@ -2,7 +2,7 @@
 # The test suite, as CI runs it: lint, unit tests, molecule, integration tests on lab hosts.
 # Every stage must pass; a stage that runs no test fails (pytest exit code 5 is not hidden).
 #
-# The stages run in three streams at once, each on labs of its own names: most of a lab stage
+# The stages run in four streams at once, each on labs of its own names: most of a lab stage
 # is waiting (systemd, PostgreSQL, Patroni's loop, failover timeouts), so the streams share the
 # machine's cores well. Every line is prefixed with its stream; a stream stops at its first
 # failing stage, the others run to their end, and the script fails if any stream failed.
@@ -31,6 +31,15 @@ stream_lab() {
 	pytest tests/api -m lab -q -s --durations=5
 }
 
+# Stream "vm": a db host as a qemu VM (TCG here: most of it is the guest's emulated CPU), with a
+# virtual disk per tenant; the tier's limits enforced, a reboot and a hard kill (docs/vm-lab.md).
+stream_vm() {
+	stage "VM lab: qemu and the db-host image (built once per machine, then reused)"
+	bash scripts/vm-setup.sh
+	stage "VM db host: a disk per tenant, limits enforced, disk growth, detach/attach, reboot, hard kill"
+	pytest tests/vm -q -s --durations=10
+}
+
 stream_main() {
 	stage "lint: ruff"
 	ruff check .
@@ -47,7 +56,7 @@ stream_main() {
 	pytest tests/routing -q
 }
 
-streams=(ha lab main)
+streams=(ha vm lab main)
 declare -A stream_of_pid
 for name in "${streams[@]}"; do
 	{ "stream_$name" 2>&1 | sed -u "s/^/[$name] /"; } &

@@ -7,7 +7,7 @@ run with the hog tenant's quota lifted at runtime (`systemctl set-property --run
 what the quota holds off (and what tests/vm's usage assertion would see without it).
 
 Needs the VM lab (qemu and the image of scripts/vm-setup.sh; skipped without the image): it boots
-its own VM (sdb-vmt-db1, port 22291, as tests/vm; not at the same time as them) and removes it at
+its own VM (sdb-vmt-<checkout>-db1, as tests/vm; not at the same time as them) and removes it at
 the end; about 10 minutes on a quiet 2-core machine, most of it boot, site.yml and tenant.yml
 under TCG. Run with `make vm-bench` (`make bench` leaves it out) or
 `pytest tests/bench/test_vm_noisy_neighbour.py -q -s`.

@@ -1,5 +1,6 @@
 """What the VM lab's tests and benches share (docs/vm-lab.md): one qemu VM as a db host
-(sdb-vmt-db1, port 22291), started by `running_lab` and always removed at the end; commands in
+(sdb-vmt-<checkout>-db1, SSH on a free port of 127.0.0.1), started by `running_lab` (a stale VM
+of the same name first removed) and always removed at the end; commands in
 the guest over SSH and module calls on the hypervisor (`VMLab`); `healthy`, a tenant mounted from
 its own disk by label and answering; and the noisy-neighbour run (`noisy_run`): pgbench against
 one tenant, alone or while a CPU hog runs inside another tenant's cluster, with the hog tenant's
@@ -11,6 +12,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import statistics
 import subprocess
 import time
@@ -18,11 +20,27 @@ from pathlib import Path
 
 import pytest
 
+from tests.labkit import checkout_id
+
 REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("SHADOWDB_VM_CACHE") or REPO / ".cache" / "vm")
+# Machine-wide, as scripts/build-vm-image.sh: every checkout (and CI's clean clone) reuses the image.
+CACHE = Path(
+    os.environ.get("SHADOWDB_VM_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shadowdb" / "vm"
+)
 IMAGE = CACHE / "shadowdb-vm-trixie-1.qcow2"
-LAB = os.environ.get("SHADOWDB_VM_TEST_LAB", "sdb-vmt")
-PORT = int(os.environ.get("SHADOWDB_VM_TEST_PORT", "22291"))
+# Named after the checkout, so that CI's clone and a developer's checkout never share a VM.
+LAB = os.environ.get("SHADOWDB_VM_TEST_LAB", f"sdb-vmt-{checkout_id()}")
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now (qemu forwards the guest's SSH to it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PORT = int(os.environ.get("SHADOWDB_VM_TEST_PORT") or free_port())
 HOST = f"{LAB}-db1"
 TENANTS = ["vma", "vmb"]
 VM_DIR = CACHE / "vms" / HOST
@@ -113,6 +131,7 @@ def running_lab(
     inventory = tmp_path_factory.mktemp("vmlab")
     vm = VMLab(inventory)
     vm.playbook("vm_lab.yml", "-e", f"vm_lab_inventory_dir={inventory}", "-e", f"vm_lab_ssh_port={PORT}")
+    vm.playbook("provision.yml", "-e", "vm_state=absent")  # a VM of this name left by a killed run
     try:
         times["provision (boot to SSH)"] = vm.playbook("provision.yml")
         yield vm
