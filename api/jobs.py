@@ -409,12 +409,17 @@ class Engine(Runs):
             " AND step = 'host' AND run_by IS NULL AND status IN ('queued', 'running')"
             " AND kind IN ('create', 'update') AND NOT exclusive"
         )
-        deadline = time.monotonic() + self.settings.batch_wait_max
-        seen = conn.execute(waiting, (job_id,)).fetchone()["n"]
+        began = time.monotonic()
+        deadline = began + self.settings.batch_wait_max
+        first = seen = conn.execute(waiting, (job_id,)).fetchone()["n"]
         while True:
             time.sleep(self.settings.batch_wait)
             now = conn.execute(waiting, (job_id,)).fetchone()["n"]
             if now <= seen or now >= self.settings.batch_max or time.monotonic() >= deadline:
+                log.info(
+                    "job %s: %d job(s) waiting for its host when its step began, %d after %.2f s",
+                    job_id, first, now, time.monotonic() - began,
+                )  # fmt: skip
                 return
             seen = now
 
