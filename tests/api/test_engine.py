@@ -292,6 +292,11 @@ HOST_STEP = """\
       ansible.builtin.shell: |
         n=$(grep -c "^start {{ tenant.name }} " {{ fake_log }} 2>/dev/null || true)
         echo "start {{ tenant.name }} {{ tenant_host }} $(date +%s.%N)" >> {{ fake_log }}
+        # fake_rendezvous: wait (up to that many seconds) until a run on another host has begun
+        for _ in $(seq 1 {{ (fake_rendezvous | default(0) | int) * 10 }}); do
+          [ "$(awk '$1 == "start" {print $3}' {{ fake_log }} | sort -u | wc -l)" -ge 2 ] && break
+          sleep 0.1
+        done
         if [ "${n:-0}" -eq 0 ]; then sleep {{ fake_first_sleep }}; else sleep {{ fake_sleep }}; fi
         echo "end {{ tenant.name }} {{ tenant_host }} $(date +%s.%N)" >> {{ fake_log }}
       changed_when: false
@@ -365,6 +370,11 @@ BATCH_STEP = """\
     - name: Run for a while
       ansible.builtin.shell: |
         echo "start {{ names }} {{ tenant_host }} $(date +%s.%N)" >> {{ fake_log }}
+        # fake_rendezvous: wait (up to that many seconds) until a run on another host has begun
+        for _ in $(seq 1 {{ (fake_rendezvous | default(0) | int) * 10 }}); do
+          [ "$(awk '$1 == "start" {print $3}' {{ fake_log }} | sort -u | wc -l)" -ge 2 ] && break
+          sleep 0.1
+        done
         sleep {{ fake_sleep }}
         echo "end {{ names }} {{ tenant_host }} $(date +%s.%N)" >> {{ fake_log }}
       vars:
@@ -606,7 +616,13 @@ def test_a_job_is_run_again_after_its_worker_is_killed(devdb, catalog, tmp_path,
 def test_two_worker_processes_one_run_per_host(devdb, catalog, tmp_path, standin):
     repo, inventory, log = standin
     with open(inventory / "hosts.yml", "a") as f:
-        f.write("  vars:\n    fake_log: " + str(log) + "\n    fake_first_sleep: 2\n    fake_sleep: 2\n")
+        # A run waits until the other host's has begun: with one worker (or one run at a time)
+        # that never happens before it ends, and the runs do not overlap (seen under CI load with
+        # plain 2 s runs: a worker that started late missed the other's run).
+        f.write(
+            "  vars:\n    fake_log: " + str(log) + "\n    fake_first_sleep: 2\n    fake_sleep: 1\n"
+            "    fake_rendezvous: 60\n"
+        )
     env = worker_env(devdb, repo, inventory, tmp_path / "work", max_workers=1)
     workers = [Worker(env, tmp_path / f"worker{i}.log").start() for i in range(2)]
     try:
