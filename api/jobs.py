@@ -386,7 +386,10 @@ class Engine(Runs):
     def _step_task(self, context, job_id: str, step: str) -> None:
         """procrastinate's task: one step of one job (and of the jobs of its batch)."""
         with self._connect() as conn:  # the step's session (its advisory lock goes with it)
-            if step == "host" and self.settings.batch_max > 1:
+            # A job a batch took along (or one finished) keeps its own task, which comes here
+            # after the batch's run: it has nothing to do, and must not wait for more jobs first
+            # (it would hold its host's lock for batch_wait, once per job of the batch).
+            if step == "host" and self.settings.batch_max > 1 and self._waiting(conn, job_id, step):
                 self._gather(conn, job_id)
             members = self._begin(conn, job_id, step)
             if members is None:
@@ -398,6 +401,12 @@ class Engine(Runs):
             finally:
                 with self._count_lock:
                     self._running -= 1
+
+    @staticmethod
+    def _waiting(conn, job_id: str, step: str) -> bool:
+        """Whether the job still waits for a run of this step (what _begin takes, unlocked)."""
+        job = conn.execute("SELECT status, step, run_by FROM jobs WHERE id = %s", (job_id,)).fetchone()
+        return job is not None and job["status"] in ACTIVE and job["step"] == step and not job["run_by"]
 
     def _gather(self, conn, job_id: str) -> None:
         """Before a host step takes the jobs waiting for its host along: wait ``batch_wait``
