@@ -4,8 +4,9 @@ tier's MemoryMax, TasksMax and CPUQuota are enforced (a CPU hog in one tenant is
 quota beside the other's pgbench); a tenant's disk grows with its tier, and leaves and comes back
 while the other tenant answers; a reboot and a hard kill of qemu bring every tenant back.
 
-Slow (a TCG boot takes minutes): not in `make test`. Run with `make vm-test` (or
-`pytest tests/vm -q -s`); the figures are printed at the end of the module.
+Slow (a TCG boot takes minutes; 25 minutes for the module under CI load): `make test` runs it
+in a stream of its own, `make vm-test` (or `pytest tests/vm -q -s`) alone; the figures are printed
+at the end of the module.
 """
 
 import json
