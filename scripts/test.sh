@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test suite, as CI runs it: lint, unit tests, molecule, integration tests on lab hosts.
+# The test suite, as CI runs it: lint, unit tests, molecule, integration tests on lab hosts and
+# the VM tests on a qemu db host.
 # Every stage must pass; a stage that runs no test fails (pytest exit code 5 is not hidden).
 #
 # The stages run in four streams at once, each on labs of its own names: most of a lab stage
