@@ -290,7 +290,7 @@ class Engine(Runs):
         cancelled or has finished, a run is doing its step, or this is a stale copy of a step."""
         with conn.transaction():
             job = conn.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
-            if job is None or job["status"] not in ACTIVE or job["step"] != step or job["run_by"]:
+            if not _waits_for(job, step):
                 log.info("job %s: step %s has nothing to do", job_id, step)
                 return None
             if job["cancel_requested"]:  # cancelled between two steps
@@ -404,9 +404,9 @@ class Engine(Runs):
 
     @staticmethod
     def _waiting(conn, job_id: str, step: str) -> bool:
-        """Whether the job still waits for a run of this step (what _begin takes, unlocked)."""
+        """Whether the job still waits for a run of this step (_begin's test, without its lock)."""
         job = conn.execute("SELECT status, step, run_by FROM jobs WHERE id = %s", (job_id,)).fetchone()
-        return job is not None and job["status"] in ACTIVE and job["step"] == step and not job["run_by"]
+        return _waits_for(job, step)
 
     def _gather(self, conn, job_id: str) -> None:
         """Before a host step takes the jobs waiting for its host along: wait ``batch_wait``
@@ -583,6 +583,12 @@ class Engine(Runs):
             if error:
                 event["message"] = error
             add_event(conn, job_id, "job", event)
+
+
+def _waits_for(job: dict | None, step: str) -> bool:
+    """Whether a job's row says it waits for a run of ``step``: unfinished, at that step, and no
+    run doing it (not taken along by another job's batch)."""
+    return job is not None and job["status"] in ACTIVE and job["step"] == step and not job["run_by"]
 
 
 def new_job_id() -> str:
