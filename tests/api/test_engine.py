@@ -283,6 +283,15 @@ def test_ansible_runs_import_the_checkouts_own_package(engine, monkeypatch):
 # this machine (local connection): the host step logs its start and end per host and sleeps
 # (long on a tenant's first run, so that a test can kill its worker meanwhile), then hands back
 # an endpoint as tenant_job.yml does; the route step hands back a proxy port.
+# fake_rendezvous, shell lines of both stand-ins (in place of their line `RENDEZVOUS`): wait (up
+# to that many seconds) until a run on another host has begun.
+RENDEZVOUS = """\
+        for _ in $(seq 1 {{ (fake_rendezvous | default(0) | int) * 10 }}); do
+          [ "$(awk '$1 == "start" {print $3}' {{ fake_log }} | sort -u | wc -l)" -ge 2 ] && break
+          sleep 0.1
+        done
+"""
+
 HOST_STEP = """\
 - name: Converge the tenant (stand-in)
   hosts: "{{ tenant_host }}"
@@ -292,11 +301,7 @@ HOST_STEP = """\
       ansible.builtin.shell: |
         n=$(grep -c "^start {{ tenant.name }} " {{ fake_log }} 2>/dev/null || true)
         echo "start {{ tenant.name }} {{ tenant_host }} $(date +%s.%N)" >> {{ fake_log }}
-        # fake_rendezvous: wait (up to that many seconds) until a run on another host has begun
-        for _ in $(seq 1 {{ (fake_rendezvous | default(0) | int) * 10 }}); do
-          [ "$(awk '$1 == "start" {print $3}' {{ fake_log }} | sort -u | wc -l)" -ge 2 ] && break
-          sleep 0.1
-        done
+        RENDEZVOUS
         if [ "${n:-0}" -eq 0 ]; then sleep {{ fake_first_sleep }}; else sleep {{ fake_sleep }}; fi
         echo "end {{ tenant.name }} {{ tenant_host }} $(date +%s.%N)" >> {{ fake_log }}
       changed_when: false
@@ -314,7 +319,7 @@ HOST_STEP = """\
             proxy_port: 30001
         per_host: false
         aggregate: false
-"""
+""".replace("        RENDEZVOUS\n", RENDEZVOUS)
 ROUTE_STEP = """\
 - name: Route the tenant (stand-in)
   hosts: "{{ tenant_host }}"
@@ -370,11 +375,7 @@ BATCH_STEP = """\
     - name: Run for a while
       ansible.builtin.shell: |
         echo "start {{ names }} {{ tenant_host }} $(date +%s.%N)" >> {{ fake_log }}
-        # fake_rendezvous: wait (up to that many seconds) until a run on another host has begun
-        for _ in $(seq 1 {{ (fake_rendezvous | default(0) | int) * 10 }}); do
-          [ "$(awk '$1 == "start" {print $3}' {{ fake_log }} | sort -u | wc -l)" -ge 2 ] && break
-          sleep 0.1
-        done
+        RENDEZVOUS
         sleep {{ fake_sleep }}
         echo "end {{ names }} {{ tenant_host }} $(date +%s.%N)" >> {{ fake_log }}
       vars:
@@ -393,7 +394,7 @@ BATCH_STEP = """\
               set _ = out.update({t.name: 'cluster: the server did not start'}) %}{% endfor %}{{ out }}
         per_host: false
         aggregate: false
-"""
+""".replace("        RENDEZVOUS\n", RENDEZVOUS)
 
 
 @pytest.fixture
