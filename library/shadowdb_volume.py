@@ -338,10 +338,11 @@ class Volume:
             return False
         self.did(f"started and enabled {unit}")
         if not self.check:
-            # --no-reload: only the boot-time link (a reload reads every unit file of the host,
-            # a second or more with a few hundred tenants); the unit's template is loaded already.
+            # Only the boot-time link, made on the file system (--root=/): a reload reads every
+            # unit file of the host (a second or more with a few hundred tenants), and an enable
+            # through systemd itself marks every unit as needing one until the next.
             if not enabled:
-                self.run(["systemctl", "enable", "--no-reload", unit])
+                self.run(["systemctl", "--root=/", "enable", unit])
             self.run(["systemctl", "start", unit])
         return True
 
