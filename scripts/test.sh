@@ -57,10 +57,27 @@ stream_main() {
 	pytest tests/routing -q
 }
 
+# Each stream's output is also kept alone, for the digest of a failed stream at the end.
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+
+# Why a stream failed, in a few lines at the very end of the output (CI keeps only its tail): the
+# stage it was in, pytest's failed tests and the first lines of their errors, or else its last lines.
+digest() {
+	local log=$logs/$1.log
+	echo "--- $1 failed in:$(grep '^==> ' "$log" | tail -n 1 | cut -d']' -f2-)"
+	if grep -qE '^(FAILED|ERROR) ' "$log"; then
+		grep -E '^(FAILED|ERROR) ' "$log" | tail -n 3
+		grep -E '^E  ' "$log" | head -n 4
+	else
+		tail -n 6 "$log"
+	fi | cut -c1-240
+}
+
 streams=(ha vm lab main)
 declare -A stream_of_pid
 for name in "${streams[@]}"; do
-	{ "stream_$name" 2>&1 | sed -u "s/^/[$name] /"; } &
+	{ "stream_$name" 2>&1 | tee "$logs/$name.log" | sed -u "s/^/[$name] /"; } &
 	stream_of_pid[$!]=$name
 done
 
@@ -77,6 +94,9 @@ for _ in "${streams[@]}"; do
 	fi
 done
 if ((${#failed[@]})); then
+	for name in "${failed[@]}"; do
+		digest "$name"
+	done
 	stage "failed: ${failed[*]}"
 	exit 1
 fi
