@@ -5,7 +5,7 @@
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.shadowdb_batch import TenantFailure, batch_argument_spec, run_batch, tenant_params
-from ansible.module_utils.shadowdb_common import UnsafePathError
+from ansible.module_utils.shadowdb_common import ENABLE_ON_DISK, UnsafePathError
 from ansible.module_utils.shadowdb_fs import converge_directory, converge_file, read_small, wanted_attributes
 from ansible.module_utils.shadowdb_tls import new_key, signing_request
 
@@ -160,7 +160,7 @@ class Agent:
         if not enabled:
             self.actions.append(f"enabled {self.unit}")
             if not self.check:
-                self.run(["systemctl", "enable", "--no-reload", self.unit])
+                self.run([*ENABLE_ON_DISK, self.unit])
         if not active or changed:
             self.actions.append(f"{'restarted' if active else 'started'} {self.unit}")
             if not self.check:

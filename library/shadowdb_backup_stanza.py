@@ -9,6 +9,7 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.shadowdb_batch import TenantFailure, batch_argument_spec, run_batch, tenant_params
+from ansible.module_utils.shadowdb_common import ENABLE_ON_DISK
 from ansible.module_utils.shadowdb_fs import converge_file, remove_file, wanted_attributes
 
 DOCUMENTATION = r"""
@@ -180,7 +181,8 @@ class Repository:
             ):
                 done.append(f"enabled and started {unit}")
                 if not self.check:
-                    self.systemctl("enable", "--now", "--no-reload", unit)
+                    self.run([*ENABLE_ON_DISK, unit])
+                    self.systemctl("start", unit)
         if created and self.p["first_backup"] and not self.check:
             self.systemctl("start", "--no-block", f"shadowdb-backup@{name}:full.service")
             done.append("started a first full backup")

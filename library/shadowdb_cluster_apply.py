@@ -10,7 +10,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch, tenant_params
-from ansible.module_utils.shadowdb_common import UnsafePathError
+from ansible.module_utils.shadowdb_common import ENABLE_ON_DISK, UnsafePathError
 from ansible.module_utils.shadowdb_fs import converge_file, read_small, wanted_attributes
 from ansible.module_utils.shadowdb_health import make_probe, not_serving_message, poll, scrub
 from ansible.module_utils.shadowdb_record import TenantFailure, record_converged
@@ -401,11 +401,7 @@ class Cluster:
         if enabled.strip() != "enabled":
             self.actions.append(f"enabled {unit}")
             if not self.check:
-                # Only the boot-time link, made on the file system (--root=/): `enable` alone
-                # also reloads systemd, which takes a second or more on a host of a few hundred
-                # tenants (their unit files are read), and an enable through systemd itself, even
-                # with --no-reload, marks every unit as needing a reload until the next one.
-                self.systemctl("--root=/", "enable", unit)
+                self.run([*ENABLE_ON_DISK, unit])
         if not self.is_active():
             self.actions.append(f"started {unit}")
             if not self.check:

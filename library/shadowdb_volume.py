@@ -12,6 +12,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.shadowdb_batch import batch_argument_spec, run_batch
+from ansible.module_utils.shadowdb_common import ENABLE_ON_DISK
 from ansible.module_utils.shadowdb_volume_rules import (
     MIB,
     foreign_filesystem,
@@ -338,11 +339,8 @@ class Volume:
             return False
         self.did(f"started and enabled {unit}")
         if not self.check:
-            # Only the boot-time link, made on the file system (--root=/): a reload reads every
-            # unit file of the host (a second or more with a few hundred tenants), and an enable
-            # through systemd itself marks every unit as needing one until the next.
             if not enabled:
-                self.run(["systemctl", "--root=/", "enable", unit])
+                self.run([*ENABLE_ON_DISK, unit])
             self.run(["systemctl", "start", unit])
         return True
 

@@ -1,6 +1,7 @@
 # Copyright: ShadowDB contributors
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
-"""Helpers shared by ShadowDB's modules: listening TCP ports, atomic file writes, safe paths.
+"""Helpers shared by ShadowDB's modules: listening TCP ports, atomic file writes, safe paths,
+enabling a unit.
 
 Modules import it as ``ansible.module_utils.shadowdb_common`` (ansible.cfg points module_utils at
 this directory; Ansible ships it to the host inside each module's payload).
@@ -10,6 +11,12 @@ import errno
 import os
 import stat
 import tempfile
+
+# Enables a unit by its boot-time link alone, made on the file system (--root=/). `systemctl enable`
+# also reloads systemd, which reads every unit file of the host (a second or more with a few hundred
+# tenants), and an enable through systemd itself, even with --no-reload, marks every unit as needing
+# a reload until the next one (so that the next new tenant's start would pay for one).
+ENABLE_ON_DISK = ("systemctl", "--root=/", "enable")
 
 TCP_LISTEN = "0A"
 PROC_NET_TCP = ("/proc/net/tcp", "/proc/net/tcp6")

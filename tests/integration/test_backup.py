@@ -47,6 +47,8 @@ def backups(lab, db1, db2):
     assert first.rc == 0, first.describe()
     again = lab.playbook("backup_repository.yml")
     assert again.rc == 0 and all(r["changed"] == 0 for r in again.recap().values()), again.describe()
+    for host in (db1, db2):  # systemd's copy of every unit current: see units_needing_a_reload
+        lab.sh(host, "systemctl daemon-reload")
     for host, name in ((db1, BKA), (db2, BKB)):
         run = lab.onboard(host, {"name": name, "backup": True})
         assert run.rc == 0, run.describe()
@@ -67,6 +69,15 @@ def info(lab, db2, tenant):
     return json.loads(out)[0]
 
 
+def units_needing_a_reload(lab, host) -> list[str]:
+    """The host's ShadowDB units whose files systemd says changed since it read them."""
+    script = (
+        "systemctl list-units --all --plain --no-legend 'shadowdb-*' | awk '{print $1}' | while read -r u;"
+        ' do [ "$(systemctl show -p NeedDaemonReload --value "$u")" = yes ] && echo "$u"; done; true'
+    )
+    return lab.sh(host, script).split()
+
+
 def test_a_tenant_with_backups_archives_and_converges_unchanged(lab, db1, db2, backups):
     """Its first full backup is taken on its own; its WAL reaches the repository through its
     egress allowance (pgbackrest check, as the tenant); a second run changes nothing."""
@@ -85,6 +96,12 @@ def test_a_tenant_with_backups_archives_and_converges_unchanged(lab, db1, db2, b
         db2, "systemctl list-timers --all --no-legend --plain 'shadowdb-backup-*' | awk '{print $NF}'"
     )
     assert f"shadowdb-backup@{BKA}:full.service" in timers and f"shadowdb-backup@{BKA}:diff.service" in timers
+    assert lab.sh(db1, f"systemctl is-enabled shadowdb-backup-agent@{BKA}.service").strip() == "enabled"
+    # The agent and the timers are enabled by their links on the file system: an enable through
+    # systemd marks every unit of the host as needing a daemon-reload, and the next new tenant's
+    # start would pay for one (a second or more on a host of a few hundred tenants).
+    for host in (db1, db2):
+        assert units_needing_a_reload(lab, host) == [], host
     again = lab.onboard(db1, {"name": BKA, "backup": True})
     assert again.rc == 0 and again.recap()[db1]["changed"] == 0, again.changed_tasks()
 

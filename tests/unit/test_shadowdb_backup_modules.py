@@ -14,9 +14,11 @@ import pytest
 # systemctl stand-in: is-enabled/is-active answer from files in $FAKE_STATE; every call is logged.
 FAKE_SYSTEMCTL = """#!/bin/sh
 echo "systemctl $*" >> "$FAKE_STATE/calls"
+[ "$1" = --root=/ ] && shift
 case "$1" in
   is-enabled|is-active) for unit; do :; done; test -e "$FAKE_STATE/$1-$unit" ;;
-  enable|restart|disable|reload-or-restart|start) for unit; do :; done; touch "$FAKE_STATE/is-enabled-$unit" \
+  enable) for unit; do :; done; touch "$FAKE_STATE/is-enabled-$unit"; exit 0 ;;
+  restart|disable|reload-or-restart|start) for unit; do :; done; touch "$FAKE_STATE/is-enabled-$unit" \
       "$FAKE_STATE/is-active-$unit"; exit 0 ;;
   *) exit 0 ;;
 esac
