@@ -83,6 +83,10 @@ def test_a_label_link_to_another_device_is_never_mounted(lab, db1):
         # The tenant's volume is released and mounted again (its cluster with it).
         lab.sh(db1, f"systemctl stop shadowdb-postgres@{tenant} shadowdb-volume@{tenant}")
         lab.sh(db1, f"systemctl start shadowdb-postgres@{tenant}")
+        # Its own image again, on whichever loop device was free (the release detached it, and
+        # other labs on the machine may have taken its old number meanwhile).
+        own = lab.sh(db1, f"losetup -j /var/lib/shadowdb/volumes/{tenant}.img | cut -d: -f1").strip()
+        assert own and own != foreign
         assert lab.sh(db1, f"findmnt -n -o SOURCE --mountpoint /mnt/db/{tenant} | tail -n1").strip() == own
         assert lab.sh(db1, f"findmnt -n -S {foreign} || true").strip() == ""  # mounted nowhere
         lab.wait_serving(db1, tenant, timeout=60)
