@@ -140,6 +140,8 @@ def test_tasks_max_and_nofile_hold(lab):
 HOGS = 3
 # vmb's TPS beside the hog, against its TPS alone, at least (see the test's docstring).
 TPS_RATIO_MIN = 0.3
+# vmb's cgroup CPU usage beside the hog, against its usage alone, at least (the same).
+VICTIM_CPU_RATIO_MIN = 0.7
 
 
 def test_cpu_quota_keeps_a_hog_off_the_neighbour(lab):
@@ -154,8 +156,9 @@ def test_cpu_quota_keeps_a_hog_off_the_neighbour(lab):
       quota (+15 % for the CFS bandwidth period's granularity), and at least half of it (the hog
       ran). This is the one that fails without the quota: lifted at runtime, the same hog used
       1.26 CPUs (tests/bench/test_vm_noisy_neighbour.py's control run);
-    - vmb's own cgroup usage beside the hog is at least 0.8 of its usage alone: it keeps its CPU
-      time in the guest;
+    - vmb's own cgroup usage beside the hog is at least VICTIM_CPU_RATIO_MIN of its usage alone:
+      it keeps its CPU time in the guest (0.86-0.94 in seven runs under `make test`; the guest is
+      busier beside the hog, and the busier the machine the less CPU qemu gets at nice 19);
     - vmb's TPS beside the hog is at least 0.3 of its TPS alone. With both quotas the guest can
       give vmb its whole half CPU, so the ratio should be near 1 (0.73-0.90 measured), but runs of
       one kind spread by +-25 % under TCG (the vCPUs are threads of qemu at nice 19 on a 2-vCPU
@@ -179,7 +182,8 @@ def test_cpu_quota_keeps_a_hog_off_the_neighbour(lab):
         if run["hogs"]:  # every run: the hog ran, and was held to its quota
             assert run["hog_cpu"] >= quota * 0.5, f"the hog did not run: {run}"
             assert run["hog_cpu"] <= quota * 1.15, f"the hog tenant used more than its CPU quota: {run}"
-    assert hogged["victim_cpu"] >= 0.8 * solo["victim_cpu"], f"vmb lost CPU time to the hog: {solo} {hogged}"
+    kept = hogged["victim_cpu"] / solo["victim_cpu"]
+    assert kept >= VICTIM_CPU_RATIO_MIN, f"vmb kept {kept:.2f} of its CPU beside the hog: {solo} {hogged}"
     assert ratio >= TPS_RATIO_MIN, f"vmb kept {ratio} of its TPS beside the hog: {solo} {hogged}"
     for t in TENANTS:
         healthy(lab, t, timeout=BUSY_MACHINE_WAIT)
