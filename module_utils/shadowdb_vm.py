@@ -82,7 +82,8 @@ def qemu_argv(spec):
     kernel, initrd, append, ssh_port, disks ({tenant: path}), qemu, nice. Pure: no file is read."""
     p = paths(spec["vm_dir"])
     accel = spec.get("accel", "tcg")
-    if accel == "tcg" and spec.get("tb_size_mb"):
+    tcg = accel == "tcg"
+    if tcg and spec.get("tb_size_mb"):
         accel = f"tcg,tb-size={int(spec['tb_size_mb'])}"
     argv = []
     if spec.get("nice") is not None:
@@ -93,6 +94,11 @@ def qemu_argv(spec):
         # pc (i440fx) has ACPI PCI hotplug, which the tenant disks need.
         "-machine", "pc",
         "-accel", accel,
+        # TCG's default CPU (qemu64) offers AMD's SVM, so the guest's udev loads kvm_amd, and its
+        # kernel (6.12) turns virtualization on in every CPU as the module loads. A guest panicked
+        # right after that on a restart (a double fault in a process's page fault, CPU 1, 0.4 s
+        # after "kvm_amd: Nested Virtualization enabled"). A db host needs no KVM of its own.
+        *(["-cpu", "qemu64,-svm"] if tcg else []),
         "-smp", str(int(spec["cpus"])),
         "-m", f"{int(spec['memory_mb'])}M",
         "-nodefaults", "-vga", "none", "-display", "none",

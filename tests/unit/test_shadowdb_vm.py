@@ -115,6 +115,7 @@ def test_qemu_argv_core_options():
     argv = vmu.qemu_argv(dict(SPEC))
     assert argv[:4] == ["nice", "-n", "19", "qemu-system-x86_64"]
     assert option(argv, "-accel") == ["tcg,tb-size=128"]
+    assert option(argv, "-cpu") == ["qemu64,-svm"]  # no kvm_amd in the guest (see qemu_argv)
     assert option(argv, "-m") == ["1024M"] and option(argv, "-smp") == ["2"]
     assert option(argv, "-machine") == ["pc"]  # ACPI PCI hotplug
     assert option(argv, "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:22201-:22"]
@@ -140,7 +141,7 @@ def test_qemu_argv_attaches_listed_disks_again_in_order():
 
 def test_kvm_has_no_translation_cache_and_append_extra():
     argv = vmu.qemu_argv(dict(SPEC, accel="kvm", append=vmu.kernel_append("x", "quiet")))
-    assert option(argv, "-accel") == ["kvm"]
+    assert option(argv, "-accel") == ["kvm"] and option(argv, "-cpu") == []
     assert option(argv, "-append")[0].endswith(" quiet")
 
 
