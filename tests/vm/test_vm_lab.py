@@ -228,8 +228,10 @@ PROBE = "/tmp/sdb-probe"
 
 
 def wait_for_link(lab: VMLab, tenant: str, present: bool) -> None:
-    """Until udev's /dev/disk/by-id/virtio-<tenant> is there (or gone), BUSY_MACHINE_WAIT at most."""
-    test = f"[ {'' if present else '!'} -e /dev/disk/by-id/virtio-{tenant} ]"
+    """Until udev's /dev/disk/by-id/virtio-<tenant> names a block device (or is gone),
+    BUSY_MACHINE_WAIT at most."""
+    link = f"/dev/disk/by-id/virtio-{tenant}"
+    test = f"[ -b {link} ]" if present else f"[ ! -e {link} ]"
     lab.sh(f"for i in $(seq {BUSY_MACHINE_WAIT * 4}); do {test} && exit 0; sleep 0.25; done; false")
 
 

@@ -98,11 +98,12 @@ class VMLab:
         ]  # fmt: skip
 
     def sh(self, script: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-        for attempt in range(SSH_ATTEMPTS):
+        for attempt in range(1, SSH_ATTEMPTS + 1):
             proc = subprocess.run(self.ssh_argv(script), capture_output=True, text=True, timeout=timeout)
-            if not (proc.returncode == 255 and SSH_NOT_CONNECTED.search(proc.stderr)):
+            not_connected = proc.returncode == 255 and SSH_NOT_CONNECTED.search(proc.stderr)
+            if not not_connected or attempt == SSH_ATTEMPTS:
                 break
-            time.sleep(5 * (attempt + 1))  # ssh never reached the guest's shell: the script did not run
+            time.sleep(5 * attempt)  # ssh never reached the guest's shell: the script did not run
         if check:
             why = f"{script!r} failed (rc {proc.returncode}): {proc.stdout}{proc.stderr}"
             assert proc.returncode == 0, why
