@@ -16,20 +16,37 @@ installed collections' versions. A change to any of them selects a new, empty di
 payload is never served from other code. The directory is the user's own (mode 0700: a payload is
 code run as root on the hosts); the KEEP most recently used are kept, older ones removed.
 
+Each payload also gets its bytecode. A host runs a module from the payload's zip, and Python
+compiles every .py it imports from a zip again on every call, never keeping the result: about 55 of
+ansible.module_utils' files for each module, 65-80 ms of each call's 160-250 ms on a lab host.
+When the payload is built, a .pyc is added beside each .py, compiled by the controller's Python.
+It is a checked-hash .pyc: the host's Python uses it only if its magic number is the controller's
+(the same minor version: Debian 13 on both ends) and the hash of the .py beside it matches, and
+otherwise compiles the .py as before. The payload is about 2.8 times larger (115 KB to 320 KB
+for ping, compressed).
+
 Settings (environment):
   SHADOWDB_MODULE_CACHE       the parent directory (default: $XDG_CACHE_HOME or ~/.cache, then
                               shadowdb/ansiballz); "off" leaves Ansible's own per-run cache alone.
+  SHADOWDB_MODULE_BYTECODE    "off": payloads without bytecode.
 Nothing here changes what runs on a host: with the cache off, or with an Ansible that lays out
 its cache differently, every payload is simply built in the run as before.
 """
 
+import base64
+import dataclasses
 import hashlib
+import importlib.util
+import io
 import json
 import os
 import shutil
+import zipfile
+from importlib._bootstrap_external import _code_to_hash_pyc
 from pathlib import Path
 
 from ansible import constants as C
+from ansible.executor import module_common
 from ansible.plugins.callback import CallbackBase
 from ansible.release import __version__ as ansible_version
 
@@ -42,6 +59,8 @@ description:
     ansible-core's version, the checkout's path, its library/ and module_utils/ and the installed
     collections' versions.
   - Set the environment variable SHADOWDB_MODULE_CACHE to a directory, or to V(off) to disable it.
+  - Adds a checked-hash .pyc beside each .py of a payload it builds, used by a host whose Python has the
+    controller's magic number; set SHADOWDB_MODULE_BYTECODE to V(off) to build payloads without.
 """
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -65,14 +84,60 @@ def _collections_versions():
     return versions
 
 
+def bytecode_wanted():
+    return os.environ.get("SHADOWDB_MODULE_BYTECODE", "") != "off"
+
+
 def cache_key():
     """Digest of everything a payload is built from."""
     # The checkout's own path too: a payload's metadata names its source files by path.
     digest = hashlib.sha256(ansible_version.encode() + b"\0" + str(PROJECT).encode() + b"\0")
+    if bytecode_wanted():
+        digest.update(b"bytecode " + importlib.util.MAGIC_NUMBER + b"\0")
     for tree in ("library", "module_utils"):
         _tree_digest(digest, PROJECT / tree)
     digest.update(json.dumps(_collections_versions(), sort_keys=True).encode())
     return digest.hexdigest()[:24]
+
+
+def with_bytecode(zip_data):
+    """A payload's zip (base64, as Ansible keeps it) with a checked-hash .pyc beside each .py."""
+    source = zipfile.ZipFile(io.BytesIO(base64.b64decode(zip_data)))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as payload:
+        for info in source.infolist():
+            data = source.read(info)
+            payload.writestr(info, data)
+            if not info.filename.endswith(".py"):
+                continue
+            try:
+                code = compile(data, info.filename, "exec", dont_inherit=True)
+            except (SyntaxError, ValueError):
+                continue  # not this Python's syntax: the host compiles it, as without bytecode
+            pyc = zipfile.ZipInfo(info.filename[:-3] + ".pyc", info.date_time)
+            pyc.compress_type = zipfile.ZIP_DEFLATED
+            source_hash = importlib.util.source_hash(data)
+            payload.writestr(pyc, bytes(_code_to_hash_pyc(code, source_hash, checked=True)))
+    return base64.b64encode(out.getvalue())
+
+
+def add_bytecode_when_built():
+    """Ansible keeps a payload it built with _CachedModule.dump (module_common._find_module_utils):
+    the kept one gets its bytecode, in this process and in the task processes forked from it. The
+    first call after the build sends the payload as built; every later one, the kept payload."""
+    cached = getattr(module_common, "_CachedModule", None)
+    dump = getattr(cached, "dump", None)
+    if dump is None or getattr(dump, "shadowdb_bytecode", False):
+        return False
+    if not dataclasses.is_dataclass(cached) or "zip_data" not in {f.name for f in dataclasses.fields(cached)}:
+        return False
+
+    def dump_with_bytecode(self, path):
+        return dump(dataclasses.replace(self, zip_data=with_bytecode(self.zip_data)), path)
+
+    dump_with_bytecode.shadowdb_bytecode = True
+    cached.dump = dump_with_bytecode
+    return True
 
 
 def _prune(parent, current):
@@ -92,6 +157,8 @@ class CallbackModule(CallbackBase):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if bytecode_wanted() and add_bytecode_when_built():
+            self._display.vvv("shadowdb_module_cache: module payloads built with bytecode")
         setting = os.environ.get("SHADOWDB_MODULE_CACHE", "")
         if setting == "off":
             return

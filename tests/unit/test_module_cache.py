@@ -1,9 +1,14 @@
 """callback_plugins/shadowdb_module_cache.py: module payloads built by one ansible-playbook run are
 used by the next, from a directory keyed by everything they are built from."""
 
+import base64
+import io
 import os
+import pickle
 import shutil
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,3 +86,65 @@ def test_old_keys_are_pruned(tmp_path):
     kept = sorted(p.name for p in parent.iterdir())
     assert "current" in kept and len(kept) == cache.KEEP, kept
     assert "old0" not in kept
+
+
+def kept_payload(parent, module):
+    """The zip of a kept payload (Ansible's _CachedModule, pickled)."""
+    [path] = [p for p in parent.glob(f"*/*{module}*") if not p.name.endswith(".lock")]
+    with path.open("rb") as f:
+        return base64.b64decode(pickle.load(f).zip_data)  # noqa: S301 (our own cache, as Ansible reads it)
+
+
+def test_a_kept_payload_has_bytecode_that_this_python_uses(tmp_path):
+    parent = tmp_path / "cache"
+    run(tmp_path, parent)
+    payload = tmp_path / "payload.zip"
+    payload.write_bytes(kept_payload(parent, "shadowdb_tenant_check"))
+    names = set(zipfile.ZipFile(payload).namelist())
+    sources = {n for n in names if n.endswith(".py")}
+    assert "ansible/module_utils/basic.py" in sources
+    assert {n[:-3] + ".pyc" for n in sources} <= names
+
+    # The payload's code imported with source compiling forbidden: only the bytecode can serve.
+    check = (
+        "import sys, zipimport\n"
+        "def refuse(*args): raise AssertionError(f'compiled from source: {args[0]}')\n"
+        "zipimport._compile_source = refuse\n"
+        f"sys.path.insert(0, {str(payload)!r})\n"
+        "import ansible.module_utils.basic, ansible.module_utils.shadowdb_common\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_stale_or_foreign_bytecode_is_not_used(tmp_path):
+    source = io.BytesIO()
+    with zipfile.ZipFile(source, "w") as z:
+        z.writestr("probe.py", "VALUE = 1\n")
+    built = cache.with_bytecode(base64.b64encode(source.getvalue()))
+    payload = zipfile.ZipFile(io.BytesIO(base64.b64decode(built)))
+    pyc = payload.read("probe.pyc")
+
+    def imported_value(py, pyc_bytes):
+        path = tmp_path / f"probe-{os.urandom(4).hex()}.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("probe.py", py)
+            z.writestr("probe.pyc", pyc_bytes)
+        code = f"import sys; sys.path.insert(0, {str(path)!r}); import probe; print(probe.VALUE)"
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return proc.stdout.strip()
+
+    assert imported_value("VALUE = 1\n", pyc) == "1"
+    assert imported_value("VALUE = 2\n", pyc) == "2"  # the .py changed: its hash no longer matches
+    assert imported_value("VALUE = 1\n", b"\0\0" + pyc[2:]) == "1"  # another Python's magic number
+
+
+def test_bytecode_off_keeps_the_payload_as_built(tmp_path):
+    parent = tmp_path / "cache"
+    proc = local_playbook(
+        tmp_path, TASKS, env={"SHADOWDB_MODULE_CACHE": str(parent), "SHADOWDB_MODULE_BYTECODE": "off"}
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    names = zipfile.ZipFile(io.BytesIO(kept_payload(parent, "shadowdb_tenant_check"))).namelist()
+    assert "ansible/module_utils/basic.py" in names
+    assert not [n for n in names if n.endswith(".pyc")]
