@@ -21,9 +21,9 @@ compiles every .py it imports from a zip again on every call, never keeping the 
 ansible.module_utils' files for each module, 65-80 ms of each call's 160-250 ms on a lab host.
 When the payload is built, a .pyc is added beside each .py, compiled by the controller's Python.
 It is a checked-hash .pyc: the host's Python uses it only if its magic number is the controller's
-(the same minor version: Debian 13 on both ends) and the hash of the .py beside it matches, and
-otherwise compiles the .py as before. The payload is about 2.8 times larger (115 KB to 320 KB
-for ping, compressed).
+(the same minor version, as in the lab: 3.13 in the controller's venv and on the Debian 13 hosts)
+and the hash of the .py beside it matches, and otherwise compiles the .py as before. The payload
+is about 2.8 times larger (115 KB to 320 KB for ping, compressed).
 
 Settings (environment):
   SHADOWDB_MODULE_CACHE       the parent directory (default: $XDG_CACHE_HOME or ~/.cache, then
@@ -133,7 +133,11 @@ def add_bytecode_when_built():
         return False
 
     def dump_with_bytecode(self, path):
-        return dump(dataclasses.replace(self, zip_data=with_bytecode(self.zip_data)), path)
+        try:
+            kept = dataclasses.replace(self, zip_data=with_bytecode(self.zip_data))
+        except (ValueError, zipfile.BadZipFile):  # not a zip in base64 after all: keep it as built
+            kept = self
+        return dump(kept, path)
 
     dump_with_bytecode.shadowdb_bytecode = True
     cached.dump = dump_with_bytecode

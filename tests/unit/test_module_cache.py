@@ -2,6 +2,7 @@
 used by the next, from a directory keyed by everything they are built from."""
 
 import base64
+import dataclasses
 import io
 import os
 import pickle
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "callback_plugins"))
@@ -148,3 +151,24 @@ def test_bytecode_off_keeps_the_payload_as_built(tmp_path):
     names = zipfile.ZipFile(io.BytesIO(kept_payload(parent, "shadowdb_tenant_check"))).namelist()
     assert "ansible/module_utils/basic.py" in names
     assert not [n for n in names if n.endswith(".pyc")]
+
+
+def test_a_payload_that_is_not_a_zip_is_kept_as_built(tmp_path):
+    kept = []
+
+    @dataclasses.dataclass(frozen=True)
+    class Cached:
+        zip_data: bytes
+
+        def dump(self, path):
+            kept.append(self)
+
+    class Common:
+        _CachedModule = Cached
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cache, "module_common", Common)
+        assert cache.add_bytecode_when_built()
+        assert not cache.add_bytecode_when_built()  # wrapped once only
+        Cached(zip_data=b"bm90IGEgemlw").dump(tmp_path / "payload")
+    assert kept == [Cached(zip_data=b"bm90IGEgemlw")]
