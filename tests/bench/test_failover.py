@@ -142,7 +142,9 @@ def trial(cluster, inject, recover=None, new_leader=True, hold=0.0) -> dict:
             print(
                 hakit.sh(
                     old,
-                    f"journalctl -u shadowdb-patroni@{cluster.tenant} --no-pager | tail -n 30",
+                    # Patroni's and PostgreSQL's own lines, without the tracebacks' frames.
+                    f"journalctl -u shadowdb-patroni@{cluster.tenant} --no-pager -o cat"
+                    " | grep -v -E '^[[:space:]]|^Traceback' | tail -n 40",
                     check=False,
                 )
             )
