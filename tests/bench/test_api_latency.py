@@ -27,7 +27,6 @@ import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -38,6 +37,7 @@ from api.client import follow
 from api.devdb import DevDB
 from tests.api.conftest import REPO, Server, Worker, bearer, server_env
 from tests.bench.cpukit import CpuMeter, background_load
+from tests.bench.rawkit import raw_times
 from tests.labkit import Lab
 
 pytestmark = pytest.mark.bench
@@ -45,7 +45,6 @@ pytestmark = pytest.mark.bench
 RAW = int(os.environ.get("SHADOWDB_BENCH_RAW", "3"))
 SINGLE = int(os.environ.get("SHADOWDB_BENCH_SINGLE", "3"))
 CONCURRENT = int(os.environ.get("SHADOWDB_BENCH_CONCURRENT", "10"))
-HERE = Path(__file__).parent
 TIMEOUT = 1800
 
 
@@ -149,16 +148,7 @@ def test_api_onboarding_latency(lab, api, tmp_path):
     with ThreadPoolExecutor(2) as pool:
         warm = list(pool.map(lambda name: onboard(lab, api, name), ["warm1", "warm2"]))
 
-    lab.copy_to(lab.hosts[1], HERE / "raw_tenant.sh", "/root/raw_tenant.sh")
-    lab.copy_to(lab.hosts[1], HERE / "raw_cleanup.sh", "/root/raw_cleanup.sh")
-    raw = []
-    try:
-        for i in range(RAW):
-            t0 = time.monotonic()
-            lab.sh(lab.hosts[1], f"sh /root/raw_tenant.sh raw{i} {15000 + i}")
-            raw.append(time.monotonic() - t0)
-    finally:
-        lab.sh(lab.hosts[1], "sh /root/raw_cleanup.sh")
+    raw = raw_times(lab, lab.hosts[1], RAW)
 
     load = background_load()
     with CpuMeter() as single_cpu:
