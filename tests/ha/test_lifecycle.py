@@ -103,6 +103,55 @@ def test_failsafe_keeps_the_leader_through_an_etcd_outage(lab, other):
     assert writer.lost() == []
 
 
+def test_an_old_leader_that_wrote_alone_is_rewound_after_its_host_crashed(lab, other):
+    """The leader's last rows reach no replica (its routes to them cut, synchronous_commit=local),
+    then its host crashes (podman kill: no clean shutdown). A replica takes over; when the host is
+    back, the old leader's timeline has diverged from the new leader's, and Patroni must rewind it
+    (pg_rewind) before it can stream again. Patroni runs as the tenant's OS user, under the egress
+    firewall, and reads the local timeline over a replication connection to localhost: it was
+    refused there once, and the old leader stayed out for good."""
+    leader = hakit.wait_for(f"a healthy cluster ({OTHER})", other.healthy, timeout=120)
+    hakit.wait_for("a synchronous standby", other.sync_standbys, timeout=30)
+    execute(other, "CREATE TABLE IF NOT EXISTS crashed (n int, kind text)")
+    execute(other, "INSERT INTO crashed SELECT g, 'replicated' FROM generate_series(1, 50) g")
+    replicas = [address for member, address in other.members.items() if member != leader]
+    hakit.partition(leader, replicas)
+    with other.connect() as conn:
+        conn.execute("SET synchronous_commit = local")  # acknowledged on the leader alone
+        conn.execute("INSERT INTO crashed SELECT g, 'alone' FROM generate_series(1, 50) g")
+    loops = hakit.own_loop_devices(leader, OTHER)
+    hakit.stop_host(leader)
+    try:
+        hakit.wait_for("a new leader", lambda: other.leader() not in (None, leader), timeout=90, interval=1)
+    finally:
+        hakit.release_loops(loops)
+        restarted = int(time.time())
+        hakit.start_host(leader)
+    try:
+        hakit.wait_for(
+            "the old leader back as a streaming replica",
+            lambda: other.roles().get(leader) == ("replica", "streaming"),
+            timeout=150,
+            interval=1,
+        )
+    finally:
+        unit = f"shadowdb-patroni@{OTHER}"
+        since = f"--since @{restarted} --no-pager -o cat"
+        journal = hakit.sh(leader, f"journalctl -u {unit} {since}", check=False)
+        print("\n".join(line for line in journal.splitlines() if "rewind" in line or "timeline" in line))
+    # It diverged (the rows it wrote alone are gone) and Patroni rewound it. Patroni reads the
+    # timeline of a RUNNING member over its local replication connection: when that is refused,
+    # a member whose PostgreSQL started before the check is never rewound (seen in the failover
+    # bench); here PostgreSQL is usually down at the check (pg_controldata is read instead), so
+    # the refusal is checked on its own.
+    assert "running pg_rewind from" in journal, journal[-3000:]
+    assert "Can not fetch local timeline" not in journal, journal[-3000:]
+    counts = dict(other.query("SELECT kind, count(*) FROM crashed GROUP BY kind"))
+    assert counts == {"replicated": 50}, counts
+    assert hakit.wait_for(f"a healthy cluster ({OTHER})", other.healthy, timeout=60) != leader
+    execute(other, "DROP TABLE crashed")
+
+
 def attack(
     lab, attacker: str, host: str, victim: hakit.Cluster, victim_member: str, as_root: bool = False
 ) -> dict[str, str]:
