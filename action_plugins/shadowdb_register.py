@@ -4,14 +4,15 @@
 (roles/shadowdb/tasks/tenants_register.yml), the rules being shadowdb/registry.py's.
 
 state=plan reads the registry and returns what the batch needs from the hosts before it can be
-registered: the tenants without a proxy port yet (leased on the first proxy host) and those
-whose PostgreSQL version neither the spec nor the record gives (read on the db host); with
-host, also the names taken on another host or by an HA tenant (refused before anything changes).
-state=present reads the registry again, plans every record, refuses the batch before any write
-when a tenant has no cluster on the host or a proxy port is another tenant's, and writes the
-records in one transaction per key (a record changed by someone else since the read is that
-tenant's failure, never overwritten). A tenant registered on another host is reported in
-failed_tenants and left as it is; the others are registered.
+registered: the tenants whose PostgreSQL version neither the spec nor the record gives (read on
+the db host); with host, also the names taken on another host or by an HA tenant (refused before
+anything changes). state=present reads the registry again, plans every record, refuses the batch
+before any write when a tenant has no cluster on the host or a proxy port is another tenant's,
+and writes the records (a record changed by someone else since the read is that tenant's
+failure, never overwritten). With proxy_ports, a tenant without a proxy port gets a random
+free one of that range, chosen from the registry as the records are written, in one
+transaction guarded against other writers (library/shadowdb_registry.py). A tenant registered
+on another host is reported in failed_tenants and left as it is; the others are registered.
 
 Every read and write goes through the shadowdb_registry action in this same process, and the
 whole registry stays inside the task: the playbook keeps only the batch's small results, so a
@@ -33,9 +34,8 @@ ARGUMENT_SPEC = dict(
     host=dict(type="str"),
     address=dict(type="str"),
     ports=dict(type="dict", default={}),
-    leases=dict(type="dict", default={}),
     versions=dict(type="dict", default={}),
-    lease_host=dict(type="str", default=""),
+    proxy_ports=dict(type="dict"),
 )
 
 
@@ -63,7 +63,6 @@ class ActionModule(ActionBase):
             current = shadowdb_registry_current(records, specs)
             result.update(
                 changed=False,
-                unleased=[s["name"] for s in specs if not current.get(s["name"], {}).get("proxy_port")],
                 unversioned=[s["name"] for s in specs if not (s.get("pg_version") or s["name"] in current)],
             )
             if args.get("host"):
@@ -79,23 +78,28 @@ class ActionModule(ActionBase):
             host=args["host"],
             address=args["address"],
             ports=args["ports"],
-            leases=args["leases"],
             versions=args["versions"],
-            lease_host=args["lease_host"],
+            routed=bool(args.get("proxy_ports")),
         )
         if plan["refused"]:
             raise AnsibleActionFail("; ".join(plan["refused"]))
         failed = dict(plan["failed"])
-        written = {"changed": False}
+        written = {"changed": False, "results": {}}
         if plan["records"]:
-            written = self._registry(task_vars, state="present", records=plan["records"])
+            extra = {"proxy_ports": args["proxy_ports"]} if args.get("proxy_ports") else {}
+            written = self._registry(task_vars, state="present", records=plan["records"], **extra)
             for name, why in written.get("failed_tenants", {}).items():
                 failed[name] = f"register: {why}"
         result.update(
             changed=written["changed"],
             failed_tenants=failed,
-            # The batch's records as planned (the API reads each tenant's proxy port there).
-            records=plan["records"],
+            # The batch's records as written, with the proxy ports chosen (the API reads each
+            # tenant's proxy port there).
+            records=[
+                {"tenant": name, "record": outcome["record"]}
+                for name, outcome in sorted(written["results"].items())
+                if not outcome.get("failed")
+            ],
         )
         if written.get("diff"):
             result["diff"] = written["diff"]

@@ -7,8 +7,10 @@ import base64
 import ipaddress
 import json
 import os
+import random
 import re
 import ssl
+import time
 import urllib.error
 import urllib.request
 
@@ -116,12 +118,33 @@ options:
     description:
       - The tenant's record, required with O(state=present) unless O(records) is given.
       - Keys C(tenant) (must equal O(tenant)), C(host) and C(address) (strings) and C(port) (1-65535)
-        are required; C(proxy_port) (1-65535 or null), C(pg_version) (int), C(tier) (string),
+        are required; C(proxy_port) (1-65535, null, or V(auto) with O(proxy_ports)), C(pg_version)
+        (int), C(tier) (string),
         C(state) (C(active), C(maintenance) or C(disabled); default C(active)), C(members) (list
         of dicts) and C(hba) (the tenant's client networks - a list of CIDRs, stored in canonical
         form; empty closes the tenant to every client) are optional. Other keys are refused.
       - Integers given as strings of digits are converted.
     type: dict
+  proxy_ports:
+    description:
+      - 'The range new proxy ports are chosen from, C({start: 30000, end: 31999}): a record whose
+        C(proxy_port) is V(auto) keeps the proxy port its stored record has, or gets a random port
+        of the range that no record of O(prefix) holds (HAProxy on the proxy hosts must have the
+        range to itself).'
+      - The choice is safe against other writers - the records of the call are written in one
+        transaction that succeeds only if no key under O(prefix) changed since the registry was read
+        (re-read and chosen again otherwise, a few times), so two runs never give one port to two
+        tenants. A tenant for which no port is left fails on its own.
+    type: dict
+    suboptions:
+      start:
+        description: First port of the range.
+        type: int
+        required: true
+      end:
+        description: Last port of the range.
+        type: int
+        required: true
   state:
     description:
       - V(present) writes the record if the stored one differs; V(absent) deletes the tenant's key;
@@ -254,6 +277,12 @@ TENANT_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}[a-z0-9]$")
 RECORD_STATES = ("active", "maintenance", "disabled")
 REQUIRED_KEYS = ("tenant", "host", "address", "port")
 OPTIONAL_KEYS = ("proxy_port", "pg_version", "tier", "state", "members", "hba")
+# A record's proxy_port chosen by the module (proxy_ports), and how many times a write that
+# raced another writer is read and chosen again.
+AUTO = "auto"
+AUTO_ATTEMPTS = 8
+# Records per transaction (etcd refuses more than --max-txn-ops, 128 by default, compares included).
+TXN_RECORDS = 100
 # Errors worth trying the next endpoint for (the member is down, has no leader, is overloaded).
 RETRY_HTTP = (500, 502, 503, 504)
 
@@ -292,6 +321,9 @@ def validate_params(params):
         return f"tenant is required with state={state}"
     if state == "present" and params.get("record") is None and not many:
         return "record is required with state=present"
+    bounds = params.get("proxy_ports")
+    if bounds and not 1 <= bounds["start"] <= bounds["end"] <= 65535:
+        return f"proxy_ports={bounds!r} is invalid: it must be 1 <= start <= end <= 65535"
     if bool(params.get("client_cert")) != bool(params.get("client_key")):
         return "client_cert and client_key must be given together"
     if bool(params.get("username")) != bool(params.get("password")):
@@ -395,8 +427,9 @@ def normalize_hba(hba):
     return out
 
 
-def normalize_record(record, tenant):
-    """Validate a record for tenant and return it with types fixed and defaults filled.
+def normalize_record(record, tenant, auto=False):
+    """Validate a record for tenant and return it with types fixed and defaults filled. auto:
+    proxy_port may be AUTO (O(proxy_ports) is given), kept as it is.
 
     Raises RegistryError naming the field (record.<key>) at fault.
     """
@@ -422,7 +455,9 @@ def normalize_record(record, tenant):
         raise RegistryError(
             f"record.state={out['state']!r} is invalid: it must be one of {', '.join(RECORD_STATES)}"
         )
-    if record.get("proxy_port") is not None:
+    if record.get("proxy_port") == AUTO and auto:
+        out["proxy_port"] = AUTO  # chosen by run_many before anything is written
+    elif record.get("proxy_port") is not None:
         out["proxy_port"] = _as_int(record["proxy_port"], "record.proxy_port", 1, 65535)
     else:
         out["proxy_port"] = None
@@ -484,6 +519,44 @@ def put_txn(key, value, mod_revision):
         "compare": [{"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}],
         "success": [{"request_put": {"key": b64(key), "value": b64(value)}}],
     }
+
+
+def choose_proxy_ports(stored, wanted, start, end, pick=random.choice):
+    """{tenant: proxy port} for the tenants of wanted (names, in order): the port of the tenant's
+    stored record when it has one, else a port of start..end (pick, at random by default) that no
+    stored record holds and no earlier tenant of wanted got; None when none is left. stored:
+    {tenant: record or None}."""
+    chosen = {tenant: (stored.get(tenant) or {}).get("proxy_port") for tenant in wanted}
+    taken = {r.get("proxy_port") for r in stored.values() if r and r.get("proxy_port")}
+    free = set(range(start, end + 1)) - taken
+    for tenant in wanted:
+        if not chosen[tenant] and free:
+            chosen[tenant] = pick(sorted(free))
+            free.discard(chosen[tenant])
+    return chosen
+
+
+def guarded_txn(prefix, revision, writes):
+    """One transaction writing writes [(key, value, mod_revision read)], each compared as put_txn
+    does, and only if no key under prefix changed after revision (a record another writer added
+    in between may hold a port chosen here)."""
+    range_end = base64.b64encode(prefix_range_end(prefix)).decode("ascii")
+    compare = [
+        {
+            "key": b64(prefix),
+            "range_end": range_end,
+            "target": "MOD",
+            "result": "LESS",
+            "mod_revision": str(revision + 1),
+        }
+    ]
+    success = []
+    for key, value, mod_revision in writes:
+        compare.append(
+            {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}
+        )
+        success.append({"request_put": {"key": b64(key), "value": b64(value)}})
+    return {"compare": compare, "success": success}
 
 
 def delete_txn(key, mod_revision):
@@ -677,10 +750,18 @@ class EtcdClient:
 
     def get_prefix(self, prefix):
         """Return ({key: value text}, store revision) of every key under prefix."""
+        kvs, revision = self.get_prefix_kvs(prefix)
+        return {key: text for key, (text, _mod_revision) in kvs.items()}, revision
+
+    def get_prefix_kvs(self, prefix):
+        """Return ({key: (value text, mod_revision)}, store revision) of every key under prefix."""
         body = {"key": b64(prefix), "range_end": base64.b64encode(prefix_range_end(prefix)).decode("ascii")}
         result = self.call("/v3/kv/range", body)
         revision = int(result.get("header", {}).get("revision", 0))
-        return {unb64(kv.get("key")): unb64(kv.get("value")) for kv in result.get("kvs") or []}, revision
+        kvs = result.get("kvs") or []
+        return {
+            unb64(kv.get("key")): (unb64(kv.get("value")), int(kv.get("mod_revision", 0))) for kv in kvs
+        }, revision
 
     def get_many(self, keys, chunk=100):
         """Return ({key: (value text or None, mod_revision)}, store revision) of keys: ranges read in
@@ -724,7 +805,6 @@ def converge_key(client, key, tenant, desired, stored, mod_revision, revision, c
     """Write desired (a normalized record; None deletes the key) over stored (the value text read, or
     None) with a compare-and-swap on the mod_revision read. Returns the result of the key; raises
     TenantError when someone else changed it in between."""
-    before = parse_stored(stored) if stored is not None else None
     changed = stored != canonical_json(desired) if desired is not None else stored is not None
     if changed and not check_mode:
         if desired is not None:
@@ -736,10 +816,86 @@ def converge_key(client, key, tenant, desired, stored, mod_revision, revision, c
                 f"the record of tenant={tenant!r} ({key}) was changed by someone else while this run "
                 "was updating it: nothing written, re-run to apply"
             )
+    return dict(
+        changed=changed, key=key, record=desired, revision=revision, diff=record_diff(stored, desired)
+    )
+
+
+def record_diff(stored, desired):
+    """The diff of a key: the record before (its stored text when it is not a record) and after."""
+    before = parse_stored(stored) if stored is not None else None
     diff = {"before": pretty_json(before if stored is not None else None), "after": pretty_json(desired)}
     if stored is not None and before is None:
         diff["before"] = stored + "\n"
-    return dict(changed=changed, key=key, record=desired, revision=revision, diff=diff)
+    return diff
+
+
+def run_chosen(params, check_mode, client, items):
+    """The present form when a record's proxy_port is AUTO (O(proxy_ports)): items [(tenant,
+    record)] written in transactions of TXN_RECORDS, each from one read of the whole prefix with
+    the ports chosen from it (choose_proxy_ports) and guarded by guarded_txn; a transaction that
+    lost a race is read, chosen and tried again. Returns what run_many returns."""
+    prefix, bounds = params["prefix"], params["proxy_ports"]
+    results, failed, diffs, desired = {}, {}, [], {}
+    for tenant, record in items:
+        try:
+            desired[tenant] = normalize_record(record, tenant, auto=True)
+        except RegistryError as e:
+            failed[tenant] = str(e)
+            results[tenant] = dict(changed=False, failed=True, msg=str(e), key=prefix + tenant, record=None)
+    names = [tenant for tenant, _record in items if tenant in desired]
+    revision = 0
+    for first in range(0, len(names), TXN_RECORDS):
+        part = names[first : first + TXN_RECORDS]
+        for attempt in range(AUTO_ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0.05, 0.3))  # spreads racing writers apart
+            kvs, revision = client.get_prefix_kvs(prefix)
+            stored = {key[len(prefix) :]: parse_stored(text) for key, (text, _mod) in kvs.items()}
+            auto = [tenant for tenant in part if desired[tenant]["proxy_port"] == AUTO]
+            chosen = choose_proxy_ports(stored, auto, bounds["start"], bounds["end"])
+            outcome, writes, lacking = {}, [], []
+            for tenant in part:
+                key, record = prefix + tenant, dict(desired[tenant])
+                if record["proxy_port"] == AUTO:
+                    record["proxy_port"] = chosen[tenant]
+                    if record["proxy_port"] is None:
+                        lacking.append(tenant)
+                        continue
+                text, mod_revision = kvs.get(key, (None, 0))
+                changed = text != canonical_json(record)
+                outcome[tenant] = (key, record, text, changed)
+                if changed:
+                    writes.append((key, canonical_json(record), mod_revision))
+            if not writes or check_mode:
+                break
+            ok, revision = client.txn(guarded_txn(prefix, revision, writes))
+            if ok:
+                break
+        else:
+            raise RegistryError(
+                f"the registry under {prefix} kept changing while proxy ports were chosen for "
+                f"{', '.join(part)} ({AUTO_ATTEMPTS} attempts): nothing written for them, re-run"
+            )
+        for tenant in lacking:
+            msg = (
+                f"record.proxy_port: no free proxy port is left in {bounds['start']}-{bounds['end']} "
+                f"for tenant={tenant!r} (proxy_ports): widen the range or remove tenants"
+            )
+            failed[tenant] = msg
+            results[tenant] = dict(changed=False, failed=True, msg=msg, key=prefix + tenant, record=None)
+        for tenant, (key, record, text, changed) in outcome.items():
+            if changed:
+                diffs.append(dict(record_diff(text, record), before_header=key, after_header=key))
+            results[tenant] = dict(changed=changed, failed=False, key=key, record=record)
+    return dict(
+        changed=any(r["changed"] for r in results.values()),
+        results=results,
+        failed_tenants=failed,
+        diff=diffs,
+        revision=revision,
+        endpoint=client.endpoint,
+    )
 
 
 def run_many(params, check_mode, client):
@@ -749,6 +905,8 @@ def run_many(params, check_mode, client):
     prefix, present = params["prefix"], params["state"] == "present"
     if present:
         items = [(item["tenant"], item["record"]) for item in params["records"]]
+        if params.get("proxy_ports") and any((r or {}).get("proxy_port") == AUTO for _t, r in items):
+            return run_chosen(params, check_mode, client, items)
     else:
         items = [(tenant, None) for tenant in params["tenants"]]
     results, failed, diffs = {}, {}, []
@@ -811,6 +969,25 @@ def run(params, check_mode, client=None, warn=None, token_cache=None):
         )
     if params.get("records") is not None or params.get("tenants") is not None:
         return run_many(params, check_mode, client)
+    if (
+        state == "present"
+        and params.get("proxy_ports")
+        and (params["record"] or {}).get("proxy_port") == AUTO
+    ):
+        many = run_chosen(params, check_mode, client, [(tenant, params["record"])])
+        if many["failed_tenants"]:
+            raise RegistryError(many["failed_tenants"][tenant])
+        one = many["results"][tenant]
+        return dict(
+            changed=one["changed"],
+            key=one["key"],
+            record=one["record"],
+            revision=many["revision"],
+            diff=many["diff"][0]
+            if many["diff"]
+            else record_diff(canonical_json(one["record"]), one["record"]),
+            endpoint=client.endpoint,
+        )
     desired = normalize_record(params["record"], tenant) if state == "present" else None
     result = {"changed": False}
 
@@ -863,6 +1040,9 @@ ARGUMENT_SPEC = dict(
         options=dict(tenant=dict(type="str", required=True), record=dict(type="dict", required=True)),
     ),
     tenants=dict(type="list", elements="str"),
+    proxy_ports=dict(
+        type="dict", options=dict(start=dict(type="int", required=True), end=dict(type="int", required=True))
+    ),
     state=dict(type="str", default="present", choices=["present", "absent", "query"]),
     timeout=dict(type="float", default=5.0),
 )

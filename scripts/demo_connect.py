@@ -36,7 +36,14 @@ def tenant_env(container: str, tenant: str) -> dict[str, str]:
 
 
 def proxy_port(container: str, tenant: str) -> int:
-    return json.loads(host_file(container, "/var/lib/shadowdb/ports/proxy.json"))["leases"][tenant]
+    """The tenant's proxy port, from its registry record (read with etcdctl on the etcd member)."""
+    record = subprocess.run(
+        ["podman", "exec", container, "etcdctl", "--endpoints=https://127.0.0.1:2379",
+         "--cacert=/etc/etcd/pki/ca.crt", "--cert=/etc/etcd/pki/member.crt", "--key=/etc/etcd/pki/member.key",
+         "get", "--print-value-only", f"/shadowdb/tenants/{tenant}"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return json.loads(record)["proxy_port"]
 
 
 def check(conninfo: str) -> str:

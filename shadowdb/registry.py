@@ -29,17 +29,17 @@ def shadowdb_registry_records(
     host: str,
     address: str,
     ports: Mapping[str, int],
-    leases: Mapping[str, int] | None = None,
     versions: Mapping[str, str] | None = None,
-    lease_host: str = "",
+    routed: bool = False,
 ) -> dict:
     """Return what registering the specs' tenants on host writes, refuses and fails.
 
     specs: the tenants (validated specs, or as little as {name}: a tier, version or client
     networks left out are kept from the tenant's current record; a version neither gives comes
     from versions, read on the host). records: every record of the registry. ports: each
-    tenant's PostgreSQL port on host; leases: proxy ports leased for the tenants that had none
-    (on lease_host, named in a clash's message).
+    tenant's PostgreSQL port on host. routed: the deployment has proxy hosts, so a tenant without
+    a proxy port gets one: its record says "auto" and the registry module chooses it from the
+    registry as it writes (library/shadowdb_registry.py, proxy_ports).
 
     Returns {"records": [{"tenant", "record"}] to write, "refused": [messages] (a tenant without
     a cluster here, a proxy port another tenant holds: the caller stops before any write),
@@ -47,7 +47,7 @@ def shadowdb_registry_records(
     """
     records = list(records)
     current = shadowdb_registry_current(records, specs)
-    leases, versions = leases or {}, versions or {}
+    versions = versions or {}
     holders: dict[int, list[str]] = {}
     for record in records:
         if record.get("proxy_port") is not None:
@@ -69,7 +69,7 @@ def shadowdb_registry_records(
             "host": host,
             "address": address,
             "port": port,
-            "proxy_port": now.get("proxy_port") or leases.get(name),
+            "proxy_port": now.get("proxy_port") or ("auto" if routed else None),
             "pg_version": int(spec.get("pg_version") or now.get("pg_version") or versions.get(name) or 0),
             "tier": spec.get("tier") or now.get("tier") or None,
             "state": "active",
@@ -86,11 +86,10 @@ def shadowdb_registry_records(
                 "onboard it first (playbooks/tenant.yml)"
             )
         clash = [other for other in holders.get(record["proxy_port"], []) if other != name]
-        if record["proxy_port"] is not None and clash:
+        if record["proxy_port"] not in (None, "auto") and clash:
             refused.append(
                 f"tenant_register: proxy port {record['proxy_port']} of tenant '{name}' is already the proxy "
                 f"port of {', '.join(clash)} in the registry"
-                + (f" (lease file of pool proxy on {lease_host} out of date?)" if lease_host else "")
             )
     return {"records": out, "refused": refused, "failed": failed}
 

@@ -116,6 +116,18 @@ class Lab:
             text=True,
         ).stdout
 
+    def registry(self, host: str, prefix: str = "/shadowdb/tenants/") -> dict[str, dict]:
+        """{tenant: record} of the registry, read with etcdctl on host (an etcd member) with the
+        member's own certificate."""
+        out = self.sh(
+            host,
+            "etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/etcd/pki/ca.crt"
+            " --cert=/etc/etcd/pki/member.crt --key=/etc/etcd/pki/member.key"
+            f" get --prefix {prefix} --print-value-only",
+        )
+        records = [json.loads(line) for line in out.splitlines() if line.strip()]
+        return {record["tenant"]: record for record in records}
+
     def copy_to(self, host: str, src: Path, dest: str) -> None:
         subprocess.run(["podman", "cp", str(src), f"{host}:{dest}"], env=self.env, check=True)
 

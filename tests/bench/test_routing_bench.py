@@ -82,8 +82,8 @@ def paths(lab: Lab) -> dict[str, str]:
     """libpq connection strings of the three paths (the password comes from owner.env)."""
     host = lab.hosts[0]
     leases = {
-        pool: json.loads(lab.sh(host, f"cat /var/lib/shadowdb/ports/{pool}.json"))["leases"][TENANT]
-        for pool in ("postgres", "proxy")
+        "postgres": json.loads(lab.sh(host, "cat /var/lib/shadowdb/ports/postgres.json"))["leases"][TENANT],
+        "proxy": lab.registry(host)[TENANT]["proxy_port"],
     }
     common = (
         f"host={TENANT}.{DOMAIN} hostaddr={lab.address(host)} dbname={TENANT} user={TENANT} "

@@ -109,7 +109,7 @@ class Client:
 def under_load(lab, action: str, clients: int = 4, before: float = 1.5, after: float = 3.0):
     """Run `clients` reconnecting clients (SNI port and proxy ports), do `action` on the lab host
     in the middle; return (clients, time the action started, time it returned)."""
-    ports = json.loads(lab.sh(lab.hosts[0], "cat /var/lib/shadowdb/ports/proxy.json"))["leases"]
+    ports = {name: record["proxy_port"] for name, record in lab.registry(lab.hosts[0]).items()}
     plan = [
         ("rta", SNI_PORT, True),
         ("rtb", SNI_PORT, True),

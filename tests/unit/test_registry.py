@@ -16,10 +16,8 @@ def plan(specs, records=(), **kwargs):
     return shadowdb_registry_records(specs, list(records), **args)
 
 
-def test_a_new_tenant_gets_its_leased_proxy_port_and_no_networks_when_it_admits_all():
-    result = plan(
-        [{"name": "acme", "tier": "small", "pg_version": 17, "hba": ["0.0.0.0/0"]}], leases={"acme": 30001}
-    )
+def test_a_new_routed_tenant_gets_its_proxy_port_as_written_and_no_networks_when_it_admits_all():
+    result = plan([{"name": "acme", "tier": "small", "pg_version": 17, "hba": ["0.0.0.0/0"]}], routed=True)
     assert result == {
         "records": [
             {
@@ -29,7 +27,8 @@ def test_a_new_tenant_gets_its_leased_proxy_port_and_no_networks_when_it_admits_
                     "host": HOST,
                     "address": ADDRESS,
                     "port": 20001,
-                    "proxy_port": 30001,
+                    # Chosen by the registry module from the registry as it writes the record.
+                    "proxy_port": "auto",
                     "pg_version": 17,
                     "tier": "small",
                     "state": "active",
@@ -51,7 +50,7 @@ def test_what_the_spec_leaves_out_is_kept_from_the_current_record():
         "tier": "large",
         "hba": ["10.1.0.0/16"],
     }
-    record = plan([{"name": "acme"}], [current], leases={"acme": 30001})["records"][0]["record"]
+    record = plan([{"name": "acme"}], [current], routed=True)["records"][0]["record"]
     assert (record["proxy_port"], record["pg_version"], record["tier"], record["hba"]) == (
         30007,
         16,
@@ -63,6 +62,7 @@ def test_what_the_spec_leaves_out_is_kept_from_the_current_record():
 def test_a_version_neither_gives_is_the_one_read_on_the_host():
     record = plan([{"name": "acme"}], versions={"acme": "15"})["records"][0]["record"]
     assert record["pg_version"] == 15 and record["tier"] is None and "hba" not in record
+    assert record["proxy_port"] is None  # no proxy hosts: no proxy port
 
 
 def test_a_tenant_registered_on_another_host_is_reported_and_not_written():
@@ -86,13 +86,13 @@ def test_a_tenant_without_a_cluster_here_is_refused():
 
 def test_a_proxy_port_held_by_another_tenant_is_refused_naming_both():
     records = [
-        {"tenant": "acme", "host": HOST, "proxy_port": 30001},
+        {"tenant": "globex", "host": HOST, "proxy_port": 30002},
         {"tenant": "hooli", "host": "db2", "proxy_port": 30002},
     ]
-    result = plan([{"name": "globex", "pg_version": 17}], records, leases={"globex": 30002}, lease_host="px1")
+    result = plan([{"name": "globex", "pg_version": 17}], records, routed=True)
     assert result["refused"] == [
         "tenant_register: proxy port 30002 of tenant 'globex' is already the proxy port of hooli"
-        " in the registry (lease file of pool proxy on px1 out of date?)"
+        " in the registry"
     ]
 
 

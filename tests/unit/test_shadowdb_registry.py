@@ -424,6 +424,73 @@ def test_concurrent_change_is_never_overwritten(etcd):
     assert json.loads(stored)["by"] == "other"
 
 
+def test_proxy_ports_are_kept_or_free_ones_of_the_range():
+    stored = {"acme": record(proxy_port=30001), "beta": record(tenant="beta", proxy_port=30000), "gone": None}
+    lowest = reg.choose_proxy_ports(stored, ["acme", "new1", "new2"], 30000, 30003, pick=min)
+    assert lowest == {"acme": 30001, "new1": 30002, "new2": 30003}
+    assert reg.choose_proxy_ports(stored, ["new1", "new2", "new3"], 30000, 30003)["new3"] is None
+    chosen = reg.choose_proxy_ports(stored, ["new1", "new2"], 30000, 30003)  # at random by default
+    assert sorted(chosen.values()) == [30002, 30003]
+
+
+@needs_etcd
+def test_auto_proxy_ports_are_chosen_from_the_registry_and_kept(run_module, etcd):
+    bounds = dict(start=31000, end=31002)
+    run_module(MODULE, dict(endpoints=[etcd], tenant="held", record=record(tenant="held", proxy_port=31000)))
+    items = [dict(tenant=n, record=record(tenant=n, proxy_port="auto")) for n in ("acme", "beta")]
+    args = dict(endpoints=[etcd], tenant=None, records=items, proxy_ports=bounds)
+    result, _ = run_module(MODULE, args, check_mode=True)
+    assert result["changed"] and result["results"]["acme"]["record"]["proxy_port"] in (31001, 31002)
+    query, _ = run_module(MODULE, dict(endpoints=[etcd], state="query", tenant=None))
+    assert [r["tenant"] for r in query["records"]] == ["held"]  # check mode wrote nothing
+    result, _ = run_module(MODULE, args)
+    ports = {t: r["record"]["proxy_port"] for t, r in result["results"].items()}
+    assert sorted(ports.values()) == [31001, 31002] and result["failed_tenants"] == {}
+    # Again: each keeps its port, nothing changes; one more tenant finds the range full.
+    again, _ = run_module(MODULE, args)
+    assert (
+        not again["changed"] and {t: r["record"]["proxy_port"] for t, r in again["results"].items()} == ports
+    )
+    late = [dict(tenant="late", record=record(tenant="late", proxy_port="auto"))]
+    full, _ = run_module(MODULE, dict(args, records=late))
+    assert "no free proxy port is left in 31000-31002" in full["failed_tenants"]["late"]
+    # The single form: the same choice; without proxy_ports, "auto" is refused naming the field.
+    gamma = dict(endpoints=[etcd], tenant="gamma", record=record(tenant="gamma", proxy_port="auto"))
+    one, _ = run_module(MODULE, dict(gamma, proxy_ports=dict(start=31000, end=31005)))
+    assert one["changed"] and one["record"]["proxy_port"] in (31003, 31004, 31005)
+    bad, _ = run_module(MODULE, gamma)
+    assert bad["failed"] and "record.proxy_port='auto' is invalid" in bad["msg"]
+
+
+@needs_etcd
+def test_a_port_chosen_in_a_race_is_never_given_twice(etcd):
+    """Another writer registers a tenant right after our read, on the port we would choose: our
+    guarded write fails, is read again and takes the next port."""
+    raced = []
+
+    class Racing(reg.EtcdClient):
+        def get_prefix_kvs(self, prefix):
+            found = super().get_prefix_kvs(prefix)
+            if not raced:
+                raced.append(True)
+                rival = reg.canonical_json(
+                    reg.normalize_record(record(tenant="rival", proxy_port=31500), "rival")
+                )
+                reg.EtcdClient([etcd]).txn(reg.put_txn(PREFIX + "rival", rival, 0))
+            return found
+
+    args = params(
+        endpoints=[etcd],
+        tenant="acme",
+        record=record(proxy_port="auto"),
+        proxy_ports=dict(start=31500, end=31501),
+    )
+    result = reg.run(args, check_mode=False, client=Racing([etcd]))
+    assert raced and result["changed"] and result["record"]["proxy_port"] == 31501
+    query = reg.run(params(endpoints=[etcd], tenant=None, state="query"), check_mode=False)
+    assert {r["tenant"]: r["proxy_port"] for r in query["records"]} == {"acme": 31501, "rival": 31500}
+
+
 @needs_etcd
 def test_invalid_stored_value_is_replaced_and_skipped_by_query(run_module, etcd):
     client = reg.EtcdClient([etcd])
@@ -993,32 +1060,52 @@ def test_a_batch_is_planned_refused_or_written_with_its_rules(etcd, tmp_path):
         "host": "db1",
         "address": "10.0.0.21",
         "ports": {"acme": 24817, "globex": 24818, "initech": 24819},
-        "leases": {"acme": 30003},
+        "proxy_ports": {"start": 30001, "end": 30010},
+    }
+    # Another host's tenant holding globex's proxy port (a registry made inconsistent by hand).
+    umbrella = {
+        "tenant": "umbrella",
+        "record": record(tenant="umbrella", host="db3", proxy_port=30001, members=[]),
     }
     tasks = [
         {"name": "seed", "shadowdb_registry": {"endpoints": [etcd], "records": seed, "state": "present"}},
         {"name": "plan", "shadowdb_register": conn | {"state": "plan", "specs": specs}},
-        {"name": "clash", "shadowdb_register": write | {"leases": {"acme": 30001}}, "ignore_errors": True},
+        {"name": "seed a clash", "shadowdb_registry": {"endpoints": [etcd], "records": [umbrella]}},
+        {"name": "clash", "shadowdb_register": write, "ignore_errors": True},
         {"name": "after the clash", "shadowdb_registry": {"endpoints": [etcd], "state": "query"}},
+        {
+            "name": "undo the clash",
+            "shadowdb_registry": {"endpoints": [etcd], "tenant": "umbrella", "state": "absent"},
+        },
         {"name": "write", "shadowdb_register": write},
         {"name": "again", "shadowdb_register": write},
         {"name": "query", "shadowdb_registry": {"endpoints": [etcd], "state": "query"}},
     ]
     results, proc = run_playbook(tmp_path, tasks)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    # acme has no proxy port yet; initech's version is given, globex's is in its record.
-    assert results["plan"]["unleased"] == ["acme"]
+    # initech's version is given, globex's is in its record.
     assert results["plan"]["unversioned"] == []
     # A proxy port another tenant holds refuses the whole batch before any write.
     assert results["clash"]["failed"] is True
-    assert "proxy port 30001 of tenant 'acme' is already the proxy port of globex" in results["clash"]["msg"]
-    assert sorted(r["tenant"] for r in results["after the clash"]["records"]) == ["globex", "initech"]
+    assert (
+        "proxy port 30001 of tenant 'globex' is already the proxy port of umbrella" in results["clash"]["msg"]
+    )
+    assert sorted(r["tenant"] for r in results["after the clash"]["records"]) == [
+        "globex",
+        "initech",
+        "umbrella",
+    ]
     # Written: acme (new) and globex (its port and address); initech is another host's, left as it is.
     assert results["write"]["changed"] is True
     assert "already registered on db2" in results["write"]["failed_tenants"]["initech"]
     assert results["again"]["changed"] is False
     by_tenant = {r["tenant"]: r for r in results["query"]["records"]}
-    assert by_tenant["acme"]["proxy_port"] == 30003
+    # acme's proxy port: one of the range that no record holds, chosen as it was written.
+    assert 30003 <= by_tenant["acme"]["proxy_port"] <= 30010
+    assert {r["tenant"]: r["record"]["proxy_port"] for r in results["write"]["records"]} == {
+        "acme": by_tenant["acme"]["proxy_port"],
+        "globex": 30001,
+    }
     assert by_tenant["globex"]["proxy_port"] == 30001
     assert by_tenant["globex"]["port"] == 24818
     assert by_tenant["initech"]["host"] == "db2"
