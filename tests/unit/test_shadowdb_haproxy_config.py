@@ -150,6 +150,21 @@ def test_a_hostile_record_is_refused_naming_the_field(reason, record):
     assert "\n" not in warnings[0]
 
 
+def test_records_that_cannot_be_served_together_are_named():
+    filters = load_filters()
+    other = GOOD | {"tenant": "beta", "proxy_port": 30002}
+    valid, _ = filters.split_records([GOOD, other], PREFIX)
+    assert filters.clash(valid, 5432, 8404) is None
+    shared, _ = filters.split_records([GOOD, other | {"proxy_port": 30001}], PREFIX)
+    assert "proxy port(s) 30001 given to more than one tenant" in filters.clash(shared, 5432, 8404)
+    twice, _ = filters.split_records([GOOD, GOOD | {"proxy_port": 30003}], PREFIX)
+    assert "tenant(s) acme registered more than once" in filters.clash(twice, 5432, 8404)
+    reserved, _ = filters.split_records([GOOD | {"proxy_port": 8404}], PREFIX)
+    assert "proxy port(s) 8404 equal to haproxy_sni_port 5432 or haproxy_stats_port 8404" in filters.clash(
+        reserved, 5432, 8404
+    )
+
+
 def test_valid_records_are_kept_and_normalized():
     filters = load_filters()
     records = [

@@ -204,8 +204,34 @@ def split_records(records, prefix="/shadowdb/tenants/"):
     return sorted(valid, key=lambda r: r["tenant"]), warnings
 
 
-def shadowdb_haproxy_records(records, prefix="/shadowdb/tenants/"):
-    """Filter: the records safe to render; every invalid one is skipped with a warning naming its key."""
+def clash(records, sni_port, stats_port):
+    """Why records (valid, as split_records returns them) cannot be served together, or None: a
+    tenant twice, a proxy port twice, or a proxy port that is the SNI or stats port (HAProxy would
+    refuse the whole configuration)."""
+    tenants = [r["tenant"] for r in records]
+    ports = [r["proxy_port"] for r in records if r.get("proxy_port") is not None]
+    twice = sorted({t for t in tenants if tenants.count(t) > 1})
+    shared = sorted({p for p in ports if ports.count(p) > 1})
+    reserved = sorted({p for p in ports if p in (int(sni_port), int(stats_port))})
+    if not (twice or shared or reserved):
+        return None
+    why = []
+    if twice:
+        why.append(f"tenant(s) {', '.join(twice)} registered more than once")
+    if shared:
+        why.append(f"proxy port(s) {', '.join(map(str, shared))} given to more than one tenant")
+    if reserved:
+        why.append(
+            f"proxy port(s) {', '.join(map(str, reserved))} equal to haproxy_sni_port {sni_port} or "
+            f"haproxy_stats_port {stats_port}"
+        )
+    return "haproxy: the tenant records cannot be served together: " + "; ".join(why)
+
+
+def shadowdb_haproxy_records(records, prefix="/shadowdb/tenants/", sni_port=None, stats_port=None):
+    """Filter: the records safe to render; every invalid one is skipped with a warning naming its
+    key. Given sni_port and stats_port, records that cannot be served together (clash) fail it
+    before anything is rendered."""
     valid, warnings = split_records(records, prefix)
     if warnings:
         from ansible.utils.display import Display  # only when running inside Ansible
@@ -213,6 +239,12 @@ def shadowdb_haproxy_records(records, prefix="/shadowdb/tenants/"):
         display = Display()
         for warning in warnings:
             display.warning(warning)
+    if sni_port is not None and stats_port is not None:
+        error = clash(valid, sni_port, stats_port)
+        if error:
+            from ansible.errors import AnsibleFilterError  # only when running inside Ansible
+
+            raise AnsibleFilterError(error)
     return valid
 
 
