@@ -148,8 +148,13 @@ def test_an_old_leader_that_wrote_alone_is_rewound_after_its_host_crashed(lab, o
     assert "Can not fetch local timeline" not in journal, journal[-3000:]
     counts = dict(other.query("SELECT kind, count(*) FROM crashed GROUP BY kind"))
     assert counts == {"replicated": 50}, counts
-    assert hakit.wait_for(f"a healthy cluster ({OTHER})", other.healthy, timeout=60) != leader
+    new_leader = hakit.wait_for(f"a healthy cluster ({OTHER})", other.healthy, timeout=60)
+    assert new_leader != leader
     execute(other, "DROP TABLE crashed")
+    # The leader back where it was: the registry's record (members' roles at registration) and
+    # the next tests see the tenant as before.
+    other.switchover(new_leader)
+    hakit.wait_for("the old leader leading again", lambda: other.healthy() == leader, timeout=60, interval=1)
 
 
 def attack(
