@@ -132,7 +132,7 @@ options:
         of the range that no record of O(prefix) holds (HAProxy on the proxy hosts must have the
         range to itself).'
       - The choice is safe against other writers - the records of the call are written in one
-        transaction that succeeds only if no key under O(prefix) changed since the registry was read
+        transaction that succeeds only if no key under O(prefix) was written since the registry was read
         (re-read and chosen again otherwise, a few times), so two runs never give one port to two
         tenants. A tenant for which no port is left fails on its own.
     type: dict
