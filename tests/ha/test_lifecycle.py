@@ -167,7 +167,10 @@ def test_an_old_leader_that_wrote_alone_is_rewound_after_its_host_crashed(lab, o
     assert new_leader != leader
     execute(other, "DROP TABLE crashed")
     # The leader back where it was: the registry's record (members' roles at registration) and
-    # the next tests see the tenant as before.
+    # the next tests see the tenant as before. In synchronous mode Patroni switches over only to
+    # the synchronous standby (412 before the rejoined member is one again).
+    standby = "the old leader as the synchronous standby"
+    hakit.wait_for(standby, lambda: leader in other.sync_standbys(), timeout=90, interval=1)
     other.switchover(new_leader)
     hakit.wait_for("the old leader leading again", lambda: other.healthy() == leader, timeout=60, interval=1)
 
