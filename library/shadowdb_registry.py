@@ -830,6 +830,18 @@ def record_diff(stored, desired):
     return diff
 
 
+def many_result(results, failed, diffs, revision, client):
+    """The result of the list forms (run_many, run_chosen)."""
+    return dict(
+        changed=any(r["changed"] for r in results.values()),
+        results=results,
+        failed_tenants=failed,
+        diff=diffs,
+        revision=revision,
+        endpoint=client.endpoint,
+    )
+
+
 def run_chosen(params, check_mode, client, items):
     """The present form when a record's proxy_port is AUTO (O(proxy_ports)): items [(tenant,
     record)] written in transactions of TXN_RECORDS, each from one read of the whole prefix with
@@ -888,14 +900,7 @@ def run_chosen(params, check_mode, client, items):
             if changed:
                 diffs.append(dict(record_diff(text, record), before_header=key, after_header=key))
             results[tenant] = dict(changed=changed, failed=False, key=key, record=record)
-    return dict(
-        changed=any(r["changed"] for r in results.values()),
-        results=results,
-        failed_tenants=failed,
-        diff=diffs,
-        revision=revision,
-        endpoint=client.endpoint,
-    )
+    return many_result(results, failed, diffs, revision, client)
 
 
 def run_many(params, check_mode, client):
@@ -938,14 +943,7 @@ def run_many(params, check_mode, client):
         if result["changed"]:
             diffs.append(dict(diff, before_header=key, after_header=key))
         results[tenant] = dict(result, failed=False)
-    return dict(
-        changed=any(r["changed"] for r in results.values()),
-        results=results,
-        failed_tenants=failed,
-        diff=diffs,
-        revision=revision,
-        endpoint=client.endpoint,
-    )
+    return many_result(results, failed, diffs, revision, client)
 
 
 def run(params, check_mode, client=None, warn=None, token_cache=None):
